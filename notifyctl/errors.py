@@ -1,0 +1,122 @@
+"""One exception tree for notifyctl.
+
+    NotifyctlError
+     ├── ConfigError          bad or missing setting (names the key and the file); exit 2
+     ├── InputError           bad audience/events/user file, flag or argument; exit 2
+     │    └── (carries RowError entries: line number + reason)
+     ├── TemplateError        template missing, unsafe, undefined variable, over the size cap
+     ├── PolicyRefused        an operation the policy forbids (e.g. redrive past the window)
+     └── ProviderError        raised by a provider's send(); the pipeline classifies it
+          ├── TransientError(retry_after_s)   retry with backoff
+          │    └── RateLimited(retry_after_s) retry, and slow that provider's bucket
+          └── PermanentError(code)            never retried; dead letter
+
+Providers map their SDK's exceptions into this tree in one place each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class NotifyctlError(Exception):
+    """Base of every error notifyctl raises on purpose."""
+
+
+class ConfigError(NotifyctlError):
+    """A missing or wrong setting; the message names the key and the file."""
+
+    def __init__(self, message: str, *, key: str | None = None, path: str | None = None) -> None:
+        self.key = key
+        self.path = path
+        where = []
+        if key:
+            where.append(f"key '{key}'")
+        if path:
+            where.append(f"in {path}")
+        super().__init__(f"{message} ({', '.join(where)})" if where else message)
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One rejected input row."""
+
+    line: int
+    reason: str
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}"
+        if self.field:
+            where += f", field '{self.field}'"
+        return f"{where}: {self.reason}"
+
+
+class InputError(NotifyctlError):
+    """Bad input: a file, a row, a flag. Carries the rejected rows when there are any."""
+
+    def __init__(self, message: str, rows: list[RowError] | None = None) -> None:
+        self.rows = rows or []
+        super().__init__(message)
+
+
+class TemplateError(NotifyctlError):
+    """A template could not be loaded or rendered."""
+
+    def __init__(self, message: str, *, template: str | None = None, part: str | None = None) -> None:
+        self.template = template
+        self.part = part
+        prefix = ""
+        if template:
+            prefix = f"template '{template}'"
+            if part:
+                prefix += f", part '{part}'"
+            prefix += ": "
+        super().__init__(prefix + message)
+
+
+class PolicyRefused(NotifyctlError):
+    """An operation refused by policy (for instance a redrive older than the idempotency window)."""
+
+
+class ProviderError(NotifyctlError):
+    """Raised by Provider.send(); never raised past the pipeline."""
+
+    code: str | None = None
+
+
+class TransientError(ProviderError):
+    """Worth retrying later; retry_after_s is a floor for the next attempt when the provider gave one."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, code: str | None = None) -> None:
+        self.retry_after_s = retry_after_s
+        self.code = code
+        super().__init__(message)
+
+
+class RateLimited(TransientError):
+    """The provider said slow down (HTTP 429, Throttling, QUOTA_EXCEEDED)."""
+
+
+class PermanentError(ProviderError):
+    """Never retried: bad recipient, opted out, rejected content.
+
+    `suppress` asks the pipeline to add the address to the suppression list (Twilio 21610,
+    hard bounce); `remove_device` asks it to drop a push token (FCM UNREGISTERED);
+    `disable_endpoint` asks it to disable a webhook endpoint (HTTP 410).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        suppress: bool = False,
+        remove_device: bool = False,
+        disable_endpoint: bool = False,
+    ) -> None:
+        self.code = code
+        self.suppress = suppress
+        self.remove_device = remove_device
+        self.disable_endpoint = disable_endpoint
+        super().__init__(message)

@@ -1,0 +1,133 @@
+"""The data that flows through notifyctl: users, recipients, decisions, envelopes, results."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Channel(str, enum.Enum):
+    email = "email"
+    sms = "sms"
+    push = "push"
+    inapp = "inapp"
+    webhook = "webhook"
+
+
+CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
+
+
+class DeliveryState(str, enum.Enum):
+    """Outbox states. `pending → inflight → sent`, or one of the others."""
+
+    pending = "pending"
+    inflight = "inflight"
+    sent = "sent"
+    skipped = "skipped"
+    deferred = "deferred"
+    dead = "dead"
+    in_doubt = "in_doubt"
+
+
+TERMINAL_STATES = frozenset({"sent", "skipped", "dead"})
+
+
+class RunState(str, enum.Enum):
+    scheduled = "scheduled"
+    running = "running"
+    interrupted = "interrupted"
+    waiting = "waiting"  # only deferred deliveries (quiet hours) are left
+    completed = "completed"
+    completed_with_failures = "completed_with_failures"
+
+
+class User(BaseModel):
+    """A user of the directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str
+    email: str | None = None
+    phone: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    push_tokens: list[str] = Field(default_factory=list)
+    webhook_url: str | None = None
+    webhook_secret: str | None = Field(default=None, repr=False)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class Recipient(BaseModel):
+    """One validated audience row: a user id and/or inline contact fields, plus extra columns."""
+
+    line: int
+    user_id: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    push_tokens: list[str] = Field(default_factory=list)
+    webhook_url: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    def identity(self) -> str:
+        """The key that makes two rows the same recipient."""
+        if self.user_id:
+            return f"user:{self.user_id}"
+        return f"email:{self.email}" if self.email else f"phone:{self.phone}"
+
+
+class Decision(BaseModel):
+    """What policy says about one delivery."""
+
+    action: str  # "send" | "skip" | "defer"
+    reason: str | None = None
+    until: datetime | None = None
+
+    @classmethod
+    def send(cls) -> Decision:
+        return cls(action="send")
+
+    @classmethod
+    def skip(cls, reason: str) -> Decision:
+        return cls(action="skip", reason=reason)
+
+    @classmethod
+    def defer(cls, until: datetime, reason: str) -> Decision:
+        return cls(action="defer", reason=reason, until=until)
+
+
+class Envelope(BaseModel):
+    """One rendered message for one address on one channel, ready for a provider.
+
+    `parts` holds the rendered channel parts (email: subject/text/html; sms: text;
+    push: title/body/data; inapp: title/body/data; webhook: body). Secrets needed to send
+    (webhook signing secrets) are never serialized: dead letters keep the envelope without them
+    and a redrive resolves them again from the directory.
+    """
+
+    delivery_id: int
+    run_id: str
+    channel: str
+    user_id: str | None
+    address: str
+    template: str
+    template_version: str
+    category: str
+    idempotency_key: str
+    message_id: str  # stable per delivery: webhook-id, email Message-ID, provider idempotency keys
+    parts: dict[str, Any]
+    headers: dict[str, str] = Field(default_factory=dict)
+    signing_secrets: list[str] = Field(default_factory=list, exclude=True, repr=False)
+    client_cert: str | None = Field(default=None, exclude=True, repr=False)
+
+
+class SendResult(BaseModel):
+    """A provider's answer to a successful send."""
+
+    provider: str
+    provider_message_id: str | None = None
+    status_code: int | None = None

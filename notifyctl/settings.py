@@ -1,0 +1,237 @@
+"""Configuration: notifyctl.toml, NOTIFYCTL_* environment overrides, embedded defaults.
+
+The file is found through `--config`, then NOTIFYCTL_CONFIG, then ./notifyctl.toml; without one
+the embedded defaults run everything locally (email to an outbox folder, in-app to the SQLite
+inbox, webhooks to users' endpoints). `NOTIFYCTL_A__B=value` overrides key `a.b` (the value is
+read as a TOML value when it parses as one, else as a string). Provider credentials come from
+the providers' own conventions (AWS chain, TWILIO_*, GOOGLE_APPLICATION_CREDENTIALS).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from notifyctl.errors import ConfigError
+from notifyctl.models import CHANNELS
+
+ENV_PREFIX = "NOTIFYCTL_"
+CONFIG_FILE = "notifyctl.toml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderSettings(BaseModel):
+    """One provider account. Keys other than the common ones are the provider's own options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    rate: float = Field(default=100.0, gt=0, description="messages per second")
+    burst: int = Field(default=0, ge=0, description="bucket size; 0 means equal to rate")
+    concurrency: int = Field(default=32, ge=1, le=1000)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @property
+    def bucket_size(self) -> float:
+        return float(self.burst) if self.burst else max(1.0, self.rate)
+
+
+class ChannelRoute(_Strict):
+    """Which provider accounts serve a channel: a weighted pool, and an optional secondary."""
+
+    providers: list[str]
+    weights: list[float] | None = None
+    secondary: str | None = None
+    queue_size: int = Field(default=1000, ge=1)
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> ChannelRoute:
+        if not self.providers:
+            raise ValueError("needs at least one provider")
+        if self.weights is not None and len(self.weights) != len(self.providers):
+            raise ValueError("weights must have one entry per provider")
+        return self
+
+
+class CategoryRule(_Strict):
+    critical: bool = False  # bypasses preferences, never suppressions
+    opt_in_required: list[str] = Field(default_factory=list)  # channels needing explicit opt-in
+    quiet_hours: bool = False  # subject to quiet hours on quiet_hours.channels
+    priority: Literal["high", "normal", "low"] = "normal"
+
+
+class QuietHours(_Strict):
+    start: time = time(21, 0)  # sends not allowed from start ...
+    end: time = time(8, 0)  # ... until end, recipient's local time
+    channels: list[str] = Field(default_factory=lambda: ["sms"])
+    default_timezone: str = "UTC"
+
+
+class RetrySettings(_Strict):
+    base_s: float = Field(default=1.0, gt=0)
+    cap_s: float = Field(default=300.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+    retry_after_cap_s: float = Field(default=3600.0, gt=0)
+    rate_limit_slowdown_s: float = Field(default=30.0, ge=0)
+
+
+class BreakerSettings(_Strict):
+    consecutive_failures: int = Field(default=5, ge=1)
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    window: int = Field(default=20, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+
+
+class Settings(_Strict):
+    database: Path = Path("notifyctl.db")
+    templates_dir: Path = Path("templates")
+    idempotency_window_hours: float = Field(default=48.0, gt=0)
+    in_doubt: Literal["hold", "resend"] = "hold"
+    public_url: str = "https://notify.example.com"
+    unsubscribe_secret: str = Field(default="change-me-unsubscribe-secret", repr=False)
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    channels: dict[str, ChannelRoute] = Field(default_factory=dict)
+    categories: dict[str, CategoryRule] = Field(default_factory=dict)
+    quiet_hours: QuietHours = Field(default_factory=QuietHours)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    source: str = Field(default="(embedded defaults)", exclude=True)
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channel_shorthand(cls, value: Any) -> Any:
+        # `[channels] email = "outbox"` is short for `[channels.email] providers = ["outbox"]`
+        if isinstance(value, dict):
+            return {k: ({"providers": [v]} if isinstance(v, str) else v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> Settings:
+        for channel, route in self.channels.items():
+            if channel not in CHANNELS:
+                raise ValueError(f"channels.{channel}: unknown channel (known: {', '.join(CHANNELS)})")
+            for name in [*route.providers, *([route.secondary] if route.secondary else [])]:
+                if name not in self.providers:
+                    raise ValueError(f"channels.{channel}: provider '{name}' is not defined under [providers]")
+        return self
+
+    def path(self, value: Path | str) -> Path:
+        """A path from the configuration, relative to the configuration file's folder."""
+        p = Path(value)
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def database_path(self) -> Path:
+        return self.path(self.database)
+
+    @property
+    def templates_path(self) -> Path:
+        return self.path(self.templates_dir)
+
+    def category(self, name: str) -> CategoryRule:
+        return self.categories.get(name, CategoryRule())
+
+
+DEFAULTS: dict[str, Any] = {
+    "providers": {
+        "outbox": {"type": "outbox", "path": "outbox", "rate": 1000, "concurrency": 8},
+        "inapp": {"type": "inapp", "rate": 1000, "concurrency": 8},
+        "webhook": {"type": "webhook", "rate": 100, "concurrency": 32},
+    },
+    "channels": {"email": "outbox", "inapp": "inapp", "webhook": "webhook"},
+    "categories": {
+        "marketing": {"opt_in_required": ["sms"], "quiet_hours": True, "priority": "low"},
+        "transactional": {"priority": "high"},
+        "security": {"critical": True, "priority": "high"},
+    },
+}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """NOTIFYCTL_A__B=value → {"a": {"b": value}}; NOTIFYCTL_CONFIG is the file, not a key."""
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        node = overrides
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = _env_value(raw)
+    return overrides
+
+
+def find_config(explicit: Path | None, environ: dict[str, str] | None = None) -> Path | None:
+    env = os.environ if environ is None else environ
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError("configuration file not found", path=str(explicit))
+        return explicit
+    if env.get(ENV_PREFIX + "CONFIG"):
+        path = Path(env[ENV_PREFIX + "CONFIG"])
+        if not path.is_file():
+            raise ConfigError("configuration file not found (from NOTIFYCTL_CONFIG)", path=str(path))
+        return path
+    local = Path.cwd() / CONFIG_FILE
+    return local if local.is_file() else None
+
+
+def load_settings(explicit: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read the configuration; every problem is a ConfigError naming the key and the file."""
+    env = dict(os.environ if environ is None else environ)
+    path = find_config(explicit, env)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}", path=str(path)) from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read: {exc}", path=str(path)) from exc
+    data = dict(raw)
+    # A file that defines its own providers/channels replaces the embedded ones wholesale.
+    for key in ("providers", "channels", "categories"):
+        if key not in data:
+            data[key] = DEFAULTS[key]
+    data = _merge(data, env_overrides(env))
+    source = str(path) if path else "(embedded defaults)"
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(message, key=key, path=source) from exc
+    settings.source = source
+    settings.base_dir = path.parent.resolve() if path else Path.cwd()
+    return settings

@@ -1,0 +1,193 @@
+"""The user directory: users, devices, webhook endpoints, preferences and suppressions."""
+
+from __future__ import annotations
+
+import base64
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from notifyctl.addresses import normalize_address
+from notifyctl.models import User
+from notifyctl.store.db import dumps, iso, loads, record_event, transaction
+
+SUPPRESSION_REASONS = ("manual", "unsubscribe", "bounce", "complaint", "stop")
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: whsec_ + base64 of 24 random bytes."""
+    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+def upsert_users(conn: sqlite3.Connection, users: Iterable[User]) -> int:
+    """Insert or update users with their devices and endpoints; one transaction per call."""
+    users = list(users)
+    now = iso()
+    user_rows: list[tuple[Any, ...]] = []
+    device_rows: list[tuple[Any, ...]] = []
+    endpoint_rows: list[tuple[Any, ...]] = []
+    for user in users:
+        user_rows.append(
+            (user.user_id, user.email, user.phone, user.locale, user.timezone, user.webhook_url,
+             dumps(user.attributes), now, now)
+        )
+        device_rows.extend((user.user_id, token, None, now) for token in user.push_tokens)
+        if user.webhook_url:
+            endpoint_rows.append((user.user_id, user.webhook_url, user.webhook_secret or new_webhook_secret()))
+    with transaction(conn):
+        conn.executemany(
+            """INSERT INTO users (user_id, email, phone, locale, timezone, webhook_url, attributes, created, updated)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(user_id) DO UPDATE SET email=excluded.email, phone=excluded.phone,
+                 locale=excluded.locale, timezone=excluded.timezone, webhook_url=excluded.webhook_url,
+                 attributes=excluded.attributes, updated=excluded.updated""",
+            user_rows,
+        )
+        conn.executemany("INSERT OR IGNORE INTO devices VALUES (?, ?, ?, ?)", device_rows)
+        # A re-import keeps an existing secret unless the file gives a new one.
+        conn.executemany(
+            """INSERT INTO endpoints (user_id, url, secret) VALUES (?, ?, ?)
+               ON CONFLICT(user_id) DO UPDATE SET url=excluded.url""",
+            endpoint_rows,
+        )
+        for user in users:
+            if user.webhook_url and user.webhook_secret:
+                conn.execute("UPDATE endpoints SET secret=? WHERE user_id=?", (user.webhook_secret, user.user_id))
+    return len(user_rows)
+
+
+def _user_from_row(conn: sqlite3.Connection, row: sqlite3.Row) -> User:
+    tokens = [r[0] for r in conn.execute("SELECT token FROM devices WHERE user_id=? ORDER BY created, token", (row["user_id"],))]
+    endpoint = conn.execute("SELECT url, secret FROM endpoints WHERE user_id=?", (row["user_id"],)).fetchone()
+    return User(
+        user_id=row["user_id"],
+        email=row["email"],
+        phone=row["phone"],
+        locale=row["locale"],
+        timezone=row["timezone"],
+        push_tokens=tokens,
+        webhook_url=endpoint["url"] if endpoint else row["webhook_url"],
+        webhook_secret=endpoint["secret"] if endpoint else None,
+        attributes=loads(row["attributes"]) or {},
+    )
+
+
+def get_user(conn: sqlite3.Connection, user_id: str) -> User | None:
+    row = conn.execute("SELECT * FROM users WHERE user_id=?", (user_id,)).fetchone()
+    return _user_from_row(conn, row) if row else None
+
+
+def get_users(conn: sqlite3.Connection, user_ids: Sequence[str]) -> dict[str, User]:
+    """Several users at once (for planning in batches)."""
+    found: dict[str, User] = {}
+    for start in range(0, len(user_ids), 500):
+        chunk = list(user_ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(f"SELECT * FROM users WHERE user_id IN ({marks})", chunk):
+            found[row["user_id"]] = _user_from_row(conn, row)
+    return found
+
+
+def user_attribute_keys(conn: sqlite3.Connection) -> set[str]:
+    """Every attribute name present in the directory (for checking templates before a send)."""
+    keys: set[str] = set()
+    for (key,) in conn.execute("SELECT DISTINCT j.key FROM users, json_each(users.attributes) AS j"):
+        keys.add(key)
+    return keys
+
+
+def endpoint(conn: sqlite3.Connection, user_id: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = conn.execute("SELECT * FROM endpoints WHERE user_id=?", (user_id,)).fetchone()
+    return row
+
+
+def remove_device(conn: sqlite3.Connection, user_id: str | None, token: str, reason: str) -> None:
+    with transaction(conn):
+        conn.execute("DELETE FROM devices WHERE token=? AND (user_id=? OR ? IS NULL)", (token, user_id, user_id))
+        record_event(conn, "device_removed", user_id, {"reason": reason})
+
+
+def disable_endpoint(conn: sqlite3.Connection, user_id: str, reason: str) -> None:
+    with transaction(conn):
+        conn.execute(
+            "UPDATE endpoints SET disabled_at=?, disabled_reason=? WHERE user_id=? AND disabled_at IS NULL",
+            (iso(), reason, user_id),
+        )
+        record_event(conn, "endpoint_disabled", user_id, {"reason": reason})
+
+
+# --- preferences -------------------------------------------------------------------------------
+
+
+def set_preference(
+    conn: sqlite3.Connection, user_id: str, channel: str, category: str, enabled: bool, source: str = "cli"
+) -> None:
+    with transaction(conn):
+        conn.execute(
+            """INSERT INTO preferences VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT(user_id, channel, category) DO UPDATE SET enabled=excluded.enabled,
+                 source=excluded.source, updated=excluded.updated""",
+            (user_id, channel, category, int(enabled), source, iso()),
+        )
+        record_event(conn, "preference_set", user_id,
+                     {"channel": channel, "category": category, "enabled": enabled, "source": source})
+
+
+def preference(conn: sqlite3.Connection, user_id: str, channel: str, category: str) -> bool | None:
+    """True (explicit opt-in), False (opted out) or None (never said); '*' category is a wildcard."""
+    row = conn.execute(
+        """SELECT enabled FROM preferences WHERE user_id=? AND channel=? AND category IN (?, '*')
+           ORDER BY category = '*' LIMIT 1""",
+        (user_id, channel, category),
+    ).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def preferences(conn: sqlite3.Connection, user_id: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(
+        "SELECT channel, category, enabled, source, updated FROM preferences WHERE user_id=? ORDER BY channel, category",
+        (user_id,),
+    )]
+
+
+# --- suppressions ------------------------------------------------------------------------------
+
+
+def add_suppression(conn: sqlite3.Connection, channel: str, address: str, reason: str, source: str = "cli") -> str:
+    """Suppress an address on a channel; returns the normalised address."""
+    if reason not in SUPPRESSION_REASONS:
+        raise ValueError(f"unknown reason '{reason}' (known: {', '.join(SUPPRESSION_REASONS)})")
+    normalized = normalize_address(channel, address)
+    with transaction(conn):
+        conn.execute(
+            """INSERT INTO suppressions VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT(channel, address) DO UPDATE SET reason=excluded.reason, source=excluded.source""",
+            (channel, normalized, reason, source, iso()),
+        )
+        record_event(conn, "suppression_added", None, {"channel": channel, "reason": reason, "source": source})
+    return normalized
+
+
+def remove_suppression(conn: sqlite3.Connection, channel: str, address: str) -> bool:
+    normalized = normalize_address(channel, address)
+    with transaction(conn):
+        cur = conn.execute("DELETE FROM suppressions WHERE channel=? AND address=?", (channel, normalized))
+        if cur.rowcount:
+            record_event(conn, "suppression_removed", None, {"channel": channel})
+    return cur.rowcount > 0
+
+
+def is_suppressed(conn: sqlite3.Connection, channel: str, address: str) -> str | None:
+    """The suppression reason, or None. `address` must already be normalised."""
+    row = conn.execute("SELECT reason FROM suppressions WHERE channel=? AND address=?", (channel, address)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def suppressions(conn: sqlite3.Connection, channel: str | None = None) -> list[dict[str, Any]]:
+    sql = "SELECT channel, address, reason, source, created FROM suppressions"
+    params: tuple[Any, ...] = ()
+    if channel:
+        sql += " WHERE channel=?"
+        params = (channel,)
+    return [dict(r) for r in conn.execute(sql + " ORDER BY created", params)]

@@ -1,0 +1,180 @@
+"""Database schema as an ordered list of migrations; each runs once, in a transaction."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_core",
+        """
+        CREATE TABLE users (
+            user_id TEXT PRIMARY KEY,
+            email TEXT,
+            phone TEXT,
+            locale TEXT,
+            timezone TEXT,
+            webhook_url TEXT,
+            attributes TEXT NOT NULL DEFAULT '{}',
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL
+        );
+        CREATE INDEX users_email ON users(email);
+        CREATE INDEX users_phone ON users(phone);
+
+        CREATE TABLE devices (
+            user_id TEXT NOT NULL,
+            token TEXT NOT NULL,
+            platform TEXT,
+            created TEXT NOT NULL,
+            PRIMARY KEY (user_id, token)
+        );
+
+        CREATE TABLE endpoints (
+            user_id TEXT PRIMARY KEY,
+            url TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            previous_secret TEXT,
+            previous_secret_until TEXT,
+            client_cert TEXT,
+            client_key TEXT,
+            disabled_at TEXT,
+            disabled_reason TEXT,
+            failing_since TEXT
+        );
+
+        CREATE TABLE preferences (
+            user_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            category TEXT NOT NULL,
+            enabled INTEGER NOT NULL,
+            source TEXT,
+            updated TEXT NOT NULL,
+            PRIMARY KEY (user_id, channel, category)
+        );
+
+        CREATE TABLE suppressions (
+            channel TEXT NOT NULL,
+            address TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            source TEXT,
+            created TEXT NOT NULL,
+            PRIMARY KEY (channel, address)
+        );
+
+        CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            campaign_id TEXT,
+            template TEXT NOT NULL,
+            template_version TEXT NOT NULL,
+            category TEXT NOT NULL,
+            channels TEXT NOT NULL,
+            state TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',
+            audience_path TEXT,
+            audience_sha256 TEXT,
+            plan_offset INTEGER NOT NULL DEFAULT 0,
+            plan_line INTEGER NOT NULL DEFAULT 0,
+            planned INTEGER NOT NULL DEFAULT 0,
+            send_at TEXT,
+            created TEXT NOT NULL,
+            started TEXT,
+            finished TEXT,
+            options TEXT NOT NULL DEFAULT '{}'
+        );
+
+        CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            line INTEGER,
+            user_id TEXT,
+            channel TEXT NOT NULL,
+            address TEXT,
+            idempotency_key TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            template TEXT NOT NULL,
+            template_version TEXT NOT NULL,
+            category TEXT NOT NULL,
+            locale TEXT,
+            state TEXT NOT NULL,
+            reason TEXT,
+            defer_until TEXT,
+            next_attempt_at REAL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            provider TEXT,
+            provider_message_id TEXT,
+            message_id TEXT NOT NULL,
+            error_class TEXT,
+            error_message TEXT,
+            receipt_status TEXT,
+            data TEXT NOT NULL DEFAULT '{}',
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL
+        );
+        CREATE INDEX deliveries_run_state ON deliveries(run_id, state, channel, id);
+        CREATE INDEX deliveries_user ON deliveries(user_id);
+        CREATE INDEX deliveries_provider_msg ON deliveries(provider_message_id);
+        CREATE INDEX deliveries_deferred ON deliveries(state, defer_until) WHERE state = 'deferred';
+
+        CREATE TABLE idempotency (
+            key TEXT PRIMARY KEY,
+            delivery_id INTEGER NOT NULL,
+            run_id TEXT NOT NULL,
+            created REAL NOT NULL
+        );
+
+        CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            delivery_id INTEGER NOT NULL,
+            number INTEGER NOT NULL,
+            started TEXT NOT NULL,
+            latency_ms REAL,
+            outcome TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            code TEXT,
+            message TEXT
+        );
+        CREATE INDEX attempts_delivery ON attempts(delivery_id);
+
+        CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY,
+            delivery_id INTEGER NOT NULL UNIQUE,
+            run_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            envelope TEXT,
+            error_class TEXT NOT NULL,
+            error_message TEXT,
+            created TEXT NOT NULL,
+            redriven_at TEXT,
+            redrive_count INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX dead_letters_run ON dead_letters(run_id);
+
+        CREATE TABLE inbox (
+            id INTEGER PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            delivery_id INTEGER UNIQUE,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',
+            created TEXT NOT NULL,
+            read_at TEXT
+        );
+        CREATE INDEX inbox_user ON inbox(user_id, id);
+
+        CREATE TABLE audit_events (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            subject TEXT,
+            detail TEXT NOT NULL DEFAULT '{}'
+        );
+
+        CREATE TABLE locks (
+            name TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            acquired TEXT NOT NULL
+        );
+        """,
+    ),
+]
