@@ -70,6 +70,7 @@ class CategoryRule(_Strict):
     opt_in_required: list[str] = Field(default_factory=list)  # channels needing explicit opt-in
     quiet_hours: bool = False  # subject to quiet hours on quiet_hours.channels
     priority: Literal["high", "normal", "low"] = "normal"
+    list_unsubscribe: bool = False  # email carries RFC 8058 one-click List-Unsubscribe headers
 
 
 class QuietHours(_Strict):
@@ -153,7 +154,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "channels": {"email": "outbox", "inapp": "inapp", "webhook": "webhook"},
     "categories": {
-        "marketing": {"opt_in_required": ["sms"], "quiet_hours": True, "priority": "low"},
+        "marketing": {"opt_in_required": ["sms"], "quiet_hours": True, "priority": "low", "list_unsubscribe": True},
         "transactional": {"priority": "high"},
         "security": {"critical": True, "priority": "high"},
     },

@@ -57,36 +57,51 @@ def upsert_users(conn: sqlite3.Connection, users: Iterable[User]) -> int:
     return len(user_rows)
 
 
-def _user_from_row(conn: sqlite3.Connection, row: sqlite3.Row) -> User:
-    tokens = [r[0] for r in conn.execute("SELECT token FROM devices WHERE user_id=? ORDER BY created, token", (row["user_id"],))]
-    endpoint = conn.execute("SELECT url, secret FROM endpoints WHERE user_id=?", (row["user_id"],)).fetchone()
-    return User(
-        user_id=row["user_id"],
-        email=row["email"],
-        phone=row["phone"],
-        locale=row["locale"],
-        timezone=row["timezone"],
-        push_tokens=tokens,
-        webhook_url=endpoint["url"] if endpoint else row["webhook_url"],
-        webhook_secret=endpoint["secret"] if endpoint else None,
-        attributes=loads(row["attributes"]) or {},
-    )
+def _users_from_rows(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> dict[str, User]:
+    """Users with their devices and endpoints, in three queries whatever the number of users."""
+    ids = [row["user_id"] for row in rows]
+    tokens: dict[str, list[str]] = {}
+    endpoints: dict[str, sqlite3.Row] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for user_id, token in conn.execute(
+            f"SELECT user_id, token FROM devices WHERE user_id IN ({marks}) ORDER BY created, token", chunk
+        ):
+            tokens.setdefault(user_id, []).append(token)
+        for row in conn.execute(f"SELECT * FROM endpoints WHERE user_id IN ({marks})", chunk):
+            endpoints[row["user_id"]] = row
+    users: dict[str, User] = {}
+    for row in rows:
+        endpoint = endpoints.get(row["user_id"])
+        active = endpoint is not None and endpoint["disabled_at"] is None
+        users[row["user_id"]] = User(
+            user_id=row["user_id"],
+            email=row["email"],
+            phone=row["phone"],
+            locale=row["locale"],
+            timezone=row["timezone"],
+            push_tokens=tokens.get(row["user_id"], []),
+            webhook_url=endpoint["url"] if endpoint is not None and active else None,
+            webhook_secret=endpoint["secret"] if endpoint is not None and active else None,
+            attributes=loads(row["attributes"]) or {},
+        )
+    return users
 
 
 def get_user(conn: sqlite3.Connection, user_id: str) -> User | None:
-    row = conn.execute("SELECT * FROM users WHERE user_id=?", (user_id,)).fetchone()
-    return _user_from_row(conn, row) if row else None
+    return get_users(conn, [user_id]).get(user_id)
 
 
 def get_users(conn: sqlite3.Connection, user_ids: Sequence[str]) -> dict[str, User]:
     """Several users at once (for planning in batches)."""
-    found: dict[str, User] = {}
-    for start in range(0, len(user_ids), 500):
-        chunk = list(user_ids[start : start + 500])
+    rows: list[sqlite3.Row] = []
+    unique = list(dict.fromkeys(user_ids))
+    for start in range(0, len(unique), 500):
+        chunk = unique[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        for row in conn.execute(f"SELECT * FROM users WHERE user_id IN ({marks})", chunk):
-            found[row["user_id"]] = _user_from_row(conn, row)
-    return found
+        rows.extend(conn.execute(f"SELECT * FROM users WHERE user_id IN ({marks})", chunk))
+    return _users_from_rows(conn, rows)
 
 
 def user_attribute_keys(conn: sqlite3.Connection) -> set[str]:
@@ -136,11 +151,14 @@ def set_preference(
 
 def preference(conn: sqlite3.Connection, user_id: str, channel: str, category: str) -> bool | None:
     """True (explicit opt-in), False (opted out) or None (never said); '*' category is a wildcard."""
+    # Two primary-key lookups in one statement; ORDER BY would build a temporary B-tree per call.
     row = conn.execute(
-        """SELECT enabled FROM preferences WHERE user_id=? AND channel=? AND category IN (?, '*')
-           ORDER BY category = '*' LIMIT 1""",
+        """SELECT COALESCE(
+             (SELECT enabled FROM preferences WHERE user_id=?1 AND channel=?2 AND category=?3),
+             (SELECT enabled FROM preferences WHERE user_id=?1 AND channel=?2 AND category='*'))""",
         (user_id, channel, category),
     ).fetchone()
+    row = None if row is None or row[0] is None else row
     return None if row is None else bool(row[0])
 
 

@@ -106,6 +106,8 @@ MIGRATIONS: list[tuple[str, str]] = [
             error_class TEXT,
             error_message TEXT,
             receipt_status TEXT,
+            in_doubt INTEGER NOT NULL DEFAULT 0,
+            redrive_of INTEGER,
             data TEXT NOT NULL DEFAULT '{}',
             created TEXT NOT NULL,
             updated TEXT NOT NULL
@@ -167,6 +169,19 @@ MIGRATIONS: list[tuple[str, str]] = [
             kind TEXT NOT NULL,
             subject TEXT,
             detail TEXT NOT NULL DEFAULT '{}'
+        );
+
+        CREATE TABLE api_keys (
+            name TEXT PRIMARY KEY,
+            key_hash TEXT NOT NULL UNIQUE,
+            created TEXT NOT NULL,
+            revoked_at TEXT
+        );
+
+        CREATE TABLE inbound_messages (
+            sid TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            received TEXT NOT NULL
         );
 
         CREATE TABLE locks (

@@ -1,0 +1,137 @@
+"""Console output for the CLI: tables, JSON, progress bars and error reports. Library code never
+prints; only the CLI calls these."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from notifyctl.errors import RowError
+
+console = Console()
+err_console = Console(stderr=True)
+
+OUTCOME_COLUMNS = ("sent", "skipped", "deferred", "dead", "in_doubt", "pending")
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode())
+    sys.stdout.write("\n")
+
+
+def csv_safe(value: Any) -> str:
+    """Cells that a spreadsheet would run as a formula are quoted with a leading apostrophe."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def emit_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([csv_safe(row.get(c)) for c in columns])
+    sys.stdout.write(buffer.getvalue())
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    t = Table(title=title, show_lines=False)
+    for column in columns:
+        t.add_column(column)
+    for row in rows:
+        t.add_row(*["" if v is None else str(v) for v in row])
+    console.print(t)
+
+
+def error(message: str, rows: Sequence[RowError] = (), limit: int = 50) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    for row in rows[:limit]:
+        err_console.print(f"  {row}", highlight=False, markup=False)
+    if len(rows) > limit:
+        err_console.print(f"  … and {len(rows) - limit} more", highlight=False)
+
+
+class ChannelProgress:
+    """The engine's Progress, drawn as one Rich bar per channel (sent, skipped, failed, rate)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self.totals: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+        self.by_state: dict[str, dict[str, int]] = {}
+        self._progress = Progress(
+            TextColumn("[bold]{task.fields[channel]:<8}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("sent [green]{task.fields[sent]}[/] skipped {task.fields[skipped]} "
+                       "failed [red]{task.fields[failed]}[/] {task.fields[rate]}/s"),
+            TimeElapsedColumn(), console=err_console, transient=False, disable=not enabled)
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> ChannelProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(None, None, None)
+
+    def _task(self, channel: str) -> TaskID:
+        if channel not in self._tasks:
+            self._tasks[channel] = self._progress.add_task(channel, total=0, channel=channel, sent=0, skipped=0,
+                                                           failed=0, rate=0)
+        return self._tasks[channel]
+
+    def _refresh(self, channel: str) -> None:
+        states = self.by_state.get(channel, {})
+        elapsed = max(1e-6, time.monotonic() - self.started)
+        self._progress.update(self._task(channel), total=self.totals.get(channel, 0),
+                              completed=self.done.get(channel, 0), sent=states.get("sent", 0),
+                              skipped=states.get("skipped", 0) + states.get("deferred", 0),
+                              failed=states.get("dead", 0) + states.get("in_doubt", 0),
+                              rate=int(states.get("sent", 0) / elapsed))
+
+    def planned(self, channel: str, state: str, n: int) -> None:
+        self.totals[channel] = self.totals.get(channel, 0) + n
+        if state not in ("pending", "inflight"):
+            self.done[channel] = self.done.get(channel, 0) + n
+            states = self.by_state.setdefault(channel, {})
+            states[state] = states.get(state, 0) + n
+        if self.enabled:
+            self._refresh(channel)
+
+    def outcome(self, channel: str, state: str) -> None:
+        self.done[channel] = self.done.get(channel, 0) + 1
+        states = self.by_state.setdefault(channel, {})
+        states[state] = states.get(state, 0) + 1
+        if self.enabled:
+            self._refresh(channel)
+
+
+def summary_table(title: str, counts: dict[str, dict[str, int]]) -> None:
+    rows = []
+    for channel in sorted(counts):
+        states = counts[channel]
+        rows.append([channel, *[states.get(c, 0) for c in OUTCOME_COLUMNS]])
+    table(title, ["channel", *OUTCOME_COLUMNS], rows)
+
+
+def mask_address(address: str | None) -> str:
+    """a***@example.com, +1******2671: enough to recognise, not enough to contact."""
+    if not address:
+        return ""
+    if "@" in address:
+        local, _, domain = address.partition("@")
+        return f"{local[:1]}***@{domain}"
+    if address.startswith("+") and len(address) > 6:
+        return address[:2] + "*" * (len(address) - 6) + address[-4:]
+    if len(address) > 12:
+        return address[:8] + "…"
+    return address

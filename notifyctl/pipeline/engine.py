@@ -1,0 +1,407 @@
+"""The engine: plan → per-channel bulkhead → token bucket → intent → render/send → outcome.
+
+One Engine drives one run to the end (or to an interruption). Each channel is a lane with its
+own bounded queue, its own feeder reading pending rows from the outbox, and its own workers, so a
+slow provider holds up only its own channel. Every state change goes through the Ledger, which
+commits the intent before the provider is called and the outcome after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from notifyctl.errors import PermanentError, RateLimited, TemplateError, TransientError
+from notifyctl.models import User
+from notifyctl.pipeline.envelope import EnvelopeBuilder, signing_secrets
+from notifyctl.pipeline.idempotency import IdempotencyStore
+from notifyctl.pipeline.ledger import Ledger
+from notifyctl.pipeline.limiter import Limiter, TokenBucket
+from notifyctl.pipeline.planner import PlanItem, Planner
+from notifyctl.pipeline.retry import backoff_s, should_retry
+from notifyctl.pipeline.router import CircuitBreaker, Router
+from notifyctl.policy import Policy
+from notifyctl.providers.base import Provider, ProviderContext, build_provider
+from notifyctl.settings import Settings
+from notifyctl.store import directory, runs
+from notifyctl.store.db import iso
+from notifyctl.templates import TemplateStore
+
+Clock = Callable[[], datetime]
+FEED_PAGE = 500
+
+
+def utc_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class Progress(Protocol):
+    """Where the engine reports progress; the CLI draws it, tests count it. Never prints itself."""
+
+    def planned(self, channel: str, state: str, n: int) -> None: ...
+
+    def outcome(self, channel: str, state: str) -> None: ...
+
+
+class NullProgress:
+    def planned(self, channel: str, state: str, n: int) -> None:
+        pass
+
+    def outcome(self, channel: str, state: str) -> None:
+        pass
+
+
+@dataclass
+class PlanBatch:
+    items: list[PlanItem]
+    cursor: tuple[int, int] | None  # (byte offset, line) after the batch, for resumable planning
+    last: bool
+
+
+PlanSource = AsyncIterator[PlanBatch]
+
+
+@dataclass
+class Lane:
+    channel: str
+    router: Router
+    queue: asyncio.Queue[dict[str, Any] | None]
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    outstanding: int = 0
+    feeding_done: bool = False
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    state: str
+    counts: dict[str, dict[str, int]]
+    elapsed_s: float
+    sent_this_session: int
+
+
+class Engine:
+    def __init__(self, settings: Settings, conn: sqlite3.Connection, templates: TemplateStore, *,
+                 clock: Clock = utc_clock, progress: Progress | None = None,
+                 providers: dict[str, Provider] | None = None) -> None:
+        self.settings = settings
+        self.conn = conn
+        self.templates = templates
+        self.clock = clock
+        self.progress = progress or NullProgress()
+        self.policy = Policy(settings, conn, clock)
+        self.idempotency = IdempotencyStore(settings.idempotency_window_hours * 3600)
+        self.planner = Planner(conn, self.policy, self.idempotency, clock)
+        self.providers: dict[str, Provider] = dict(providers or {})
+        self._owned_providers: list[Provider] = []
+        self.limiters: dict[str, Limiter] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.semaphores: dict[str, asyncio.Semaphore] = {}
+        self.lanes: dict[str, Lane] = {}
+        self.stopping = asyncio.Event()
+        self._retry_tasks: set[asyncio.Task[None]] = set()
+        self._planning_done = False
+        self._sent = 0
+        self.ledger: Ledger | None = None
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    async def _open_providers(self, channels: list[str]) -> None:
+        for channel in channels:
+            route = self.settings.channels.get(channel)
+            if route is None:
+                continue  # planning already skipped these as no_provider
+            for name in [*route.providers, *([route.secondary] if route.secondary else [])]:
+                if name in self.limiters:
+                    continue
+                conf = self.settings.providers[name]
+                if name not in self.providers:
+                    context = ProviderContext(name=name, settings={**conf.options, "timeout_s": conf.timeout_s,
+                                                                   "concurrency": conf.concurrency},
+                                              db_path=self.settings.database_path, base_dir=self.settings.base_dir)
+                    provider = build_provider(conf.type, context)
+                    await provider.open()
+                    self.providers[name] = provider
+                    self._owned_providers.append(provider)
+                self.limiters[name] = TokenBucket(conf.rate, conf.bucket_size)
+                self.breakers[name] = CircuitBreaker(self.settings.breaker)
+                self.semaphores[name] = asyncio.Semaphore(conf.concurrency)
+
+    def _lane_workers(self, route_names: list[str]) -> int:
+        return sum(self.settings.providers[n].concurrency for n in route_names)
+
+    # --- driving a run ----------------------------------------------------------------------
+
+    async def run(self, run_id: str, source: PlanSource | None = None, *,
+                  allow_template_change: bool = False) -> RunOutcome:
+        started = time.monotonic()
+        run = runs.get_run(self.conn, run_id)
+        assert run is not None, run_id
+        channels = [c for c in run.channels if c in self.settings.channels]
+        self.builder = EnvelopeBuilder(self.settings, self.templates, run.data, allow_template_change)
+        self.ledger = Ledger(self.settings.database_path)
+        await self.ledger.start()
+        try:
+            await self._open_providers(channels)
+            for channel in channels:
+                route = self.settings.channels[channel]
+                self.lanes[channel] = Lane(channel, Router(route, self.breakers),
+                                           asyncio.Queue(maxsize=route.queue_size))
+            for channel, by_state in runs.counts(self.conn, run_id).items():
+                for state, n in by_state.items():
+                    self.progress.planned(channel, state, n)
+            runs.set_run_state(self.conn, run_id, "running", started=True)
+            self._planning_done = source is None
+            tasks: list[asyncio.Task[Any]] = []
+            if source is not None:
+                tasks.append(asyncio.create_task(self._plan(run_id, source), name="planner"))
+            for lane in self.lanes.values():
+                tasks.append(asyncio.create_task(self._feed(run_id, lane), name=f"feed-{lane.channel}"))
+                for _ in range(self._lane_workers(lane.router.provider_names)):
+                    tasks.append(asyncio.create_task(self._work(lane), name=f"work-{lane.channel}"))
+            try:
+                await asyncio.gather(*tasks)
+            except BaseException:
+                self.stopping.set()
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+            finally:
+                for task in list(self._retry_tasks):
+                    task.cancel()
+                await asyncio.gather(*self._retry_tasks, return_exceptions=True)
+        finally:
+            await self.ledger.stop()
+            for provider in self._owned_providers:
+                with contextlib.suppress(Exception):
+                    await provider.close()
+        state = self._final_state(run_id)
+        with self.conn:
+            runs.set_run_state(self.conn, run_id, state, finished=state != "interrupted")
+        return RunOutcome(run_id, state, runs.counts(self.conn, run_id), time.monotonic() - started, self._sent)
+
+    def stop(self) -> None:
+        """Stop cleanly: no new sends; requests in flight finish and are recorded."""
+        self.stopping.set()
+        for lane in self.lanes.values():
+            lane.wake.set()
+            lane.idle.set()
+
+    def _final_state(self, run_id: str) -> str:
+        if self.stopping.is_set():
+            return "interrupted"
+        run = runs.get_run(self.conn, run_id)
+        if run is not None and not run.planned:
+            return "interrupted"
+        by_state: dict[str, int] = {}
+        for states in runs.counts(self.conn, run_id).values():
+            for state, n in states.items():
+                by_state[state] = by_state.get(state, 0) + n
+        if by_state.get("pending") or by_state.get("inflight"):
+            return "interrupted"
+        if by_state.get("deferred"):
+            return "waiting"
+        if by_state.get("dead") or by_state.get("in_doubt"):
+            return "completed_with_failures"
+        return "completed"
+
+    # --- stages -----------------------------------------------------------------------------
+
+    async def _plan(self, run_id: str, source: PlanSource) -> None:
+        try:
+            async for batch in source:
+                if self.stopping.is_set():
+                    return
+                result = self.planner.plan_batch(run_id, batch.items, cursor=batch.cursor, planned=batch.last)
+                for (channel, state), n in result.by_channel_state.items():
+                    self.progress.planned(channel, state, n)
+                for lane in self.lanes.values():
+                    lane.wake.set()
+                await asyncio.sleep(0)
+        finally:
+            self._planning_done = True
+            for lane in self.lanes.values():
+                lane.wake.set()
+
+    async def _feed(self, run_id: str, lane: Lane) -> None:
+        """Read pending rows in id order into the lane's bounded queue, with their users."""
+        after_id = 0
+        while not self.stopping.is_set():
+            lane.wake.clear()
+            done_planning = self._planning_done
+            page = runs.pending_page(self.conn, run_id, lane.channel, after_id, FEED_PAGE)
+            if page:
+                after_id = page[-1]["id"]
+                users = directory.get_users(self.conn, [r["user_id"] for r in page if r["user_id"]])
+                now = time.time()
+                for row in page:
+                    if self.stopping.is_set():
+                        break
+                    item = {"row": row, "user": users.get(row["user_id"]) if row["user_id"] else None,
+                            "attempts": row["attempts"]}
+                    lane.outstanding += 1
+                    due = row["next_attempt_at"]
+                    if due and due > now:
+                        self._schedule_retry(lane, item, due - now)
+                    else:
+                        await lane.queue.put(item)
+                continue
+            if done_planning:
+                break
+            await lane.wake.wait()
+        lane.feeding_done = True
+        await self._maybe_finish(lane)
+
+    async def _maybe_finish(self, lane: Lane) -> None:
+        if lane.feeding_done and lane.outstanding == 0 or self.stopping.is_set():
+            for _ in range(self._lane_workers(lane.router.provider_names)):
+                with contextlib.suppress(asyncio.QueueFull):
+                    lane.queue.put_nowait(None)
+            lane.idle.set()
+
+    def _schedule_retry(self, lane: Lane, item: dict[str, Any], delay_s: float) -> None:
+        async def later() -> None:
+            await asyncio.sleep(delay_s)
+            if not self.stopping.is_set():
+                await lane.queue.put(item)
+
+        task = asyncio.create_task(later())
+        self._retry_tasks.add(task)
+        task.add_done_callback(self._retry_tasks.discard)
+
+    async def _work(self, lane: Lane) -> None:
+        while True:
+            if self.stopping.is_set():
+                return
+            get = asyncio.ensure_future(lane.queue.get())
+            idle = asyncio.ensure_future(lane.idle.wait())
+            done, _ = await asyncio.wait({get, idle}, return_when=asyncio.FIRST_COMPLETED)
+            if get not in done:
+                get.cancel()
+                idle.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await get
+                if not get.cancelled() and get.exception() is None and get.result() is not None:
+                    lane.queue.put_nowait(get.result())
+                return
+            idle.cancel()
+            item = get.result()
+            if item is None:
+                return
+            final = await self._deliver(lane, item)
+            if final:
+                lane.outstanding -= 1
+                await self._maybe_finish(lane)
+
+    async def _deliver(self, lane: Lane, item: dict[str, Any]) -> bool:
+        """One delivery attempt. Returns True when the delivery reached a final state this session."""
+        assert self.ledger is not None
+        row: sqlite3.Row = item["row"]
+        user: User | None = item["user"]
+        delivery_id = row["id"]
+        now = self.clock()
+        decision = self.policy.decide(channel=row["channel"], category=row["category"], address=row["address"],
+                                      user_id=row["user_id"] if user else None,
+                                      timezone=user.timezone if user else None,
+                                      phone=user.phone if user else None, now=now)
+        if decision.action != "send":
+            state = "skipped" if decision.action == "skip" else "deferred"
+            until = iso(decision.until) if decision.until else None
+            await self.ledger.submit(lambda c: runs.mark_decided(c, delivery_id, state, decision.reason, until))
+            self.progress.outcome(lane.channel, state)
+            return True
+        provider_name = lane.router.pick()
+        provider = self.providers[provider_name]
+        try:
+            envelope = self.builder.build(row, user, signing_secrets(self.conn, row["user_id"], now)
+                                          if row["channel"] == "webhook" else [])
+        except TemplateError as exc:
+            message = str(exc)
+            await self.ledger.submit(lambda c: runs.mark_dead(
+                c, delivery_id, attempt=None, outcome="template_error", latency_ms=None, code=None,
+                error_class="TemplateError", message=message, envelope=None))
+            self.progress.outcome(lane.channel, "dead")
+            return True
+        await self.limiters[provider_name].acquire()
+        if self.stopping.is_set():
+            return False  # still pending in the outbox; resume picks it up
+        attempt = item["attempts"] + 1
+        item["attempts"] = attempt
+        await self.ledger.submit(lambda c: runs.mark_inflight(c, delivery_id, attempt, provider_name))
+        started = time.perf_counter()
+        async with self.semaphores[provider_name]:
+            try:
+                result = await provider.send(envelope)
+            except PermanentError as exc:
+                error: Exception | None = exc
+            except TransientError as exc:
+                error = exc
+            except Exception as exc:  # a provider bug: keep the delivery, classify as transient
+                error = TransientError(f"unexpected {type(exc).__name__}: {exc}")
+            else:
+                error = None
+        latency_ms = (time.perf_counter() - started) * 1000
+        breaker = self.breakers[provider_name]
+        if error is None:
+            breaker.success()
+            await self.ledger.submit(lambda c: runs.mark_sent(c, delivery_id, attempt, provider_name,
+                                                              result.provider_message_id, latency_ms))
+            self._sent += 1
+            self.progress.outcome(lane.channel, "sent")
+            return True
+        code = getattr(error, "code", None)
+        message = str(error)[:500]
+        error_class = type(error).__name__
+        if isinstance(error, PermanentError):
+            breaker.success()  # the provider answered; the recipient was the problem
+            envelope_json = envelope.model_dump(mode="json")
+            await self.ledger.submit(lambda c: self._dead_with_side_effects(
+                c, row, error, attempt, latency_ms, code, error_class, message, envelope_json))
+            self.progress.outcome(lane.channel, "dead")
+            return True
+        assert isinstance(error, TransientError)
+        breaker.failure()
+        outcome = "rate_limited" if isinstance(error, RateLimited) else "transient"
+        if isinstance(error, RateLimited):
+            self.limiters[provider_name].slow_down(error.retry_after_s, self.settings.retry.rate_limit_slowdown_s)
+        if should_retry(attempt, self.settings.retry) and not self.stopping.is_set():
+            delay = backoff_s(attempt, self.settings.retry, error.retry_after_s)
+            due = time.time() + delay
+            await self.ledger.submit(lambda c: runs.mark_retry(c, delivery_id, attempt, outcome, latency_ms, code,
+                                                               error_class, message, due))
+            self._schedule_retry(lane, item, delay)
+            return False
+        if not should_retry(attempt, self.settings.retry):
+            envelope_json = envelope.model_dump(mode="json")
+            await self.ledger.submit(lambda c: runs.mark_dead(
+                c, delivery_id, attempt=attempt, outcome=outcome, latency_ms=latency_ms, code=code,
+                error_class=error_class, message=f"gave up after {attempt} attempts: {message}",
+                envelope=envelope_json))
+            self.progress.outcome(lane.channel, "dead")
+            return True
+        # Stopping: leave it pending for resume, with the failed attempt recorded.
+        await self.ledger.submit(lambda c: runs.mark_retry(c, delivery_id, attempt, outcome, latency_ms, code,
+                                                           error_class, message, time.time()))
+        return False
+
+    @staticmethod
+    def _dead_with_side_effects(conn: sqlite3.Connection, row: sqlite3.Row, error: PermanentError, attempt: int,
+                                latency_ms: float, code: str | None, error_class: str, message: str,
+                                envelope: dict[str, Any]) -> None:
+        runs.mark_dead(conn, row["id"], attempt=attempt, outcome="permanent", latency_ms=latency_ms, code=code,
+                       error_class=error_class, message=message, envelope=envelope)
+        if error.suppress and row["address"]:
+            reason = "stop" if row["channel"] == "sms" else "bounce"
+            directory.add_suppression(conn, row["channel"], row["address"], reason, source=f"provider:{code}")
+        if error.remove_device and row["address"]:
+            directory.remove_device(conn, row["user_id"], row["address"], reason=f"provider:{code}")
+        if error.disable_endpoint and row["user_id"]:
+            directory.disable_endpoint(conn, row["user_id"], reason=f"provider:{code}")

@@ -1,0 +1,78 @@
+"""Turning an outbox row into a rendered Envelope for a provider."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+
+from notifyctl.errors import TemplateError
+from notifyctl.models import Envelope, User
+from notifyctl.settings import Settings
+from notifyctl.store.db import loads, parse_iso
+from notifyctl.templates import TemplateStore
+from notifyctl.unsubscribe import unsubscribe_url
+
+
+def signing_secrets(conn: sqlite3.Connection, user_id: str | None, now: datetime) -> list[str]:
+    """The endpoint's secret, plus the previous one while its rotation grace period lasts."""
+    if not user_id:
+        return []
+    row = conn.execute("SELECT secret, previous_secret, previous_secret_until FROM endpoints WHERE user_id=?",
+                       (user_id,)).fetchone()
+    if row is None:
+        return []
+    secrets = [row["secret"]]
+    if row["previous_secret"] and row["previous_secret_until"] and parse_iso(row["previous_secret_until"]) > now:
+        secrets.append(row["previous_secret"])
+    return secrets
+
+
+class EnvelopeBuilder:
+    def __init__(self, settings: Settings, templates: TemplateStore, run_data: dict[str, Any],
+                 allow_template_change: bool = False) -> None:
+        self.settings = settings
+        self.templates = templates
+        self.run_data = run_data
+        self.allow_template_change = allow_template_change
+
+    def context(self, row: sqlite3.Row, user: User | None) -> dict[str, Any]:
+        who = row["user_id"] or row["address"] or ""
+        context: dict[str, Any] = dict(self.run_data)
+        if user is not None:
+            context.update(user.attributes)
+            context.update(user_id=user.user_id, email=user.email, phone=user.phone, locale=user.locale,
+                           timezone=user.timezone)
+        else:
+            context.update(user_id=row["user_id"], email=None, phone=None, locale=row["locale"], timezone=None)
+        context.update(loads(row["data"]) or {})
+        if row["channel"] == "email" and not context.get("email"):
+            context["email"] = row["address"]
+        if row["channel"] == "sms" and not context.get("phone"):
+            context["phone"] = row["address"]
+        context.update(
+            unsubscribe_url=unsubscribe_url(self.settings.public_url, self.settings.unsubscribe_secret, who,
+                                            row["channel"], row["category"]),
+            run_id=row["run_id"], event_id=row["event_id"], template=row["template"],
+            now=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        return context
+
+    def build(self, row: sqlite3.Row, user: User | None, secrets: list[str]) -> Envelope:
+        template = self.templates.get(row["template"])
+        if template.version != row["template_version"] and not self.allow_template_change:
+            raise TemplateError(
+                f"changed since the run was planned (version {row['template_version']} → {template.version})",
+                template=row["template"])
+        context = self.context(row, user)
+        parts = template.render(row["channel"], row["locale"], context)
+        headers: dict[str, str] = {}
+        if row["channel"] == "email" and self.settings.category(row["category"]).list_unsubscribe:
+            headers["List-Unsubscribe"] = f"<{context['unsubscribe_url']}>"
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        return Envelope(
+            delivery_id=row["id"], run_id=row["run_id"], channel=row["channel"], user_id=row["user_id"],
+            address=row["address"], template=row["template"], template_version=template.version,
+            category=row["category"], idempotency_key=row["idempotency_key"], message_id=row["message_id"],
+            parts=parts, headers=headers, signing_secrets=secrets,
+        )

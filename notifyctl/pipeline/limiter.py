@@ -1,0 +1,46 @@
+"""Per-provider token buckets (aiolimiter) that a 429 can slow down for a while.
+
+`Limiter` is the interface the dispatcher uses; the embedded `TokenBucket` lives in this
+process, a Redis-backed one (shared by every worker) implements the same two methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+from aiolimiter import AsyncLimiter
+
+
+class Limiter(Protocol):
+    async def acquire(self) -> None:
+        """Wait for one token."""
+
+    def slow_down(self, retry_after_s: float | None, for_s: float) -> None:
+        """The provider said 429: pause until retry_after_s and halve the rate for `for_s`."""
+
+
+class TokenBucket:
+    """`rate` tokens per second with room for `burst`; aiolimiter's leaky bucket underneath."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst)
+        self._bucket = AsyncLimiter(self.burst, self.burst / rate)
+        self._paused_until = 0.0
+        self._slow_until = 0.0
+
+    async def acquire(self) -> None:
+        while (wait := self._paused_until - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        await self._bucket.acquire()
+        if time.monotonic() < self._slow_until:
+            # A second token per message halves the throughput while the provider recovers.
+            await self._bucket.acquire()
+
+    def slow_down(self, retry_after_s: float | None, for_s: float) -> None:
+        now = time.monotonic()
+        if retry_after_s:
+            self._paused_until = max(self._paused_until, now + retry_after_s)
+        self._slow_until = max(self._slow_until, now + for_s)

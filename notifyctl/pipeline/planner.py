@@ -1,0 +1,154 @@
+"""Planning: each audience row or event becomes outbox rows, one per channel and address.
+
+For every recipient and channel: resolve the address, compute the idempotency key, skip
+duplicates within the window, ask policy (send / skip / defer), and insert the delivery rows of a
+whole batch in one transaction together with the run's read cursor, so that a crash mid-plan
+resumes from the last committed row without re-reading or re-planning anything before it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from notifyctl.models import User
+from notifyctl.pipeline.idempotency import IdempotencyStore, idempotency_key
+from notifyctl.policy import Policy
+from notifyctl.signing import webhook_id
+from notifyctl.store.db import dumps, iso, transaction
+from notifyctl.store.directory import get_users
+
+PLAN_BATCH = 1000
+
+
+@dataclass
+class PlanItem:
+    """One logical notification to one recipient: an audience row, an event, or a one-off send."""
+
+    line: int
+    end_offset: int
+    template: str
+    template_version: str
+    category: str
+    event_id: str
+    channels: list[str]
+    user_id: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    push_tokens: list[str] = field(default_factory=list)
+    identity: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PlanResult:
+    rows: int = 0
+    by_channel_state: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def _addresses(channel: str, item: PlanItem, user: User | None) -> tuple[list[str], str | None]:
+    """The addresses of a recipient on a channel, or a skip reason."""
+    if item.user_id and user is None and not (item.email or item.phone or item.push_tokens):
+        return [], "unknown_user"
+    if channel == "email":
+        address = item.email or (user.email if user else None)
+        return ([address], None) if address else ([], "no_address")
+    if channel == "sms":
+        address = item.phone or (user.phone if user else None)
+        return ([address], None) if address else ([], "no_address")
+    if channel == "push":
+        tokens = item.push_tokens or (user.push_tokens if user else [])
+        return (list(dict.fromkeys(tokens)), None) if tokens else ([], "no_address")
+    if channel == "inapp":
+        return ([user.user_id], None) if user else ([], "no_address")
+    if channel == "webhook":
+        return ([user.webhook_url], None) if user and user.webhook_url else ([], "no_address")
+    return [], "unknown_channel"
+
+
+class Planner:
+    def __init__(self, conn: sqlite3.Connection, policy: Policy, idempotency: IdempotencyStore,
+                 clock: Callable[[], datetime]) -> None:
+        self.conn = conn
+        self.policy = policy
+        self.idempotency = idempotency
+        self.clock = clock
+
+    def plan_batch(self, run_id: str, items: list[PlanItem], *, cursor: tuple[int, int] | None = None,
+                   planned: bool = False) -> PlanResult:
+        """Insert the deliveries of `items` and advance the run's cursor, atomically."""
+        users = get_users(self.conn, [i.user_id for i in items if i.user_id])
+        now = self.clock()
+        now_iso = iso(now)
+        result = PlanResult()
+        drafts: list[dict[str, Any]] = []
+        for item in items:
+            user = users.get(item.user_id) if item.user_id else None
+            who = item.user_id or item.identity or item.email or item.phone or f"line:{item.line}"
+            locale = item.locale or (user.locale if user else None)
+            timezone = item.timezone or (user.timezone if user else None)
+            phone = item.phone or (user.phone if user else None)
+            for channel in item.channels:
+                addresses, missing = _addresses(channel, item, user)
+                if missing:
+                    drafts.append(self._draft(run_id, item, who, channel, None, locale, "skipped", missing, None))
+                    continue
+                for address in addresses:
+                    decision = self.policy.decide(channel=channel, category=item.category, address=address,
+                                                  user_id=item.user_id if user else None, timezone=timezone,
+                                                  phone=phone, now=now)
+                    state = {"send": "pending", "skip": "skipped", "defer": "deferred"}[decision.action]
+                    until = iso(decision.until) if decision.until else None
+                    drafts.append(self._draft(run_id, item, who, channel, address, locale, state, decision.reason, until))
+        with transaction(self.conn):
+            live = [d for d in drafts if d["state"] in ("pending", "deferred")]
+            seen = self.idempotency.seen(self.conn, [d["idempotency_key"] for d in live], now.timestamp())
+            next_id = int(self.conn.execute("SELECT COALESCE(max(id), 0) FROM deliveries").fetchone()[0]) + 1
+            keys: list[tuple[str, int, str]] = []
+            claimed: set[str] = set()
+            for draft in drafts:
+                draft["id"] = next_id
+                next_id += 1
+                key = draft["idempotency_key"]
+                if draft["state"] in ("pending", "deferred"):
+                    if key in seen or key in claimed:
+                        draft["state"], draft["reason"], draft["defer_until"] = "skipped", "duplicate", None
+                    else:
+                        claimed.add(key)
+                        keys.append((key, draft["id"], run_id))
+                slot = (draft["channel"], draft["state"])
+                result.by_channel_state[slot] = result.by_channel_state.get(slot, 0) + 1
+            self.conn.executemany(
+                """INSERT INTO deliveries (id, run_id, line, user_id, channel, address, idempotency_key, event_id,
+                     template, template_version, category, locale, state, reason, defer_until, message_id, data,
+                     created, updated)
+                   VALUES (:id, :run_id, :line, :user_id, :channel, :address, :idempotency_key, :event_id,
+                     :template, :template_version, :category, :locale, :state, :reason, :defer_until, :message_id,
+                     :data, :now, :now)""",
+                [{**d, "now": now_iso} for d in drafts],
+            )
+            self.idempotency.record(self.conn, keys, now.timestamp())
+            if cursor is not None:
+                self.conn.execute("UPDATE runs SET plan_offset=?, plan_line=?, planned=? WHERE run_id=?",
+                                  (cursor[0], cursor[1], int(planned), run_id))
+            elif planned:
+                self.conn.execute("UPDATE runs SET planned=1 WHERE run_id=?", (run_id,))
+        result.rows = len(drafts)
+        return result
+
+    @staticmethod
+    def _draft(run_id: str, item: PlanItem, who: str, channel: str, address: str | None, locale: str | None,
+               state: str, reason: str | None, defer_until: str | None) -> dict[str, Any]:
+        key = idempotency_key(who, item.template, item.event_id, channel, address)
+        return {
+            "run_id": run_id, "line": item.line, "user_id": item.user_id, "channel": channel, "address": address,
+            "idempotency_key": key, "event_id": item.event_id, "template": item.template,
+            "template_version": item.template_version, "category": item.category, "locale": locale,
+            "state": state, "reason": reason, "defer_until": defer_until, "message_id": webhook_id(key),
+            "data": dumps(item.data),
+        }

@@ -1,0 +1,87 @@
+"""Which provider account carries a delivery: a weighted pool per channel, one circuit breaker
+per account, and a secondary provider that takes over while the pool's breakers are open."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+
+from notifyctl.settings import BreakerSettings, ChannelRoute
+
+
+class CircuitBreaker:
+    """closed → open after N consecutive failures or a failure rate over a window;
+    open → half-open after a cool-down (one trial request); a success closes it again."""
+
+    def __init__(self, settings: BreakerSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.consecutive = 0
+        self.recent: deque[bool] = deque(maxlen=settings.window)
+        self.opened_at: float | None = None
+        self.trial_in_flight = False
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        if self.clock() - self.opened_at >= self.settings.cooldown_s:
+            return "half_open"
+        return "open"
+
+    def allow(self) -> bool:
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half_open" and not self.trial_in_flight:
+            self.trial_in_flight = True
+            return True
+        return False
+
+    def success(self) -> None:
+        self.consecutive = 0
+        self.recent.append(True)
+        self.opened_at = None
+        self.trial_in_flight = False
+
+    def failure(self) -> None:
+        self.consecutive += 1
+        self.recent.append(False)
+        self.trial_in_flight = False
+        if self.opened_at is not None:
+            self.opened_at = self.clock()  # a failed trial re-opens for another cool-down
+            return
+        failures = self.recent.count(False)
+        rate_tripped = len(self.recent) >= self.settings.window and failures / len(self.recent) >= self.settings.failure_rate
+        if self.consecutive >= self.settings.consecutive_failures or rate_tripped:
+            self.opened_at = self.clock()
+
+
+class Router:
+    """Picks a provider name for each delivery of one channel."""
+
+    def __init__(self, route: ChannelRoute, breakers: dict[str, CircuitBreaker], rng: random.Random | None = None) -> None:
+        self.route = route
+        self.breakers = breakers
+        self.rng = rng or random.Random()
+        self.weights = route.weights or [1.0] * len(route.providers)
+
+    @property
+    def provider_names(self) -> list[str]:
+        return [*self.route.providers, *([self.route.secondary] if self.route.secondary else [])]
+
+    def pick(self) -> str:
+        """A pool member whose breaker allows it (by weight); else the secondary; else the primary anyway."""
+        candidates = [(n, w) for n, w in zip(self.route.providers, self.weights, strict=True)
+                      if self.breakers[n].state == "closed"]
+        if candidates:
+            names, weights = zip(*candidates, strict=True)
+            return self.rng.choices(names, weights=weights)[0]
+        for name in self.route.providers:  # half-open: let one trial through to detect recovery
+            if self.breakers[name].allow():
+                return name
+        if self.route.secondary:
+            return self.route.secondary
+        return self.route.providers[0]

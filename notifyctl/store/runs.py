@@ -1,0 +1,254 @@
+"""Runs, deliveries (the outbox), attempts and dead letters: the SQL behind the state machine."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from notifyctl.store.db import dumps, iso, loads, transaction
+
+DELIVERY_COLUMNS = (
+    "id, run_id, line, user_id, channel, address, idempotency_key, event_id, template, template_version, "
+    "category, locale, state, reason, defer_until, next_attempt_at, attempts, provider, provider_message_id, "
+    "message_id, error_class, error_message, in_doubt, redrive_of, data, created, updated"
+)
+
+
+def new_run_id(prefix: str = "run") -> str:
+    return f"{prefix}_{datetime.now().strftime('%Y%m%d%H%M%S')}_{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Run:
+    run_id: str
+    kind: str
+    campaign_id: str | None
+    template: str
+    template_version: str
+    category: str
+    channels: list[str]
+    state: str
+    data: dict[str, Any]
+    audience_path: str | None
+    audience_sha256: str | None
+    plan_offset: int
+    plan_line: int
+    planned: bool
+    send_at: str | None
+    created: str
+    started: str | None
+    finished: str | None
+    options: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Run:
+        return cls(
+            run_id=row["run_id"], kind=row["kind"], campaign_id=row["campaign_id"], template=row["template"],
+            template_version=row["template_version"], category=row["category"], channels=loads(row["channels"]),
+            state=row["state"], data=loads(row["data"]) or {}, audience_path=row["audience_path"],
+            audience_sha256=row["audience_sha256"], plan_offset=row["plan_offset"], plan_line=row["plan_line"],
+            planned=bool(row["planned"]), send_at=row["send_at"], created=row["created"], started=row["started"],
+            finished=row["finished"], options=loads(row["options"]) or {},
+        )
+
+
+def create_run(conn: sqlite3.Connection, *, run_id: str, kind: str, template: str, template_version: str,
+               category: str, channels: Sequence[str], state: str, data: dict[str, Any] | None = None,
+               campaign_id: str | None = None, audience_path: str | None = None,
+               audience_sha256: str | None = None, send_at: str | None = None,
+               options: dict[str, Any] | None = None) -> Run:
+    with transaction(conn):
+        conn.execute(
+            """INSERT INTO runs (run_id, kind, campaign_id, template, template_version, category, channels, state,
+                 data, audience_path, audience_sha256, send_at, created, options)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (run_id, kind, campaign_id, template, template_version, category, dumps(list(channels)), state,
+             dumps(data or {}), audience_path, audience_sha256, send_at, iso(), dumps(options or {})),
+        )
+    run = get_run(conn, run_id)
+    assert run is not None
+    return run
+
+
+def get_run(conn: sqlite3.Connection, run_id: str) -> Run | None:
+    row = conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+    return Run.from_row(row) if row else None
+
+
+def list_runs(conn: sqlite3.Connection, limit: int = 50) -> list[Run]:
+    return [Run.from_row(r) for r in conn.execute("SELECT * FROM runs ORDER BY created DESC LIMIT ?", (limit,))]
+
+
+def set_run_state(conn: sqlite3.Connection, run_id: str, state: str, *, started: bool = False,
+                  finished: bool = False) -> None:
+    sets = ["state=?"]
+    params: list[Any] = [state]
+    if started:
+        sets.append("started=COALESCE(started, ?)")
+        params.append(iso())
+    if finished:
+        sets.append("finished=?")
+        params.append(iso())
+    params.append(run_id)
+    conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id=?", params)
+
+
+def counts(conn: sqlite3.Connection, run_id: str) -> dict[str, dict[str, int]]:
+    """{channel: {state: n}} for one run."""
+    result: dict[str, dict[str, int]] = {}
+    for channel, state, n in conn.execute(
+        "SELECT channel, state, count(*) FROM deliveries WHERE run_id=? GROUP BY channel, state", (run_id,)
+    ):
+        result.setdefault(channel, {})[state] = n
+    return result
+
+
+def reasons(conn: sqlite3.Connection, run_id: str) -> dict[str, int]:
+    return {f"{state}:{reason}": n for state, reason, n in conn.execute(
+        """SELECT state, COALESCE(reason, error_class, ''), count(*) FROM deliveries
+           WHERE run_id=? AND state IN ('skipped', 'deferred', 'dead', 'in_doubt') GROUP BY 1, 2""", (run_id,))}
+
+
+def pending_page(conn: sqlite3.Connection, run_id: str, channel: str, after_id: int, limit: int) -> list[sqlite3.Row]:
+    """The next pending deliveries of a channel in id order (index: run_id, state, channel, id)."""
+    return list(conn.execute(
+        f"""SELECT {DELIVERY_COLUMNS} FROM deliveries
+            WHERE run_id=? AND state='pending' AND channel=? AND id>? ORDER BY id LIMIT ?""",
+        (run_id, channel, after_id, limit),
+    ))
+
+
+def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = conn.execute(
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id=?", (delivery_id,)).fetchone()
+    return row
+
+
+# --- state transitions (run inside the ledger's batch transaction) ------------------------------
+
+
+def mark_inflight(conn: sqlite3.Connection, delivery_id: int, attempt: int, provider: str) -> None:
+    now = iso()
+    conn.execute("UPDATE deliveries SET state='inflight', attempts=?, provider=?, updated=? WHERE id=?",
+                 (attempt, provider, now, delivery_id))
+    conn.execute("INSERT INTO attempts (delivery_id, number, started, outcome, provider) VALUES (?, ?, ?, 'inflight', ?)",
+                 (delivery_id, attempt, now, provider))
+
+
+def _finish_attempt(conn: sqlite3.Connection, delivery_id: int, attempt: int, outcome: str, latency_ms: float,
+                    code: str | None, message: str | None) -> None:
+    conn.execute("UPDATE attempts SET outcome=?, latency_ms=?, code=?, message=? WHERE delivery_id=? AND number=?",
+                 (outcome, latency_ms, code, message, delivery_id, attempt))
+
+
+def mark_sent(conn: sqlite3.Connection, delivery_id: int, attempt: int, provider: str,
+              provider_message_id: str | None, latency_ms: float) -> None:
+    conn.execute(
+        """UPDATE deliveries SET state='sent', provider=?, provider_message_id=?, error_class=NULL,
+             error_message=NULL, next_attempt_at=NULL, updated=? WHERE id=?""",
+        (provider, provider_message_id, iso(), delivery_id))
+    _finish_attempt(conn, delivery_id, attempt, "sent", latency_ms, None, None)
+
+
+def mark_retry(conn: sqlite3.Connection, delivery_id: int, attempt: int, outcome: str, latency_ms: float,
+               code: str | None, error_class: str, message: str, next_attempt_at: float) -> None:
+    conn.execute(
+        """UPDATE deliveries SET state='pending', next_attempt_at=?, error_class=?, error_message=?, updated=?
+           WHERE id=?""", (next_attempt_at, error_class, message, iso(), delivery_id))
+    _finish_attempt(conn, delivery_id, attempt, outcome, latency_ms, code, message)
+
+
+def mark_dead(conn: sqlite3.Connection, delivery_id: int, *, attempt: int | None, outcome: str,
+              latency_ms: float | None, code: str | None, error_class: str, message: str,
+              envelope: dict[str, Any] | None) -> None:
+    now = iso()
+    row = conn.execute(
+        "UPDATE deliveries SET state='dead', error_class=?, error_message=?, updated=? WHERE id=? RETURNING run_id, channel",
+        (error_class, message, now, delivery_id)).fetchone()
+    if attempt is not None:
+        _finish_attempt(conn, delivery_id, attempt, outcome, latency_ms or 0.0, code, message)
+    conn.execute(
+        """INSERT INTO dead_letters (delivery_id, run_id, channel, envelope, error_class, error_message, created)
+           VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT(delivery_id) DO UPDATE SET envelope=excluded.envelope, error_class=excluded.error_class,
+             error_message=excluded.error_message, created=excluded.created, redriven_at=NULL""",
+        (delivery_id, row["run_id"], row["channel"], dumps(envelope) if envelope else None, error_class, message, now))
+
+
+def mark_decided(conn: sqlite3.Connection, delivery_id: int, state: str, reason: str | None,
+                 defer_until: str | None = None) -> None:
+    """A dispatch-time policy decision: skipped or deferred (no provider call)."""
+    conn.execute("UPDATE deliveries SET state=?, reason=?, defer_until=?, updated=? WHERE id=?",
+                 (state, reason, defer_until, iso(), delivery_id))
+
+
+# --- crash recovery -----------------------------------------------------------------------------
+
+
+def recover_inflight(conn: sqlite3.Connection, run_id: str, resend_channels: set[str]) -> tuple[int, int]:
+    """Rows left `inflight` by a crash become in_doubt. Channels whose receivers dedupe (or when the
+    operator chose to re-send) go back to pending with the same message id; the rest are held.
+    Returns (re-queued, held)."""
+    requeued = held = 0
+    with transaction(conn):
+        rows = conn.execute("SELECT id, channel, attempts FROM deliveries WHERE run_id=? AND state='inflight'",
+                            (run_id,)).fetchall()
+        now = iso()
+        for row in rows:
+            conn.execute("UPDATE attempts SET outcome='in_doubt' WHERE delivery_id=? AND number=?",
+                         (row["id"], row["attempts"]))
+            if row["channel"] in resend_channels:
+                conn.execute("UPDATE deliveries SET state='pending', in_doubt=1, next_attempt_at=NULL, updated=? WHERE id=?",
+                             (now, row["id"]))
+                requeued += 1
+            else:
+                conn.execute("UPDATE deliveries SET state='in_doubt', in_doubt=1, reason='crash_during_send', updated=? WHERE id=?",
+                             (now, row["id"]))
+                held += 1
+    return requeued, held
+
+
+def release_due_deferred(conn: sqlite3.Connection, run_id: str, now: datetime) -> int:
+    with transaction(conn):
+        cur = conn.execute(
+            """UPDATE deliveries SET state='pending', defer_until=NULL, reason=NULL, updated=?
+               WHERE run_id=? AND state='deferred' AND defer_until<=?""", (iso(), run_id, iso(now)))
+    return cur.rowcount
+
+
+# --- locks --------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire_lock(conn: sqlite3.Connection, name: str, owner: str) -> bool:
+    """A lock that dies with its process: a holder whose pid is gone is taken over."""
+    with transaction(conn):
+        row = conn.execute("SELECT pid FROM locks WHERE name=?", (name,)).fetchone()
+        if row is not None and row["pid"] != os.getpid() and _pid_alive(row["pid"]):
+            return False
+        conn.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?)", (name, owner, os.getpid(), iso()))
+    return True
+
+
+def release_lock(conn: sqlite3.Connection, name: str) -> None:
+    with transaction(conn):
+        conn.execute("DELETE FROM locks WHERE name=? AND pid=?", (name, os.getpid()))
+
+
+def lock_holder_alive(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute("SELECT pid FROM locks WHERE name=?", (name,)).fetchone()
+    return row is not None and _pid_alive(row["pid"])
