@@ -171,31 +171,47 @@ def read_data(value: str | None) -> dict[str, Any]:
     return data
 
 
+def outcome_payload(outcome: RunOutcome) -> dict[str, Any]:
+    return {"run_id": outcome.run_id, "state": outcome.state, "counts": outcome.counts,
+            "elapsed_s": round(outcome.elapsed_s, 3), "sent_this_session": outcome.sent_this_session,
+            "rate_per_s": round(outcome.sent_this_session / outcome.elapsed_s, 1) if outcome.elapsed_s else 0}
+
+
+def outcome_exit_code(outcome: RunOutcome) -> int:
+    """0: everything sent or legitimately skipped/deferred; 1: some failed; 130: interrupted."""
+    failed = sum(states.get("dead", 0) + states.get("in_doubt", 0) for states in outcome.counts.values())
+    if failed:
+        return 1
+    return 130 if outcome.state == "interrupted" else 0
+
+
+def print_outcome(outcome: RunOutcome, title: str) -> None:
+    from notifyctl import output
+
+    payload = outcome_payload(outcome)
+    failed = sum(states.get("dead", 0) + states.get("in_doubt", 0) for states in outcome.counts.values())
+    output.summary_table(f"{title} {outcome.run_id}: {outcome.state}", outcome.counts)
+    output.console.print(f"{outcome.sent_this_session} sent in {outcome.elapsed_s:.1f}s ({payload['rate_per_s']}/s)")
+    if outcome.state == "interrupted":
+        output.console.print(f"[yellow]Interrupted. Resume with:[/] notifyctl resume {outcome.run_id}")
+    elif outcome.state == "waiting":
+        output.console.print("Some deliveries wait for quiet hours to end; `notifyctl resume --due` "
+                             "(from cron) sends them when they are due.")
+    if failed:
+        output.console.print(f"[red]{failed} failed[/]: see `notifyctl dlq list --run {outcome.run_id}`")
+
+
 def report_outcome(outcome: RunOutcome, json_out: bool, title: str) -> None:
     """Print a run's result and exit with the code cron can act on."""
     from notifyctl import output
 
-    failed = sum(states.get("dead", 0) + states.get("in_doubt", 0) for states in outcome.counts.values())
-    payload = {"run_id": outcome.run_id, "state": outcome.state, "counts": outcome.counts,
-               "elapsed_s": round(outcome.elapsed_s, 3), "sent_this_session": outcome.sent_this_session,
-               "rate_per_s": round(outcome.sent_this_session / outcome.elapsed_s, 1) if outcome.elapsed_s else 0}
     if json_out:
-        output.emit_json(payload)
+        output.emit_json(outcome_payload(outcome))
     else:
-        output.summary_table(f"{title} {outcome.run_id}: {outcome.state}", outcome.counts)
-        output.console.print(f"{outcome.sent_this_session} sent in {outcome.elapsed_s:.1f}s "
-                             f"({payload['rate_per_s']}/s)")
-        if outcome.state == "interrupted":
-            output.console.print(f"[yellow]Interrupted. Resume with:[/] notifyctl resume {outcome.run_id}")
-        elif outcome.state == "waiting":
-            output.console.print("Some deliveries wait for quiet hours to end; `notifyctl resume --due` "
-                                 "(from cron) sends them when they are due.")
-        if failed:
-            output.console.print(f"[red]{failed} failed[/]: see `notifyctl dlq list --run {outcome.run_id}`")
-    if failed:
-        raise typer.Exit(1)
-    if outcome.state == "interrupted":
-        raise typer.Exit(130)
+        print_outcome(outcome, title)
+    code = outcome_exit_code(outcome)
+    if code:
+        raise typer.Exit(code)
 
 
 def report_dry_run(result: Any, json_out: bool) -> None:
@@ -497,7 +513,10 @@ def send(
             if events == "-":
                 from notifyctl.audience import spool_stdin
 
-                path = spool_stdin(sys.stdin.buffer)
+                # Kept next to the database so that an interrupted run can be resumed from it.
+                spool = ctx.settings.database_path.parent / "spool"
+                spool.mkdir(mode=0o700, exist_ok=True)
+                path = spool_stdin(sys.stdin.buffer, spool)
             elif not path.is_file():
                 raise InputError(f"events file not found: {path}")
             result = run_async(operations.send_events(ctx, path, skip_invalid=skip_invalid, dry_run=dry_run,
@@ -572,31 +591,29 @@ def resume(
     if not due and not run_id:
         raise InputError("give a RUN id, or --due")
     engines: list[Engine] = []
+    worst = 0
+    payloads: list[dict[str, Any]] = []
     with context() as ctx:
         targets = operations.due_runs(ctx) if due else [run_id or ""]
-        if due and not targets:
-            if machine:
-                output.emit_json({"resumed": []})
-            else:
-                output.console.print("nothing is due")
-            return
-        worst = 0
-        results: list[dict[str, Any]] = []
         for target in targets:
             with ChannelProgress(enabled=not machine) as progress:
                 result = run_async(operations.resume(ctx, target, allow_template_change=allow_template_change,
                                                      progress=progress, on_engine=engines.append), engines)
             if isinstance(result, ResumeSkipped):
-                results.append({"run_id": target, "skipped": result.why})
+                payloads.append({"run_id": target, "skipped": result.why})
                 if not machine:
                     output.console.print(f"{target}: {result.why}")
                 continue
-            try:
-                report_outcome(result, machine, "resume")
-            except typer.Exit as exit_:
-                worst = max(worst, exit_.exit_code or 0)
+            payloads.append(outcome_payload(result))
+            if not machine:
+                print_outcome(result, "resume")
+            worst = max(worst, outcome_exit_code(result))
             if engines and engines[-1].stopping.is_set():
                 break
+    if machine:
+        output.emit_json({"resumed": payloads} if due else payloads[0])
+    elif due and not targets:
+        output.console.print("nothing is due")
     if worst:
         raise typer.Exit(worst)
 

@@ -5,6 +5,7 @@ The CLI parses arguments, calls one of these and draws the result; nothing here 
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -61,6 +62,15 @@ class Started:
     run_id: str
     state: str
     send_at: str | None
+
+
+def file_sha256(path: Path) -> str:
+    """The whole file's hash: an interrupted plan resumes only from the very same input."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # --- shared checks ------------------------------------------------------------------------------
@@ -284,7 +294,7 @@ async def send_events(ctx: Context, path: Path, *, skip_invalid: bool = False, d
     run_id = runs.new_run_id("events")
     runs.create_run(ctx.conn, run_id=run_id, kind="events", template="(events)", template_version="-",
                     category="-", channels=sorted(ctx.settings.channels), state="running",
-                    audience_path=str(path.resolve()), audience_sha256=audience.file_sha256(path),
+                    audience_path=str(path.resolve()), audience_sha256=file_sha256(path),
                     options=_rejected(errors, count))
     return await _drive(ctx, run_id, _events_source(ctx, path, 0, 0), progress, None)
 
@@ -327,7 +337,7 @@ def _resume_source(ctx: Context, run: runs.Run) -> AsyncIterator[PlanBatch] | No
     path = Path(run.audience_path or "")
     if not path.is_file():
         raise PolicyRefused(f"run {run.run_id} was not fully planned and its input {path} is gone")
-    if audience.file_sha256(path) != run.audience_sha256:
+    if file_sha256(path) != run.audience_sha256:
         raise PolicyRefused(f"run {run.run_id}: {path} changed since the run started; refusing to guess")
     if run.kind == "events":
         return _events_source(ctx, path, run.plan_offset, run.plan_line)
@@ -432,7 +442,8 @@ def select_for_redrive(ctx: Context, *, ids: list[int] | None = None, run_id: st
 
 
 def create_redrive_run(ctx: Context, delivery_ids: list[int], *, rate: float | None = None) -> str:
-    """A new run whose deliveries keep the originals' identity (idempotency key, message id)."""
+    """A new run whose deliveries keep the originals' identity (idempotency key, message id); each
+    carries its original run's shared data, since the redrive run has none of its own."""
     run_id = runs.new_run_id("redrive")
     now = iso(ctx.clock())
     channels = sorted({r[0] for r in ctx.conn.execute(
@@ -449,8 +460,9 @@ def create_redrive_run(ctx: Context, delivery_ids: list[int], *, rate: float | N
             ctx.conn.execute(
                 """INSERT INTO deliveries (id, run_id, line, user_id, channel, address, idempotency_key, event_id,
                      template, template_version, category, locale, state, message_id, redrive_of, data, created, updated)
-                   SELECT ?, ?, line, user_id, channel, address, idempotency_key, event_id, template, ?, category,
-                     locale, 'pending', message_id, id, data, ?, ? FROM deliveries WHERE id=?""",
+                   SELECT ?, ?, d.line, d.user_id, d.channel, d.address, d.idempotency_key, d.event_id, d.template, ?,
+                     d.category, d.locale, 'pending', d.message_id, d.id, json_patch(r.data, d.data), ?, ?
+                   FROM deliveries d JOIN runs r ON r.run_id = d.run_id WHERE d.id=?""",
                 (next_id, run_id, template.version, now, now, old_id))
             ctx.conn.execute("UPDATE idempotency SET delivery_id=? WHERE key=?", (next_id, old["idempotency_key"]))
             ctx.conn.execute("UPDATE dead_letters SET redriven_at=?, redrive_count=redrive_count+1 WHERE delivery_id=?",

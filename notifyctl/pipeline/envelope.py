@@ -10,7 +10,7 @@ from notifyctl.errors import TemplateError
 from notifyctl.models import Envelope, User
 from notifyctl.settings import Settings
 from notifyctl.store.db import loads, parse_iso
-from notifyctl.templates import TemplateStore
+from notifyctl.templates import Template, TemplateStore
 from notifyctl.unsubscribe import unsubscribe_url
 
 
@@ -35,6 +35,13 @@ class EnvelopeBuilder:
         self.templates = templates
         self.run_data = run_data
         self.allow_template_change = allow_template_change
+        self._loaded: dict[str, Template] = {}
+
+    def template(self, name: str) -> Template:
+        """Loaded once per run: TemplateStore.get() re-checks the files, too slow per message."""
+        if name not in self._loaded:
+            self._loaded[name] = self.templates.get(name)
+        return self._loaded[name]
 
     def context(self, row: sqlite3.Row, user: User | None) -> dict[str, Any]:
         who = row["user_id"] or row["address"] or ""
@@ -59,7 +66,7 @@ class EnvelopeBuilder:
         return context
 
     def build(self, row: sqlite3.Row, user: User | None, secrets: list[str]) -> Envelope:
-        template = self.templates.get(row["template"])
+        template = self.template(row["template"])
         if template.version != row["template_version"] and not self.allow_template_change:
             raise TemplateError(
                 f"changed since the run was planned (version {row['template_version']} → {template.version})",
