@@ -1,0 +1,198 @@
+"""Outbound webhooks, signed per the Standard Webhooks specification.
+
+Each POST carries `webhook-id` (the delivery's stable message id, so receivers can dedupe a
+re-send), a fresh `webhook-timestamp` and a `webhook-signature` per signing secret. Endpoint URLs
+come from customers, so every request goes through the SSRF guard: HTTPS only, hosts resolved
+once and refused when any address is not public, redirects never followed. The allowlist
+setting `allow_hosts` is the only way around that (tests, private deployments).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from notifyctl.errors import PermanentError, ProviderError, RateLimited, TransientError
+from notifyctl.models import Envelope, SendResult
+from notifyctl.providers.base import Capabilities, ProviderContext
+from notifyctl.signing import signature_header
+from notifyctl.ssrf import CheckedResolver, SsrfRefused, check_ip, is_allowed_host, parse_host_ip
+
+MAX_RETRY_AFTER_S = 3600.0
+USER_AGENT = "notifyctl-webhooks/0.1"
+
+
+def parse_retry_after(
+    value: str | None, *, now: datetime | None = None, cap_s: float = MAX_RETRY_AFTER_S
+) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or HTTP-date), capped; None if absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = (moment - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), cap_s)
+
+
+def response_outcome(provider: str, envelope: Envelope, status: int, headers: Mapping[str, str]) -> SendResult:
+    """The result of an HTTP answer, or the provider error it means."""
+    if 200 <= status < 300:
+        return SendResult(provider=provider, provider_message_id=envelope.message_id, status_code=status)
+    code = str(status)
+    if 300 <= status < 400:
+        raise PermanentError(f"HTTP {status}: redirects are not followed", code=code)
+    retry_after_s = parse_retry_after(headers.get("Retry-After"))
+    if status == 429:
+        raise RateLimited(f"HTTP {status}: endpoint is rate limiting", retry_after_s=retry_after_s, code=code)
+    if status == 408:
+        raise TransientError(f"HTTP {status}: request timeout", retry_after_s=retry_after_s, code=code)
+    if status == 410:
+        raise PermanentError(f"HTTP {status}: endpoint is gone", code=code, disable_endpoint=True)
+    if 400 <= status < 500:
+        raise PermanentError(f"HTTP {status}: rejected by the endpoint", code=code)
+    if 500 <= status < 600:
+        raise TransientError(f"HTTP {status}: endpoint error", retry_after_s=retry_after_s, code=code)
+    raise PermanentError(f"HTTP {status}: unexpected status", code=code)
+
+
+def _ssrf_refusal(exc: BaseException) -> SsrfRefused | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SsrfRefused):
+            return seen
+        if isinstance(seen, aiohttp.ClientConnectorError) and isinstance(seen.os_error, SsrfRefused):
+            return seen.os_error
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """The one place where aiohttp and socket exceptions become provider errors."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+        raise PermanentError(f"invalid webhook URL: {exc}", code="bad_url") from exc
+    except TimeoutError as exc:
+        raise TransientError("webhook request timed out", code="timeout") from exc
+    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+        raise TransientError(f"TLS failure: {exc}", code="tls") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        refusal = _ssrf_refusal(exc)
+        if refusal is not None:
+            raise PermanentError(str(refusal), code="ssrf") from exc
+        raise TransientError(f"webhook request failed: {type(exc).__name__}: {exc}", code="connection") from exc
+
+
+class WebhookProvider:
+    """POSTs the JSON body of a webhook envelope to the endpoint URL in `envelope.address`."""
+
+    capabilities = Capabilities(channels=("webhook",), idempotent=True)
+    # Read from the class by resume (operations._resend_channels) without building an instance.
+    idempotent = capabilities.idempotent
+
+    def __init__(self, context: ProviderContext) -> None:
+        settings = context.settings
+        self.name = context.name
+        self.allow_hosts: tuple[str, ...] = tuple(str(host) for host in settings.get("allow_hosts", ()))
+        self.timeout_s = float(settings.get("timeout_s", 10))
+        self.connections = int(settings.get("connections", settings.get("concurrency", 64)))
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self.connections, resolver=CheckedResolver(self.allow_hosts))
+        # trust_env=False: an HTTP(S)_PROXY from the environment would resolve hosts itself,
+        # behind the guard's back.
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            trust_env=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def send(self, envelope: Envelope) -> SendResult:
+        session = self._session
+        if session is None:
+            raise RuntimeError(f"provider {self.name} used before open()")
+        url = self._checked_url(envelope.address)
+        body = _json_body(envelope)
+        headers = _signed_headers(envelope, body, int(time.time()))
+        with _mapped_errors():
+            async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+                # The body is not read: the status is the answer, and an endpoint that stalls
+                # or floods its response body must not turn an accepted delivery into a failure.
+                status, response_headers = response.status, dict(response.headers)
+        return response_outcome(self.name, envelope, status, response_headers)
+
+    def _checked_url(self, address: str) -> URL:
+        """The endpoint URL if the HTTPS and address rules allow it, else PermanentError."""
+        try:
+            url = URL(address)
+        except (ValueError, TypeError) as exc:
+            raise PermanentError(f"invalid webhook URL: {exc}", code="bad_url") from exc
+        host = url.raw_host
+        if not url.is_absolute() or not host or url.scheme not in ("https", "http"):
+            raise PermanentError("webhook URL must be an absolute https:// URL", code="bad_url")
+        allowed = is_allowed_host(host, self.allow_hosts)
+        if url.scheme != "https" and not allowed:
+            raise PermanentError("webhook URL must use https://", code="bad_url")
+        # aiohttp does not consult the resolver for IP literals, so they are checked here.
+        literal = parse_host_ip(host)
+        if literal is not None and not allowed:
+            reason = check_ip(literal)
+            if reason is not None:
+                raise PermanentError(f"refused to connect to {host}: {reason}", code="ssrf")
+        return url
+
+
+def _json_body(envelope: Envelope) -> bytes:
+    if "body" not in envelope.parts:
+        raise PermanentError("webhook envelope has no 'body' part", code="missing_part")
+    try:
+        return orjson.dumps(envelope.parts["body"])
+    except TypeError as exc:
+        raise PermanentError(f"webhook body is not JSON-serializable: {exc}", code="bad_part") from exc
+
+
+def _signed_headers(envelope: Envelope, body: bytes, timestamp: int) -> dict[str, str]:
+    msg_id = envelope.message_id
+    if not msg_id or "." in msg_id or any(char.isspace() for char in msg_id) or not msg_id.isascii():
+        # The id is part of the signed string "{id}.{timestamp}.{body}"; a '.' would make it ambiguous.
+        raise PermanentError(f"unusable webhook-id {msg_id!r}", code="bad_message_id")
+    if not envelope.signing_secrets:
+        raise PermanentError("no signing secret for this webhook endpoint", code="no_secret")
+    try:
+        signature = signature_header(envelope.signing_secrets, msg_id, timestamp, body)
+    except ValueError as exc:
+        raise PermanentError(f"invalid webhook signing secret: {exc}", code="bad_secret") from exc
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature,
+    }
