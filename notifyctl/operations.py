@@ -310,7 +310,7 @@ def _resend_channels(settings: Settings) -> set[str]:
     safe = set()
     for channel, route in settings.channels.items():
         names = [*route.providers, *([route.secondary] if route.secondary else [])]
-        if all(getattr(provider_class(settings.providers[n].type), "idempotent", False) for n in names):
+        if all(provider_class(settings.providers[n].type).capabilities.idempotent for n in names):
             safe.add(channel)
     return safe
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from notifyctl.errors import ConfigError
 from notifyctl.models import CHANNELS
+from notifyctl.providers.base import PROVIDER_TYPES
 
 ENV_PREFIX = "NOTIFYCTL_"
 CONFIG_FILE = "notifyctl.toml"
@@ -121,6 +122,10 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _references_exist(self) -> Settings:
+        for name, conf in self.providers.items():
+            if conf.type not in PROVIDER_TYPES:
+                known = ", ".join(sorted(PROVIDER_TYPES))
+                raise ValueError(f"providers.{name}.type: unknown provider type '{conf.type}' (known: {known})")
         for channel, route in self.channels.items():
             if channel not in CHANNELS:
                 raise ValueError(f"channels.{channel}: unknown channel (known: {', '.join(CHANNELS)})")

@@ -187,7 +187,7 @@ def test_send_one_notification_and_events_stream(tmp_path: Path, webhook_sink: W
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        pytest.param('database = 3\n[providers.x]\ntype="outbox"\nrate="fast"\n', "providers.x.rate", id="bad-rate"),
+        pytest.param('[providers.x]\ntype="outbox"\nrate="fast"\n', "providers.x.rate", id="bad-rate"),
         pytest.param("[channels]\nemail = \"nope\"\n", "nope", id="unknown-provider"),
         pytest.param("this is not toml", "not valid TOML", id="not-toml"),
         pytest.param('[providers.x]\ntype = "carrier-pigeon"\n[channels]\nemail = "x"\n', "carrier-pigeon",

@@ -23,7 +23,8 @@ from notifyctl.pipeline.envelope import EnvelopeBuilder, signing_secrets
 from notifyctl.pipeline.idempotency import IdempotencyStore
 from notifyctl.pipeline.ledger import Ledger
 from notifyctl.pipeline.limiter import Limiter, TokenBucket
-from notifyctl.pipeline.planner import PlanItem, Planner
+from notifyctl.pipeline.planner import PlanItem, Planner, PlanResult
+from notifyctl.pipeline.queue import PRIORITY, LaneQueue
 from notifyctl.pipeline.retry import backoff_s, should_retry
 from notifyctl.pipeline.router import CircuitBreaker, Router
 from notifyctl.policy import Policy
@@ -71,7 +72,7 @@ PlanSource = AsyncIterator[PlanBatch]
 class Lane:
     channel: str
     router: Router
-    queue: asyncio.Queue[dict[str, Any] | None]
+    queue: LaneQueue
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     outstanding: int = 0
     feeding_done: bool = False
@@ -110,6 +111,20 @@ class Engine:
         self._planning_done = False
         self._sent = 0
         self.ledger: Ledger | None = None
+        self._ready = asyncio.Event()
+
+    async def ready(self) -> None:
+        """Wait until the run's lanes are open (for `submit` in service mode)."""
+        await self._ready.wait()
+
+    def submit(self, run_id: str, items: list[PlanItem]) -> PlanResult:
+        """Plan more deliveries into a running service-mode run; they are sent in the background."""
+        result = self.planner.plan_batch(run_id, items)
+        for (channel, state), n in result.by_channel_state.items():
+            self.progress.planned(channel, state, n)
+        for lane in self.lanes.values():
+            lane.wake.set()
+        return result
 
     # --- set-up -----------------------------------------------------------------------------
 
@@ -140,7 +155,9 @@ class Engine:
     # --- driving a run ----------------------------------------------------------------------
 
     async def run(self, run_id: str, source: PlanSource | None = None, *,
-                  allow_template_change: bool = False) -> RunOutcome:
+                  allow_template_change: bool = False, service: bool = False) -> RunOutcome:
+        """Drive a run to its end. With service=True (``notifyctl serve``) the run stays open for
+        `submit()` until `stop()`."""
         started = time.monotonic()
         run = runs.get_run(self.conn, run_id)
         assert run is not None, run_id
@@ -153,12 +170,13 @@ class Engine:
             for channel in channels:
                 route = self.settings.channels[channel]
                 self.lanes[channel] = Lane(channel, Router(route, self.breakers),
-                                           asyncio.Queue(maxsize=route.queue_size))
+                                           LaneQueue(route.queue_size))
             for channel, by_state in runs.counts(self.conn, run_id).items():
                 for state, n in by_state.items():
                     self.progress.planned(channel, state, n)
             runs.set_run_state(self.conn, run_id, "running", started=True)
-            self._planning_done = source is None
+            self._planning_done = source is None and not service
+            self._ready.set()
             tasks: list[asyncio.Task[Any]] = []
             if source is not None:
                 tasks.append(asyncio.create_task(self._plan(run_id, source), name="planner"))
@@ -246,13 +264,13 @@ class Engine:
                     if self.stopping.is_set():
                         break
                     item = {"row": row, "user": users.get(row["user_id"]) if row["user_id"] else None,
-                            "attempts": row["attempts"]}
+                            "attempts": row["attempts"], "priority": self._priority(row["category"])}
                     lane.outstanding += 1
                     due = row["next_attempt_at"]
                     if due and due > now:
                         self._schedule_retry(lane, item, due - now)
                     else:
-                        await lane.queue.put(item)
+                        await lane.queue.put(item, item["priority"])
                 continue
             if done_planning:
                 break
@@ -267,11 +285,14 @@ class Engine:
                     lane.queue.put_nowait(None)
             lane.idle.set()
 
+    def _priority(self, category: str) -> int:
+        return PRIORITY[self.settings.category(category).priority]
+
     def _schedule_retry(self, lane: Lane, item: dict[str, Any], delay_s: float) -> None:
         async def later() -> None:
             await asyncio.sleep(delay_s)
             if not self.stopping.is_set():
-                await lane.queue.put(item)
+                await lane.queue.put(item, item["priority"])
 
         task = asyncio.create_task(later())
         self._retry_tasks.add(task)
@@ -290,7 +311,7 @@ class Engine:
                 with contextlib.suppress(asyncio.CancelledError):
                     await get
                 if not get.cancelled() and get.exception() is None and get.result() is not None:
-                    lane.queue.put_nowait(get.result())
+                    lane.queue.put_nowait(get.result(), get.result()["priority"])
                 return
             idle.cancel()
             item = get.result()

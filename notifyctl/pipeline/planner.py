@@ -48,6 +48,7 @@ class PlanItem:
 @dataclass
 class PlanResult:
     rows: int = 0
+    deliveries: list[dict[str, Any]] = field(default_factory=list)  # id, channel, state, reason per row
     by_channel_state: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
@@ -118,6 +119,7 @@ class Planner:
                 if draft["state"] in ("pending", "deferred"):
                     if key in seen or key in claimed:
                         draft["state"], draft["reason"], draft["defer_until"] = "skipped", "duplicate", None
+                        draft["duplicate_of"] = seen.get(key)
                     else:
                         claimed.add(key)
                         keys.append((key, draft["id"], run_id))
@@ -139,6 +141,9 @@ class Planner:
             elif planned:
                 self.conn.execute("UPDATE runs SET planned=1 WHERE run_id=?", (run_id,))
         result.rows = len(drafts)
+        result.deliveries = [{"id": d["id"], "channel": d["channel"], "state": d["state"], "reason": d["reason"],
+                              "idempotency_key": d["idempotency_key"], "duplicate_of": d.get("duplicate_of")}
+                             for d in drafts]
         return result
 
     @staticmethod
