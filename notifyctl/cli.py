@@ -444,8 +444,10 @@ def templates_render(
     else:
         for part, value in parts.items():
             output.console.rule(f"{name} · {channel} · {part}")
-            output.console.print(value if isinstance(value, str) else output.console.print_json(data=value),
-                                 markup=False, highlight=False)
+            if isinstance(value, str):
+                output.console.print(value, markup=False, highlight=False)
+            else:
+                output.console.print_json(data=value)
 
 
 @templates_app.command("check")

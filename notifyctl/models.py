@@ -77,7 +77,13 @@ class Recipient(BaseModel):
         """The key that makes two rows the same recipient."""
         if self.user_id:
             return f"user:{self.user_id}"
-        return f"email:{self.email}" if self.email else f"phone:{self.phone}"
+        if self.email:
+            return f"email:{self.email}"
+        if self.phone:
+            return f"phone:{self.phone}"
+        if self.push_tokens:
+            return "push:" + ",".join(sorted(self.push_tokens))
+        return f"webhook:{self.webhook_url}"
 
 
 class Decision(BaseModel):

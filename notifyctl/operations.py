@@ -17,7 +17,7 @@ from typing import Any
 from notifyctl import audience
 from notifyctl.campaigns import Campaign
 from notifyctl.errors import InputError, PolicyRefused, RowError, TemplateError
-from notifyctl.models import User
+from notifyctl.models import Recipient, User
 from notifyctl.pipeline.engine import Engine, PlanBatch, Progress, RunOutcome, utc_clock
 from notifyctl.pipeline.planner import PLAN_BATCH, PlanItem, Planner
 from notifyctl.providers.base import provider_class
@@ -77,7 +77,14 @@ def file_sha256(path: Path) -> str:
 
 
 def _channels_for(template: Template, requested: list[str] | None, settings: Settings) -> list[str]:
-    channels = requested or list(template.channels)
+    if not requested:
+        # Default: the template's channels that have a provider here.
+        channels = [c for c in template.channels if c in settings.channels]
+        if not channels:
+            raise InputError(f"none of template '{template.name}'s channels ({', '.join(template.channels)}) "
+                             f"has a provider configured in {settings.source}")
+        return channels
+    channels = list(requested)
     for channel in channels:
         if channel not in template.channels:
             raise InputError(f"template '{template.name}' has no '{channel}' part "
@@ -103,13 +110,13 @@ def _rejected(errors: list[RowError], count: int) -> dict[str, Any]:
 # --- broadcast ----------------------------------------------------------------------------------
 
 
-async def _audience_source(path: Path, plan: Callable[[audience.Recipient], PlanItem], start_offset: int,
+async def _audience_source(path: Path, plan: Callable[[Recipient], PlanItem], start_offset: int,
                            start_line: int, skip_lines: set[int]) -> AsyncIterator[PlanBatch]:
     items: list[PlanItem] = []
     cursor = (start_offset, start_line)
     for parsed in audience.iter_recipients(path, start_offset=start_offset, start_line=start_line,
                                            skip_lines=skip_lines):
-        cursor = (parsed.end_offset, parsed.line)
+        cursor = (parsed.end_offset, parsed.end_line or parsed.line)
         if parsed.value is None:
             continue  # rejected rows were reported before the run started (--skip-invalid)
         items.append(plan(parsed.value))
@@ -120,8 +127,8 @@ async def _audience_source(path: Path, plan: Callable[[audience.Recipient], Plan
 
 
 def _recipient_planner(template: Template, category: str, event_id: str, channels: list[str]
-                       ) -> Callable[[audience.Recipient], PlanItem]:
-    def plan(r: audience.Recipient) -> PlanItem:
+                       ) -> Callable[[Recipient], PlanItem]:
+    def plan(r: Recipient) -> PlanItem:
         return PlanItem(line=r.line, end_offset=0, template=template.name, template_version=template.version,
                         category=category, event_id=event_id, channels=channels, user_id=r.user_id, email=r.email,
                         phone=r.phone, locale=r.locale, timezone=r.timezone, push_tokens=r.push_tokens,
@@ -247,7 +254,7 @@ def _check_render(ctx: Context, template: Template, channels: list[str], user: U
 def _event_items(ctx: Context, path: Path, start_offset: int, start_line: int, skip_invalid: bool
                  ) -> Iterator[tuple[PlanItem | None, RowError | None, tuple[int, int]]]:
     for parsed in audience.iter_events(path, start_offset=start_offset, start_line=start_line):
-        cursor = (parsed.end_offset, parsed.line)
+        cursor = (parsed.end_offset, parsed.end_line or parsed.line)
         if parsed.value is None:
             yield None, parsed.error, cursor
             continue

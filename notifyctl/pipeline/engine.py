@@ -310,8 +310,9 @@ class Engine:
                 idle.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await get
-                if not get.cancelled() and get.exception() is None and get.result() is not None:
-                    lane.queue.put_nowait(get.result(), get.result()["priority"])
+                leftover = None if get.cancelled() or get.exception() is not None else get.result()
+                if leftover is not None:
+                    lane.queue.put_nowait(leftover, leftover["priority"])
                 return
             idle.cancel()
             item = get.result()

@@ -78,7 +78,8 @@ class Router:
                       if self.breakers[n].state == "closed"]
         if candidates:
             names, weights = zip(*candidates, strict=True)
-            return self.rng.choices(names, weights=weights)[0]
+            chosen: str = self.rng.choices(names, weights=weights)[0]
+            return chosen
         for name in self.route.providers:  # half-open: let one trial through to detect recovery
             if self.breakers[name].allow():
                 return name
