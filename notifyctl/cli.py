@@ -35,14 +35,25 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 users_app = typer.Typer(help="The user directory.\n\nExample: notifyctl users import users.csv", no_args_is_help=True)
-prefs_app = typer.Typer(help="Preferences per user × channel × category.\n\n"
-                        "Example: notifyctl prefs set u1 --channel sms --category marketing --off", no_args_is_help=True)
-suppress_app = typer.Typer(help="Addresses that must never be contacted.\n\n"
-                           "Example: notifyctl suppress add email a@example.com --reason manual", no_args_is_help=True)
-templates_app = typer.Typer(help="Templates under templates/.\n\nExample: notifyctl templates list", no_args_is_help=True)
-runs_app = typer.Typer(help="Runs (each send and broadcast).\n\nExample: notifyctl runs show RUN_ID", no_args_is_help=True)
-dlq_app = typer.Typer(help="Dead letters: inspect, re-drive, purge.\n\nExample: notifyctl dlq redrive --run RUN_ID",
-                      no_args_is_help=True)
+prefs_app = typer.Typer(
+    help="Preferences per user × channel × category.\n\n"
+    "Example: notifyctl prefs set u1 --channel sms --category marketing --off",
+    no_args_is_help=True,
+)
+suppress_app = typer.Typer(
+    help="Addresses that must never be contacted.\n\n"
+    "Example: notifyctl suppress add email a@example.com --reason manual",
+    no_args_is_help=True,
+)
+templates_app = typer.Typer(
+    help="Templates under templates/.\n\nExample: notifyctl templates list", no_args_is_help=True
+)
+runs_app = typer.Typer(
+    help="Runs (each send and broadcast).\n\nExample: notifyctl runs show RUN_ID", no_args_is_help=True
+)
+dlq_app = typer.Typer(
+    help="Dead letters: inspect, re-drive, purge.\n\nExample: notifyctl dlq redrive --run RUN_ID", no_args_is_help=True
+)
 app.add_typer(users_app, name="users")
 app.add_typer(prefs_app, name="prefs")
 app.add_typer(suppress_app, name="suppress")
@@ -57,8 +68,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON out
 
 @app.callback()
 def _main(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Path to notifyctl.toml.",
-                                                envvar="NOTIFYCTL_CONFIG")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Path to notifyctl.toml.", envvar="NOTIFYCTL_CONFIG")
+    ] = None,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
     """notifyctl: multi-channel notifications."""
@@ -107,8 +119,9 @@ def run_async(coro: Coroutine[Any, Any, T], engines: list[Engine] | None = None)
             nonlocal presses
             presses += 1
             if presses == 1 and engines:
-                output.err_console.print("[yellow]stopping: finishing requests in flight "
-                                         "(press Ctrl-C again to abort)[/]")
+                output.err_console.print(
+                    "[yellow]stopping: finishing requests in flight (press Ctrl-C again to abort)[/]"
+                )
                 for engine in engines:
                     engine.stop()
             else:
@@ -172,9 +185,14 @@ def read_data(value: str | None) -> dict[str, Any]:
 
 
 def outcome_payload(outcome: RunOutcome) -> dict[str, Any]:
-    return {"run_id": outcome.run_id, "state": outcome.state, "counts": outcome.counts,
-            "elapsed_s": round(outcome.elapsed_s, 3), "sent_this_session": outcome.sent_this_session,
-            "rate_per_s": round(outcome.sent_this_session / outcome.elapsed_s, 1) if outcome.elapsed_s else 0}
+    return {
+        "run_id": outcome.run_id,
+        "state": outcome.state,
+        "counts": outcome.counts,
+        "elapsed_s": round(outcome.elapsed_s, 3),
+        "sent_this_session": outcome.sent_this_session,
+        "rate_per_s": round(outcome.sent_this_session / outcome.elapsed_s, 1) if outcome.elapsed_s else 0,
+    }
 
 
 def outcome_exit_code(outcome: RunOutcome) -> int:
@@ -195,8 +213,10 @@ def print_outcome(outcome: RunOutcome, title: str) -> None:
     if outcome.state == "interrupted":
         output.console.print(f"[yellow]Interrupted. Resume with:[/] notifyctl resume {outcome.run_id}")
     elif outcome.state == "waiting":
-        output.console.print("Some deliveries wait for quiet hours to end; `notifyctl resume --due` "
-                             "(from cron) sends them when they are due.")
+        output.console.print(
+            "Some deliveries wait for quiet hours to end; `notifyctl resume --due` "
+            "(from cron) sends them when they are due."
+        )
     if failed:
         output.console.print(f"[red]{failed} failed[/]: see `notifyctl dlq list --run {outcome.run_id}`")
 
@@ -218,8 +238,14 @@ def report_dry_run(result: Any, json_out: bool) -> None:
     from notifyctl import output
 
     if json_out:
-        output.emit_json({"dry_run": True, "counts": result.counts, "reasons": result.reasons,
-                          "rejected": [str(r) for r in result.rejected]})
+        output.emit_json(
+            {
+                "dry_run": True,
+                "counts": result.counts,
+                "reasons": result.reasons,
+                "rejected": [str(r) for r in result.rejected],
+            }
+        )
         return
     output.summary_table("dry run (nothing sent, nothing recorded)", result.counts)
     if result.reasons:
@@ -232,8 +258,13 @@ def report_dry_run(result: Any, json_out: bool) -> None:
 @users_app.command("import")
 @guarded
 def users_import(
-    file: Annotated[Path, typer.Argument(help="CSV or JSONL with user_id, email, phone, locale, timezone, "
-                                              "push_tokens, webhook_url, webhook_secret, other attributes.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV or JSONL with user_id, email, phone, locale, timezone, "
+            "push_tokens, webhook_url, webhook_secret, other attributes."
+        ),
+    ],
     skip_invalid: Annotated[bool, typer.Option(help="Import the valid rows even if some are invalid.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -247,8 +278,13 @@ def users_import(
     with context() as ctx:
         result = import_users(ctx, file, skip_invalid=skip_invalid)
     if json_out:
-        output.emit_json({"imported": result.imported, "rejected": [str(e) for e in result.errors],
-                          "rejected_count": result.error_count})
+        output.emit_json(
+            {
+                "imported": result.imported,
+                "rejected": [str(e) for e in result.errors],
+                "rejected_count": result.error_count,
+            }
+        )
     else:
         output.console.print(f"imported {result.imported} user(s) from {file}")
         if result.error_count:
@@ -324,9 +360,11 @@ def prefs_show(user_id: str, json_out: JsonOpt = False) -> None:
     if json_out:
         output.emit_json(prefs)
     else:
-        output.table(f"preferences of {user_id}", ["channel", "category", "enabled", "source", "updated"],
-                     [(p["channel"], p["category"], "on" if p["enabled"] else "off", p["source"], p["updated"])
-                      for p in prefs])
+        output.table(
+            f"preferences of {user_id}",
+            ["channel", "category", "enabled", "source", "updated"],
+            [(p["channel"], p["category"], "on" if p["enabled"] else "off", p["source"], p["updated"]) for p in prefs],
+        )
 
 
 # --- suppressions ---------------------------------------------------------------------------------
@@ -379,8 +417,9 @@ def suppress_remove(channel: str, address: str) -> None:
 
 @suppress_app.command("list")
 @guarded
-def suppress_list(channel: Annotated[str | None, typer.Option(help="Only this channel.")] = None,
-                  json_out: JsonOpt = False) -> None:
+def suppress_list(
+    channel: Annotated[str | None, typer.Option(help="Only this channel.")] = None, json_out: JsonOpt = False
+) -> None:
     """List suppressions.
 
     Example: notifyctl suppress list --channel email
@@ -393,8 +432,11 @@ def suppress_list(channel: Annotated[str | None, typer.Option(help="Only this ch
     if json_out:
         output.emit_json(rows)
     else:
-        output.table("suppressions", ["channel", "address", "reason", "source", "created"],
-                     [(r["channel"], r["address"], r["reason"], r["source"], r["created"]) for r in rows])
+        output.table(
+            "suppressions",
+            ["channel", "address", "reason", "source", "created"],
+            [(r["channel"], r["address"], r["reason"], r["source"], r["created"]) for r in rows],
+        )
 
 
 # --- templates ------------------------------------------------------------------------------------
@@ -414,8 +456,11 @@ def templates_list(json_out: JsonOpt = False) -> None:
     if json_out:
         output.emit_json([vars(i) if not hasattr(i, "model_dump") else i.model_dump() for i in infos])
     else:
-        output.table("templates", ["name", "category", "channels", "locales", "version"],
-                     [(i.name, i.category, ",".join(i.channels), ",".join(i.locales), i.version) for i in infos])
+        output.table(
+            "templates",
+            ["name", "category", "channels", "locales", "version"],
+            [(i.name, i.category, ",".join(i.channels), ",".join(i.locales), i.version) for i in infos],
+        )
 
 
 @templates_app.command("render")
@@ -455,7 +500,9 @@ def templates_render(
 def templates_check(
     name: str,
     audience: Annotated[Path, typer.Option(help="Audience file whose columns the template may use.")],
-    channel: Annotated[list[str] | None, typer.Option(help="Channels to check (default: all of the template's).")] = None,
+    channel: Annotated[
+        list[str] | None, typer.Option(help="Channels to check (default: all of the template's).")
+    ] = None,
     data: Annotated[str | None, typer.Option(help="Campaign data (JSON or @file).")] = None,
 ) -> None:
     """Check that every variable a template uses is provided by the audience, data or directory.
@@ -469,8 +516,12 @@ def templates_check(
 
     with context() as ctx:
         template = ctx.templates.get(name)
-        available = (audience_mod.audience_columns(audience) | set(read_data(data))
-                     | directory.user_attribute_keys(ctx.conn) | set(BUILTIN_VARIABLES))
+        available = (
+            audience_mod.audience_columns(audience)
+            | set(read_data(data))
+            | directory.user_attribute_keys(ctx.conn)
+            | set(BUILTIN_VARIABLES)
+        )
         problems = template.check_variables(available, channel or template.channels)
     if problems:
         output.error(f"template '{name}' does not fit {audience}")
@@ -488,12 +539,15 @@ def templates_check(
 def send(
     template: Annotated[str | None, typer.Option("--template", "-t", help="Template name.")] = None,
     user: Annotated[str | None, typer.Option("--user", "-u", help="User id.")] = None,
-    channel: Annotated[list[str] | None, typer.Option("--channel", help="Channel (repeatable); default: the "
-                                                                         "template's channels.")] = None,
+    channel: Annotated[
+        list[str] | None, typer.Option("--channel", help="Channel (repeatable); default: the template's channels.")
+    ] = None,
     data: Annotated[str | None, typer.Option(help="JSON object or @file.json.")] = None,
     event_id: Annotated[str | None, typer.Option(help="Logical event id: the same one is sent once.")] = None,
     category: Annotated[str | None, typer.Option(help="Override the template's category.")] = None,
-    events: Annotated[str | None, typer.Option(help="JSON lines of NotificationRequested events, or - for stdin.")] = None,
+    events: Annotated[
+        str | None, typer.Option(help="JSON lines of NotificationRequested events, or - for stdin.")
+    ] = None,
     skip_invalid: Annotated[bool, typer.Option(help="With --events: send the valid events, report the rest.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Decide everything, send and record nothing.")] = False,
     json_out: JsonOpt = False,
@@ -521,14 +575,25 @@ def send(
                 path = spool_stdin(sys.stdin.buffer, spool)
             elif not path.is_file():
                 raise InputError(f"events file not found: {path}")
-            result = run_async(operations.send_events(ctx, path, skip_invalid=skip_invalid, dry_run=dry_run,
-                                                      progress=progress))
+            result = run_async(
+                operations.send_events(ctx, path, skip_invalid=skip_invalid, dry_run=dry_run, progress=progress)
+            )
         else:
             if not template or not user:
                 raise InputError("give --template and --user (or --events FILE)")
-            result = run_async(operations.send(ctx, template_name=template, user_id=user, channels=channel,
-                                               data=read_data(data), event_id=event_id, category=category,
-                                               dry_run=dry_run, progress=progress))
+            result = run_async(
+                operations.send(
+                    ctx,
+                    template_name=template,
+                    user_id=user,
+                    channels=channel,
+                    data=read_data(data),
+                    event_id=event_id,
+                    category=category,
+                    dry_run=dry_run,
+                    progress=progress,
+                )
+            )
     if isinstance(result, DryRun):
         report_dry_run(result, machine)
     else:
@@ -557,17 +622,28 @@ def broadcast(
     engines: list[Engine] = []
     loaded = load_campaign(campaign)
     with context() as ctx, ChannelProgress(enabled=not machine) as progress:
-        result = run_async(operations.broadcast(ctx, loaded, audience_path=audience, dry_run=dry_run,
-                                                skip_invalid=skip_invalid, progress=progress,
-                                                on_engine=engines.append), engines)
+        result = run_async(
+            operations.broadcast(
+                ctx,
+                loaded,
+                audience_path=audience,
+                dry_run=dry_run,
+                skip_invalid=skip_invalid,
+                progress=progress,
+                on_engine=engines.append,
+            ),
+            engines,
+        )
     if isinstance(result, DryRun):
         report_dry_run(result, machine)
     elif isinstance(result, Started):
         if machine:
             output.emit_json({"run_id": result.run_id, "state": result.state, "send_at": result.send_at})
         else:
-            output.console.print(f"run {result.run_id} scheduled for {result.send_at}; "
-                                 "`notifyctl resume --due` (from cron) starts it then")
+            output.console.print(
+                f"run {result.run_id} scheduled for {result.send_at}; "
+                "`notifyctl resume --due` (from cron) starts it then"
+            )
     else:
         report_outcome(result, machine, "broadcast")
 
@@ -576,8 +652,13 @@ def broadcast(
 @guarded
 def resume(
     run_id: Annotated[str | None, typer.Argument(help="The run to finish.")] = None,
-    due: Annotated[bool, typer.Option(help="Finish every run that is interrupted, scheduled and due, or has "
-                                           "deferred deliveries now due. Safe to run from cron every minute.")] = False,
+    due: Annotated[
+        bool,
+        typer.Option(
+            help="Finish every run that is interrupted, scheduled and due, or has "
+            "deferred deliveries now due. Safe to run from cron every minute."
+        ),
+    ] = False,
     allow_template_change: Annotated[bool, typer.Option(help="Render the rest with the changed template.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -599,8 +680,16 @@ def resume(
         targets = operations.due_runs(ctx) if due else [run_id or ""]
         for target in targets:
             with ChannelProgress(enabled=not machine) as progress:
-                result = run_async(operations.resume(ctx, target, allow_template_change=allow_template_change,
-                                                     progress=progress, on_engine=engines.append), engines)
+                result = run_async(
+                    operations.resume(
+                        ctx,
+                        target,
+                        allow_template_change=allow_template_change,
+                        progress=progress,
+                        on_engine=engines.append,
+                    ),
+                    engines,
+                )
             if isinstance(result, ResumeSkipped):
                 payloads.append({"run_id": target, "skipped": result.why})
                 if not machine:
@@ -625,7 +714,9 @@ def resume(
 
 @runs_app.command("list")
 @guarded
-def runs_list(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50, json_out: JsonOpt = False) -> None:
+def runs_list(
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50, json_out: JsonOpt = False
+) -> None:
     """List runs, newest first.
 
     Example: notifyctl runs list --limit 10
@@ -639,9 +730,22 @@ def runs_list(limit: Annotated[int, typer.Option(help="How many, newest first.")
     if json_out:
         output.emit_json([{**vars(r), "counts": totals[r.run_id]} for r in items])
         return
-    output.table("runs", ["run", "kind", "campaign", "template", "state", "deliveries", "created"],
-                 [(r.run_id, r.kind, r.campaign_id, r.template, r.state,
-                   sum(sum(s.values()) for s in totals[r.run_id].values()), r.created) for r in items])
+    output.table(
+        "runs",
+        ["run", "kind", "campaign", "template", "state", "deliveries", "created"],
+        [
+            (
+                r.run_id,
+                r.kind,
+                r.campaign_id,
+                r.template,
+                r.state,
+                sum(sum(s.values()) for s in totals[r.run_id].values()),
+                r.created,
+            )
+            for r in items
+        ],
+    )
 
 
 @runs_app.command("show")
@@ -659,8 +763,11 @@ def runs_show(run_id: str, json_out: JsonOpt = False) -> None:
     if json_out:
         output.emit_json(details)
         return
-    output.table(f"run {run_id}", ["field", "value"],
-                 [(k, v) for k, v in details.items() if k not in ("counts", "reasons", "errors")])
+    output.table(
+        f"run {run_id}",
+        ["field", "value"],
+        [(k, v) for k, v in details.items() if k not in ("counts", "reasons", "errors")],
+    )
     output.summary_table("deliveries", details["counts"])
     if details["reasons"]:
         output.table("reasons", ["state:reason", "count"], sorted(details["reasons"].items()))
@@ -725,10 +832,24 @@ def dlq_list(
     if json_out:
         output.emit_json(rows)
         return
-    output.table("dead letters", ["delivery", "run", "channel", "address", "error", "message", "attempts", "created",
-                                  "redriven"],
-                 [(r["delivery_id"], r["run_id"], r["channel"], output.mask_address(r["address"]), r["error_class"],
-                   (r["error_message"] or "")[:60], r["attempts"], r["created"], r["redriven_at"] or "") for r in rows])
+    output.table(
+        "dead letters",
+        ["delivery", "run", "channel", "address", "error", "message", "attempts", "created", "redriven"],
+        [
+            (
+                r["delivery_id"],
+                r["run_id"],
+                r["channel"],
+                output.mask_address(r["address"]),
+                r["error_class"],
+                (r["error_message"] or "")[:60],
+                r["attempts"],
+                r["created"],
+                r["redriven_at"] or "",
+            )
+            for r in rows
+        ],
+    )
 
 
 @dlq_app.command("show")
@@ -746,11 +867,27 @@ def dlq_show(delivery_id: int, json_out: JsonOpt = False) -> None:
     if json_out:
         output.emit_json(item)
         return
-    output.table(f"dead letter {delivery_id}", ["field", "value"],
-                 [(k, v) for k, v in item.items() if k not in ("attempts", "envelope")])
-    output.table("attempts", ["#", "started", "outcome", "provider", "code", "latency ms", "message"],
-                 [(a["number"], a["started"], a["outcome"], a["provider"], a["code"],
-                   round(a["latency_ms"] or 0, 1), a["message"]) for a in item["attempts"]])
+    output.table(
+        f"dead letter {delivery_id}",
+        ["field", "value"],
+        [(k, v) for k, v in item.items() if k not in ("attempts", "envelope")],
+    )
+    output.table(
+        "attempts",
+        ["#", "started", "outcome", "provider", "code", "latency ms", "message"],
+        [
+            (
+                a["number"],
+                a["started"],
+                a["outcome"],
+                a["provider"],
+                a["code"],
+                round(a["latency_ms"] or 0, 1),
+                a["message"],
+            )
+            for a in item["attempts"]
+        ],
+    )
     output.console.print_json(data=item["envelope"])
 
 
@@ -782,8 +919,9 @@ def dlq_redrive(
             if machine:
                 output.emit_json({"would_redrive": plan.delivery_ids, "refused": plan.refused})
             else:
-                output.console.print(f"{len(plan.delivery_ids)} deliveries would be re-driven"
-                                     if dry_run else "nothing to re-drive")
+                output.console.print(
+                    f"{len(plan.delivery_ids)} deliveries would be re-driven" if dry_run else "nothing to re-drive"
+                )
             raise typer.Exit(1 if plan.refused else 0)
         with ChannelProgress(enabled=not machine) as progress:
             result = run_async(operations.redrive(ctx, plan, rate=rate, progress=progress))

@@ -81,22 +81,27 @@ def _channels_for(template: Template, requested: list[str] | None, settings: Set
         # Default: the template's channels that have a provider here.
         channels = [c for c in template.channels if c in settings.channels]
         if not channels:
-            raise InputError(f"none of template '{template.name}'s channels ({', '.join(template.channels)}) "
-                             f"has a provider configured in {settings.source}")
+            raise InputError(
+                f"none of template '{template.name}'s channels ({', '.join(template.channels)}) "
+                f"has a provider configured in {settings.source}"
+            )
         return channels
     channels = list(requested)
     for channel in channels:
         if channel not in template.channels:
-            raise InputError(f"template '{template.name}' has no '{channel}' part "
-                             f"(it has: {', '.join(template.channels)})")
+            raise InputError(
+                f"template '{template.name}' has no '{channel}' part (it has: {', '.join(template.channels)})"
+            )
         if channel not in settings.channels:
-            raise InputError(f"no provider is configured for channel '{channel}' "
-                             f"(add [channels.{channel}] to {settings.source})")
+            raise InputError(
+                f"no provider is configured for channel '{channel}' (add [channels.{channel}] to {settings.source})"
+            )
     return channels
 
 
-def _check_template(ctx: Context, template: Template, channels: list[str], columns: set[str],
-                    data: dict[str, Any]) -> None:
+def _check_template(
+    ctx: Context, template: Template, channels: list[str], columns: set[str], data: dict[str, Any]
+) -> None:
     available = set(columns) | set(data) | directory.user_attribute_keys(ctx.conn) | set(BUILTIN_VARIABLES)
     problems = template.check_variables(available, channels)
     if problems:
@@ -110,12 +115,14 @@ def _rejected(errors: list[RowError], count: int) -> dict[str, Any]:
 # --- broadcast ----------------------------------------------------------------------------------
 
 
-async def _audience_source(path: Path, plan: Callable[[Recipient], PlanItem], start_offset: int,
-                           start_line: int, skip_lines: set[int]) -> AsyncIterator[PlanBatch]:
+async def _audience_source(
+    path: Path, plan: Callable[[Recipient], PlanItem], start_offset: int, start_line: int, skip_lines: set[int]
+) -> AsyncIterator[PlanBatch]:
     items: list[PlanItem] = []
     cursor = (start_offset, start_line)
-    for parsed in audience.iter_recipients(path, start_offset=start_offset, start_line=start_line,
-                                           skip_lines=skip_lines):
+    for parsed in audience.iter_recipients(
+        path, start_offset=start_offset, start_line=start_line, skip_lines=skip_lines
+    ):
         cursor = (parsed.end_offset, parsed.end_line or parsed.line)
         if parsed.value is None:
             continue  # rejected rows were reported before the run started (--skip-invalid)
@@ -126,18 +133,34 @@ async def _audience_source(path: Path, plan: Callable[[Recipient], PlanItem], st
     yield PlanBatch(items, cursor, last=True)
 
 
-def _recipient_planner(template: Template, category: str, event_id: str, channels: list[str]
-                       ) -> Callable[[Recipient], PlanItem]:
+def _recipient_planner(
+    template: Template, category: str, event_id: str, channels: list[str]
+) -> Callable[[Recipient], PlanItem]:
     def plan(r: Recipient) -> PlanItem:
-        return PlanItem(line=r.line, end_offset=0, template=template.name, template_version=template.version,
-                        category=category, event_id=event_id, channels=channels, user_id=r.user_id, email=r.email,
-                        phone=r.phone, locale=r.locale, timezone=r.timezone, push_tokens=r.push_tokens,
-                        identity=r.identity(), data=r.data)
+        return PlanItem(
+            line=r.line,
+            end_offset=0,
+            template=template.name,
+            template_version=template.version,
+            category=category,
+            event_id=event_id,
+            channels=channels,
+            user_id=r.user_id,
+            email=r.email,
+            phone=r.phone,
+            locale=r.locale,
+            timezone=r.timezone,
+            push_tokens=r.push_tokens,
+            identity=r.identity(),
+            data=r.data,
+        )
+
     return plan
 
 
-def prepare_broadcast(ctx: Context, campaign: Campaign, audience_path: Path | None,
-                      skip_invalid: bool) -> tuple[Template, list[str], str, Path, audience.ValidationReport]:
+def prepare_broadcast(
+    ctx: Context, campaign: Campaign, audience_path: Path | None, skip_invalid: bool
+) -> tuple[Template, list[str], str, Path, audience.ValidationReport]:
     """Everything checked before anything is written: template, channels, every audience row."""
     template = ctx.templates.get(campaign.template)
     channels = _channels_for(template, campaign.channels, ctx.settings)
@@ -149,28 +172,54 @@ def prepare_broadcast(ctx: Context, campaign: Campaign, audience_path: Path | No
         raise InputError(f"audience file not found: {path}")
     report = audience.validate_audience(path)
     if report.error_count and not skip_invalid:
-        raise InputError(f"{path}: {report.error_count} invalid row(s); nothing was sent "
-                         "(fix them, or pass --skip-invalid to send to the valid rows only)", report.errors)
+        raise InputError(
+            f"{path}: {report.error_count} invalid row(s); nothing was sent "
+            "(fix them, or pass --skip-invalid to send to the valid rows only)",
+            report.errors,
+        )
     _check_template(ctx, template, channels, report.columns, campaign.data)
     return template, channels, category, path, report
 
 
-async def broadcast(ctx: Context, campaign: Campaign, *, audience_path: Path | None = None,
-                    dry_run: bool = False, skip_invalid: bool = False, progress: Progress | None = None,
-                    on_engine: Callable[[Engine], None] | None = None) -> RunOutcome | DryRun | Started:
+async def broadcast(
+    ctx: Context,
+    campaign: Campaign,
+    *,
+    audience_path: Path | None = None,
+    dry_run: bool = False,
+    skip_invalid: bool = False,
+    progress: Progress | None = None,
+    on_engine: Callable[[Engine], None] | None = None,
+) -> RunOutcome | DryRun | Started:
     template, channels, category, path, report = prepare_broadcast(ctx, campaign, audience_path, skip_invalid)
     plan = _recipient_planner(template, category, campaign.id, channels)
     skip_lines = set(report.duplicate_lines)
     if dry_run:
-        return await _dry_run(ctx, template.name, template.version, category, channels,
-                              _audience_source(path, plan, 0, 0, skip_lines), report.errors)
+        return await _dry_run(
+            ctx,
+            template.name,
+            template.version,
+            category,
+            channels,
+            _audience_source(path, plan, 0, 0, skip_lines),
+            report.errors,
+        )
     now = ctx.clock()
     scheduled = campaign.send_at is not None and campaign.send_at > now
     run_id = runs.new_run_id("run")
     runs.create_run(
-        ctx.conn, run_id=run_id, kind="broadcast", template=template.name, template_version=template.version,
-        category=category, channels=channels, state="scheduled" if scheduled else "running", data=campaign.data,
-        campaign_id=campaign.id, audience_path=str(path.resolve()), audience_sha256=report.sha256,
+        ctx.conn,
+        run_id=run_id,
+        kind="broadcast",
+        template=template.name,
+        template_version=template.version,
+        category=category,
+        channels=channels,
+        state="scheduled" if scheduled else "running",
+        data=campaign.data,
+        campaign_id=campaign.id,
+        audience_path=str(path.resolve()),
+        audience_sha256=report.sha256,
         send_at=iso(campaign.send_at) if campaign.send_at else None,
         options={**_rejected(report.errors, report.error_count), "duplicate_lines": sorted(skip_lines)},
     )
@@ -179,8 +228,14 @@ async def broadcast(ctx: Context, campaign: Campaign, *, audience_path: Path | N
     return await _drive(ctx, run_id, _audience_source(path, plan, 0, 0, skip_lines), progress, on_engine)
 
 
-async def _drive(ctx: Context, run_id: str, source: AsyncIterator[PlanBatch] | None, progress: Progress | None,
-                 on_engine: Callable[[Engine], None] | None, allow_template_change: bool = False) -> RunOutcome:
+async def _drive(
+    ctx: Context,
+    run_id: str,
+    source: AsyncIterator[PlanBatch] | None,
+    progress: Progress | None,
+    on_engine: Callable[[Engine], None] | None,
+    allow_template_change: bool = False,
+) -> RunOutcome:
     lock = f"run:{run_id}"
     if not runs.acquire_lock(ctx.conn, lock, owner="notifyctl"):
         raise PolicyRefused(f"run {run_id} is being worked on by another notifyctl process")
@@ -193,16 +248,31 @@ async def _drive(ctx: Context, run_id: str, source: AsyncIterator[PlanBatch] | N
         runs.release_lock(ctx.conn, lock)
 
 
-async def _dry_run(ctx: Context, template: str, version: str, category: str, channels: list[str],
-                   source: AsyncIterator[PlanBatch], rejected: list[RowError]) -> DryRun:
+async def _dry_run(
+    ctx: Context,
+    template: str,
+    version: str,
+    category: str,
+    channels: list[str],
+    source: AsyncIterator[PlanBatch],
+    rejected: list[RowError],
+) -> DryRun:
     """Plan inside a transaction that is rolled back: the real decisions, nothing kept."""
     engine = ctx.engine()
     planner: Planner = engine.planner
     run_id = "dry-run"
     ctx.conn.execute("BEGIN IMMEDIATE")
     try:
-        runs.create_run(ctx.conn, run_id=run_id, kind="dry-run", template=template, template_version=version,
-                        category=category, channels=channels, state="running")
+        runs.create_run(
+            ctx.conn,
+            run_id=run_id,
+            kind="dry-run",
+            template=template,
+            template_version=version,
+            category=category,
+            channels=channels,
+            state="running",
+        )
         async for batch in source:
             planner.plan_batch(run_id, batch.items)
         result = DryRun(runs.counts(ctx.conn, run_id), runs.reasons(ctx.conn, run_id), rejected)
@@ -217,12 +287,22 @@ async def _dry_run(ctx: Context, template: str, version: str, category: str, cha
 def _single_source(items: list[PlanItem]) -> AsyncIterator[PlanBatch]:
     async def source() -> AsyncIterator[PlanBatch]:
         yield PlanBatch(items, None, last=True)
+
     return source()
 
 
-async def send(ctx: Context, *, template_name: str, user_id: str, channels: list[str] | None,
-               data: dict[str, Any], event_id: str | None, category: str | None = None, dry_run: bool = False,
-               progress: Progress | None = None) -> RunOutcome | DryRun:
+async def send(
+    ctx: Context,
+    *,
+    template_name: str,
+    user_id: str,
+    channels: list[str] | None,
+    data: dict[str, Any],
+    event_id: str | None,
+    category: str | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> RunOutcome | DryRun:
     template = ctx.templates.get(template_name)
     channels = _channels_for(template, channels, ctx.settings)
     user = directory.get_user(ctx.conn, user_id)
@@ -230,14 +310,31 @@ async def send(ctx: Context, *, template_name: str, user_id: str, channels: list
         raise InputError(f"unknown user '{user_id}' (import it with `notifyctl users import`)")
     _check_render(ctx, template, channels, user, data)
     category = category or template.category
-    item = PlanItem(line=1, end_offset=0, template=template.name, template_version=template.version,
-                    category=category, event_id=event_id or f"send:{uuid.uuid4().hex}", channels=channels,
-                    user_id=user_id, data=data)
+    item = PlanItem(
+        line=1,
+        end_offset=0,
+        template=template.name,
+        template_version=template.version,
+        category=category,
+        event_id=event_id or f"send:{uuid.uuid4().hex}",
+        channels=channels,
+        user_id=user_id,
+        data=data,
+    )
     if dry_run:
         return await _dry_run(ctx, template.name, template.version, category, channels, _single_source([item]), [])
     run_id = runs.new_run_id("send")
-    runs.create_run(ctx.conn, run_id=run_id, kind="send", template=template.name, template_version=template.version,
-                    category=category, channels=channels, state="running", options={"event_id": item.event_id})
+    runs.create_run(
+        ctx.conn,
+        run_id=run_id,
+        kind="send",
+        template=template.name,
+        template_version=template.version,
+        category=category,
+        channels=channels,
+        state="running",
+        options={"event_id": item.event_id},
+    )
     return await _drive(ctx, run_id, _single_source([item]), progress, None)
 
 
@@ -251,8 +348,9 @@ def _check_render(ctx: Context, template: Template, channels: list[str], user: U
         template.render(channel, user.locale, context)
 
 
-def _event_items(ctx: Context, path: Path, start_offset: int, start_line: int, skip_invalid: bool
-                 ) -> Iterator[tuple[PlanItem | None, RowError | None, tuple[int, int]]]:
+def _event_items(
+    ctx: Context, path: Path, start_offset: int, start_line: int, skip_invalid: bool
+) -> Iterator[tuple[PlanItem | None, RowError | None, tuple[int, int]]]:
     for parsed in audience.iter_events(path, start_offset=start_offset, start_line=start_line):
         cursor = (parsed.end_offset, parsed.end_line or parsed.line)
         if parsed.value is None:
@@ -265,10 +363,21 @@ def _event_items(ctx: Context, path: Path, start_offset: int, start_line: int, s
         except (TemplateError, InputError) as exc:
             yield None, RowError(parsed.line, str(exc), "template"), cursor
             continue
-        yield PlanItem(line=parsed.line, end_offset=parsed.end_offset, template=template.name,
-                       template_version=template.version, category=event.category or template.category,
-                       event_id=event.event_id, channels=channels, user_id=event.user_id,
-                       data=event.data), None, cursor
+        yield (
+            PlanItem(
+                line=parsed.line,
+                end_offset=parsed.end_offset,
+                template=template.name,
+                template_version=template.version,
+                category=event.category or template.category,
+                event_id=event.event_id,
+                channels=channels,
+                user_id=event.user_id,
+                data=event.data,
+            ),
+            None,
+            cursor,
+        )
 
 
 async def _events_source(ctx: Context, path: Path, start_offset: int, start_line: int) -> AsyncIterator[PlanBatch]:
@@ -283,8 +392,9 @@ async def _events_source(ctx: Context, path: Path, start_offset: int, start_line
     yield PlanBatch(items, cursor, last=True)
 
 
-async def send_events(ctx: Context, path: Path, *, skip_invalid: bool = False, dry_run: bool = False,
-                      progress: Progress | None = None) -> RunOutcome | DryRun:
+async def send_events(
+    ctx: Context, path: Path, *, skip_invalid: bool = False, dry_run: bool = False, progress: Progress | None = None
+) -> RunOutcome | DryRun:
     """A stream of NotificationRequested events (JSON lines), validated whole before the first send."""
     errors: list[RowError] = []
     count = 0
@@ -294,15 +404,27 @@ async def send_events(ctx: Context, path: Path, *, skip_invalid: bool = False, d
             if len(errors) < 1000:
                 errors.append(error)
     if count and not skip_invalid:
-        raise InputError(f"{path}: {count} invalid event(s); nothing was sent "
-                         "(fix them, or pass --skip-invalid to send the valid ones only)", errors)
+        raise InputError(
+            f"{path}: {count} invalid event(s); nothing was sent "
+            "(fix them, or pass --skip-invalid to send the valid ones only)",
+            errors,
+        )
     if dry_run:
         return await _dry_run(ctx, "(events)", "-", "-", [], _events_source(ctx, path, 0, 0), errors)
     run_id = runs.new_run_id("events")
-    runs.create_run(ctx.conn, run_id=run_id, kind="events", template="(events)", template_version="-",
-                    category="-", channels=sorted(ctx.settings.channels), state="running",
-                    audience_path=str(path.resolve()), audience_sha256=file_sha256(path),
-                    options=_rejected(errors, count))
+    runs.create_run(
+        ctx.conn,
+        run_id=run_id,
+        kind="events",
+        template="(events)",
+        template_version="-",
+        category="-",
+        channels=sorted(ctx.settings.channels),
+        state="running",
+        audience_path=str(path.resolve()),
+        audience_sha256=file_sha256(path),
+        options=_rejected(errors, count),
+    )
     return await _drive(ctx, run_id, _events_source(ctx, path, 0, 0), progress, None)
 
 
@@ -324,9 +446,14 @@ def _resend_channels(settings: Settings) -> set[str]:
 
 def _template_changes(ctx: Context, run: runs.Run) -> list[str]:
     changed = []
-    pinned = {(t, v) for t, v in ctx.conn.execute(
-        """SELECT DISTINCT template, template_version FROM deliveries
-           WHERE run_id=? AND state IN ('pending', 'inflight', 'deferred')""", (run.run_id,))}
+    pinned = {
+        (t, v)
+        for t, v in ctx.conn.execute(
+            """SELECT DISTINCT template, template_version FROM deliveries
+           WHERE run_id=? AND state IN ('pending', 'inflight', 'deferred')""",
+            (run.run_id,),
+        )
+    }
     if not run.planned and run.kind == "broadcast":
         pinned.add((run.template, run.template_version))
     for name, version in sorted(pinned):
@@ -359,9 +486,14 @@ class ResumeSkipped:
     why: str
 
 
-async def resume(ctx: Context, run_id: str, *, allow_template_change: bool = False,
-                 progress: Progress | None = None, on_engine: Callable[[Engine], None] | None = None
-                 ) -> RunOutcome | ResumeSkipped:
+async def resume(
+    ctx: Context,
+    run_id: str,
+    *,
+    allow_template_change: bool = False,
+    progress: Progress | None = None,
+    on_engine: Callable[[Engine], None] | None = None,
+) -> RunOutcome | ResumeSkipped:
     run = runs.get_run(ctx.conn, run_id)
     if run is None:
         raise InputError(f"unknown run '{run_id}' (see `notifyctl runs list`)")
@@ -370,12 +502,17 @@ async def resume(ctx: Context, run_id: str, *, allow_template_change: bool = Fal
         return ResumeSkipped(run_id, "another notifyctl process is working on this run")
     try:
         if run.state in ("completed", "completed_with_failures") and run.planned:
-            return ResumeSkipped(run_id, f"run is {run.state}; nothing to resume "
-                                         "(held deliveries: `notifyctl dlq redrive --run RUN --in-doubt`)")
+            return ResumeSkipped(
+                run_id,
+                f"run is {run.state}; nothing to resume "
+                "(held deliveries: `notifyctl dlq redrive --run RUN --in-doubt`)",
+            )
         changes = _template_changes(ctx, run)
         if changes and not allow_template_change:
-            raise PolicyRefused(f"run {run_id}: template changed since the run started: {', '.join(changes)}; "
-                                "pass --allow-template-change to render the rest with the new version")
+            raise PolicyRefused(
+                f"run {run_id}: template changed since the run started: {', '.join(changes)}; "
+                "pass --allow-template-change to render the rest with the new version"
+            )
         runs.recover_inflight(ctx.conn, run_id, _resend_channels(ctx.settings))
         runs.release_due_deferred(ctx.conn, run_id, ctx.clock())
         source = _resume_source(ctx, run)
@@ -393,14 +530,19 @@ def due_runs(ctx: Context) -> list[str]:
     due: list[str] = []
     for row in ctx.conn.execute(
         """SELECT run_id, state, send_at FROM runs
-           WHERE state IN ('interrupted', 'running', 'scheduled', 'waiting') ORDER BY created"""):
+           WHERE state IN ('interrupted', 'running', 'scheduled', 'waiting') ORDER BY created"""
+    ):
         if row["state"] == "scheduled" and (row["send_at"] or "") > now:
             continue
         if row["state"] == "running" and runs.lock_holder_alive(ctx.conn, f"run:{row['run_id']}"):
             continue  # a live process is on it
-        if row["state"] == "waiting" and not ctx.conn.execute(
-            "SELECT 1 FROM deliveries WHERE run_id=? AND state='deferred' AND defer_until<=? LIMIT 1",
-            (row["run_id"], now)).fetchone():
+        if (
+            row["state"] == "waiting"
+            and not ctx.conn.execute(
+                "SELECT 1 FROM deliveries WHERE run_id=? AND state='deferred' AND defer_until<=? LIMIT 1",
+                (row["run_id"], now),
+            ).fetchone()
+        ):
             continue
         due.append(row["run_id"])
     return due
@@ -415,8 +557,15 @@ class RedrivePlan:
     refused: list[tuple[int, str]]
 
 
-def select_for_redrive(ctx: Context, *, ids: list[int] | None = None, run_id: str | None = None,
-                       all_: bool = False, in_doubt: bool = False, force: bool = False) -> RedrivePlan:
+def select_for_redrive(
+    ctx: Context,
+    *,
+    ids: list[int] | None = None,
+    run_id: str | None = None,
+    all_: bool = False,
+    in_doubt: bool = False,
+    force: bool = False,
+) -> RedrivePlan:
     if in_doubt:
         sql = "SELECT id, idempotency_key, created FROM deliveries WHERE state='in_doubt'"
     else:
@@ -438,8 +587,13 @@ def select_for_redrive(ctx: Context, *, ids: list[int] | None = None, run_id: st
     refused: list[tuple[int, str]] = []
     for row in ctx.conn.execute(sql + f" ORDER BY {alias}id", params):
         if now - parse_iso(row["created"]) > window and not force:
-            refused.append((row["id"], f"older than the idempotency window ({ctx.settings.idempotency_window_hours:g} h); "
-                                       "pass --force to send anyway"))
+            refused.append(
+                (
+                    row["id"],
+                    f"older than the idempotency window ({ctx.settings.idempotency_window_hours:g} h); "
+                    "pass --force to send anyway",
+                )
+            )
             continue
         chosen.append(row["id"])
     if ids:
@@ -453,11 +607,26 @@ def create_redrive_run(ctx: Context, delivery_ids: list[int], *, rate: float | N
     carries its original run's shared data, since the redrive run has none of its own."""
     run_id = runs.new_run_id("redrive")
     now = iso(ctx.clock())
-    channels = sorted({r[0] for r in ctx.conn.execute(
-        f"SELECT DISTINCT channel FROM deliveries WHERE id IN ({','.join('?' * len(delivery_ids))})", delivery_ids)})
-    runs.create_run(ctx.conn, run_id=run_id, kind="redrive", template="(redrive)", template_version="-",
-                    category="-", channels=channels, state="running",
-                    options={"rate": rate, "redrive_of": len(delivery_ids)})
+    channels = sorted(
+        {
+            r[0]
+            for r in ctx.conn.execute(
+                f"SELECT DISTINCT channel FROM deliveries WHERE id IN ({','.join('?' * len(delivery_ids))})",
+                delivery_ids,
+            )
+        }
+    )
+    runs.create_run(
+        ctx.conn,
+        run_id=run_id,
+        kind="redrive",
+        template="(redrive)",
+        template_version="-",
+        category="-",
+        channels=channels,
+        state="running",
+        options={"rate": rate, "redrive_of": len(delivery_ids)},
+    )
     with transaction(ctx.conn):
         next_id = int(ctx.conn.execute("SELECT COALESCE(max(id), 0) FROM deliveries").fetchone()[0]) + 1
         for old_id in delivery_ids:
@@ -466,14 +635,18 @@ def create_redrive_run(ctx: Context, delivery_ids: list[int], *, rate: float | N
             template = ctx.templates.get(old["template"])
             ctx.conn.execute(
                 """INSERT INTO deliveries (id, run_id, line, user_id, channel, address, idempotency_key, event_id,
-                     template, template_version, category, locale, state, message_id, redrive_of, data, created, updated)
+                     template, template_version, category, locale, state, message_id, redrive_of, data,
+                     created, updated)
                    SELECT ?, ?, d.line, d.user_id, d.channel, d.address, d.idempotency_key, d.event_id, d.template, ?,
                      d.category, d.locale, 'pending', d.message_id, d.id, json_patch(r.data, d.data), ?, ?
                    FROM deliveries d JOIN runs r ON r.run_id = d.run_id WHERE d.id=?""",
-                (next_id, run_id, template.version, now, now, old_id))
+                (next_id, run_id, template.version, now, now, old_id),
+            )
             ctx.conn.execute("UPDATE idempotency SET delivery_id=? WHERE key=?", (next_id, old["idempotency_key"]))
-            ctx.conn.execute("UPDATE dead_letters SET redriven_at=?, redrive_count=redrive_count+1 WHERE delivery_id=?",
-                             (now, old_id))
+            ctx.conn.execute(
+                "UPDATE dead_letters SET redriven_at=?, redrive_count=redrive_count+1 WHERE delivery_id=?",
+                (now, old_id),
+            )
             if old["state"] == "in_doubt":
                 ctx.conn.execute("UPDATE deliveries SET reason='redriven', updated=? WHERE id=?", (now, old_id))
             next_id += 1
@@ -482,8 +655,9 @@ def create_redrive_run(ctx: Context, delivery_ids: list[int], *, rate: float | N
     return run_id
 
 
-async def redrive(ctx: Context, plan: RedrivePlan, *, rate: float | None = None,
-                  progress: Progress | None = None) -> RunOutcome | None:
+async def redrive(
+    ctx: Context, plan: RedrivePlan, *, rate: float | None = None, progress: Progress | None = None
+) -> RunOutcome | None:
     if not plan.delivery_ids:
         return None
     run_id = create_redrive_run(ctx, plan.delivery_ids, rate=rate)
@@ -494,8 +668,14 @@ async def redrive(ctx: Context, plan: RedrivePlan, *, rate: float | None = None,
     return await _drive(ctx, run_id, None, progress, None, allow_template_change=True)
 
 
-def purge_dead_letters(ctx: Context, *, ids: list[int] | None = None, run_id: str | None = None,
-                       before: datetime | None = None, all_: bool = False) -> int:
+def purge_dead_letters(
+    ctx: Context,
+    *,
+    ids: list[int] | None = None,
+    run_id: str | None = None,
+    before: datetime | None = None,
+    all_: bool = False,
+) -> int:
     sql = "DELETE FROM dead_letters WHERE 1=1"
     params: list[Any] = []
     if ids:
@@ -515,8 +695,14 @@ def purge_dead_letters(ctx: Context, *, ids: list[int] | None = None, run_id: st
     return n
 
 
-def dead_letters(ctx: Context, *, run_id: str | None = None, channel: str | None = None,
-                 error_class: str | None = None, since: str | None = None) -> list[dict[str, Any]]:
+def dead_letters(
+    ctx: Context,
+    *,
+    run_id: str | None = None,
+    channel: str | None = None,
+    error_class: str | None = None,
+    since: str | None = None,
+) -> list[dict[str, Any]]:
     sql = """SELECT l.delivery_id, l.run_id, l.channel, d.address, d.user_id, l.error_class, l.error_message,
                     d.attempts, l.created, l.redriven_at, l.redrive_count
              FROM dead_letters l JOIN deliveries d ON d.id = l.delivery_id WHERE 1=1"""
@@ -535,25 +721,53 @@ def dead_letter(ctx: Context, delivery_id: int) -> dict[str, Any]:
     row = ctx.conn.execute(
         """SELECT l.*, d.address, d.user_id, d.state, d.template, d.template_version, d.idempotency_key, d.message_id
            FROM dead_letters l JOIN deliveries d ON d.id = l.delivery_id WHERE l.delivery_id=?""",
-        (delivery_id,)).fetchone()
+        (delivery_id,),
+    ).fetchone()
     if row is None:
         raise InputError(f"no dead letter for delivery {delivery_id} (see `notifyctl dlq list`)")
     item = dict(row)
     item["envelope"] = loads(item["envelope"])
-    item["attempts"] = [dict(a) for a in ctx.conn.execute(
-        "SELECT number, started, latency_ms, outcome, provider, code, message FROM attempts WHERE delivery_id=? "
-        "ORDER BY number", (delivery_id,))]
+    item["attempts"] = [
+        dict(a)
+        for a in ctx.conn.execute(
+            "SELECT number, started, latency_ms, outcome, provider, code, message FROM attempts WHERE delivery_id=? "
+            "ORDER BY number",
+            (delivery_id,),
+        )
+    ]
     return item
 
 
-AUDIT_COLUMNS = ("id", "run_id", "line", "user_id", "channel", "address", "state", "reason", "defer_until",
-                 "provider", "provider_message_id", "message_id", "template", "template_version", "category",
-                 "attempts", "error_class", "error_message", "in_doubt", "redrive_of", "receipt_status",
-                 "created", "updated")
+AUDIT_COLUMNS = (
+    "id",
+    "run_id",
+    "line",
+    "user_id",
+    "channel",
+    "address",
+    "state",
+    "reason",
+    "defer_until",
+    "provider",
+    "provider_message_id",
+    "message_id",
+    "template",
+    "template_version",
+    "category",
+    "attempts",
+    "error_class",
+    "error_message",
+    "in_doubt",
+    "redrive_of",
+    "receipt_status",
+    "created",
+    "updated",
+)
 
 
-def audit_rows(ctx: Context, *, run_id: str | None = None, user_id: str | None = None, state: str | None = None,
-               limit: int = 1000) -> list[dict[str, Any]]:
+def audit_rows(
+    ctx: Context, *, run_id: str | None = None, user_id: str | None = None, state: str | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
     sql = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM deliveries WHERE 1=1"
     params: list[Any] = []
     for column, value in (("run_id", run_id), ("user_id", user_id), ("state", state)):
@@ -577,19 +791,37 @@ def run_details(ctx: Context, run_id: str) -> dict[str, Any]:
     if run.started:
         end = parse_iso(run.finished) if run.finished else ctx.clock()
         elapsed = round((end - parse_iso(run.started)).total_seconds(), 3)
-    errors = [list(r) for r in ctx.conn.execute(
-        """SELECT error_class, substr(error_message, 1, 80), count(*) FROM deliveries
-           WHERE run_id=? AND error_class IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 20""", (run_id,))]
+    errors = [
+        list(r)
+        for r in ctx.conn.execute(
+            """SELECT error_class, substr(error_message, 1, 80), count(*) FROM deliveries
+           WHERE run_id=? AND error_class IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 20""",
+            (run_id,),
+        )
+    ]
     requests = ctx.conn.execute(
-        "SELECT count(*) FROM attempts a JOIN deliveries d ON d.id=a.delivery_id WHERE d.run_id=?",
-        (run_id,)).fetchone()[0]
+        "SELECT count(*) FROM attempts a JOIN deliveries d ON d.id=a.delivery_id WHERE d.run_id=?", (run_id,)
+    ).fetchone()[0]
     return {
-        "run_id": run.run_id, "kind": run.kind, "campaign_id": run.campaign_id, "template": run.template,
-        "template_version": run.template_version, "category": run.category, "channels": run.channels,
-        "state": run.state, "created": run.created, "started": run.started, "finished": run.finished,
-        "send_at": run.send_at, "elapsed_s": elapsed, "rate_per_s": round(sent / elapsed, 1) if elapsed else None,
-        "provider_requests": requests, "rejected_rows": run.options.get("rejected_count", 0),
-        "counts": counts, "reasons": runs.reasons(ctx.conn, run_id), "errors": errors,
+        "run_id": run.run_id,
+        "kind": run.kind,
+        "campaign_id": run.campaign_id,
+        "template": run.template,
+        "template_version": run.template_version,
+        "category": run.category,
+        "channels": run.channels,
+        "state": run.state,
+        "created": run.created,
+        "started": run.started,
+        "finished": run.finished,
+        "send_at": run.send_at,
+        "elapsed_s": elapsed,
+        "rate_per_s": round(sent / elapsed, 1) if elapsed else None,
+        "provider_requests": requests,
+        "rejected_rows": run.options.get("rejected_count", 0),
+        "counts": counts,
+        "reasons": runs.reasons(ctx.conn, run_id),
+        "errors": errors,
     }
 
 
@@ -613,8 +845,11 @@ def import_users(ctx: Context, path: Path, *, skip_invalid: bool = False, batch:
             if len(errors) < 1000:
                 errors.append(parsed.error)
     if count and not skip_invalid:
-        raise InputError(f"{path}: {count} invalid row(s); nothing was imported "
-                         "(fix them, or pass --skip-invalid to import the valid rows)", errors)
+        raise InputError(
+            f"{path}: {count} invalid row(s); nothing was imported "
+            "(fix them, or pass --skip-invalid to import the valid rows)",
+            errors,
+        )
     imported = 0
     users: list[User] = []
     for parsed in audience.iter_users(path):

@@ -71,10 +71,18 @@ class ChannelProgress:
         self.done: dict[str, int] = {}
         self.by_state: dict[str, dict[str, int]] = {}
         self._progress = Progress(
-            TextColumn("[bold]{task.fields[channel]:<8}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TextColumn("sent [green]{task.fields[sent]}[/] skipped {task.fields[skipped]} "
-                       "failed [red]{task.fields[failed]}[/] {task.fields[rate]}/s"),
-            TimeElapsedColumn(), console=err_console, transient=False, disable=not enabled)
+            TextColumn("[bold]{task.fields[channel]:<8}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn(
+                "sent [green]{task.fields[sent]}[/] skipped {task.fields[skipped]} "
+                "failed [red]{task.fields[failed]}[/] {task.fields[rate]}/s"
+            ),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
+            disable=not enabled,
+        )
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> ChannelProgress:
@@ -86,18 +94,23 @@ class ChannelProgress:
 
     def _task(self, channel: str) -> TaskID:
         if channel not in self._tasks:
-            self._tasks[channel] = self._progress.add_task(channel, total=0, channel=channel, sent=0, skipped=0,
-                                                           failed=0, rate=0)
+            self._tasks[channel] = self._progress.add_task(
+                channel, total=0, channel=channel, sent=0, skipped=0, failed=0, rate=0
+            )
         return self._tasks[channel]
 
     def _refresh(self, channel: str) -> None:
         states = self.by_state.get(channel, {})
         elapsed = max(1e-6, time.monotonic() - self.started)
-        self._progress.update(self._task(channel), total=self.totals.get(channel, 0),
-                              completed=self.done.get(channel, 0), sent=states.get("sent", 0),
-                              skipped=states.get("skipped", 0) + states.get("deferred", 0),
-                              failed=states.get("dead", 0) + states.get("in_doubt", 0),
-                              rate=int(states.get("sent", 0) / elapsed))
+        self._progress.update(
+            self._task(channel),
+            total=self.totals.get(channel, 0),
+            completed=self.done.get(channel, 0),
+            sent=states.get("sent", 0),
+            skipped=states.get("skipped", 0) + states.get("deferred", 0),
+            failed=states.get("dead", 0) + states.get("in_doubt", 0),
+            rate=int(states.get("sent", 0) / elapsed),
+        )
 
     def planned(self, channel: str, state: str, n: int) -> None:
         self.totals[channel] = self.totals.get(channel, 0) + n

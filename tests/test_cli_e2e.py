@@ -24,11 +24,13 @@ def test_readme_example_broadcast_runs_as_a_new_user_would(tmp_path: Path) -> No
     shutil.copytree(REPO / "templates", tmp_path / "templates")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFYCTL_")}
     cmd = [sys.executable, "-m", "notifyctl.cli"]
-    imported = subprocess.run([*cmd, "users", "import", "campaigns/example-users.csv"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True)
+    imported = subprocess.run(
+        [*cmd, "users", "import", "campaigns/example-users.csv"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert imported.returncode == 0, imported.stderr
-    result = subprocess.run([*cmd, "broadcast", "campaigns/welcome.toml"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [*cmd, "broadcast", "campaigns/welcome.toml"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     summary = orjson.loads(result.stdout)  # not a TTY → JSON
     assert summary["state"] == "completed"
@@ -52,8 +54,9 @@ def test_readme_example_broadcast_runs_as_a_new_user_would(tmp_path: Path) -> No
     assert oct((tmp_path / "notifyctl.db").stat().st_mode & 0o777) == "0o600"
 
 
-def test_webhook_broadcast_is_signed_and_verified_by_the_official_library(tmp_path: Path,
-                                                                          webhook_sink: WebhookSink) -> None:
+def test_webhook_broadcast_is_signed_and_verified_by_the_official_library(
+    tmp_path: Path, webhook_sink: WebhookSink
+) -> None:
     ws = make_workspace(tmp_path)
     ws.write("users.csv", users_csv(40, webhook_url=webhook_sink.url()))
     ws.write("aud.csv", audience_csv(40))
@@ -85,8 +88,9 @@ def test_the_same_campaign_twice_sends_nothing_new(tmp_path: Path, webhook_sink:
     assert len(webhook_sink.requests) == 10
     with ws.db() as conn:
         assert conn.execute("SELECT count(*) FROM inbox").fetchone()[0] == 10
-        reasons = {r for (r,) in conn.execute("SELECT DISTINCT reason FROM deliveries WHERE run_id=?",
-                                              (summary["run_id"],))}
+        reasons = {
+            r for (r,) in conn.execute("SELECT DISTINCT reason FROM deliveries WHERE run_id=?", (summary["run_id"],))
+        }
     assert reasons == {"duplicate"}
 
 
@@ -163,17 +167,52 @@ def test_send_one_notification_and_events_stream(tmp_path: Path, webhook_sink: W
     ws.write("users.csv", users_csv(3, webhook_url=webhook_sink.url()))
     ws.cli("users", "import", "users.csv")
     data = '{"first_name": "Ada", "order_id": "A-1", "carrier": "UPS", "tracking_url": "https://t.example/1"}'
-    result = ws.cli("send", "-t", "order_shipped", "-u", "u1", "--channel", "email", "--channel", "webhook",
-                    "--data", data, "--event-id", "order-A-1", "--json")
+    result = ws.cli(
+        "send",
+        "-t",
+        "order_shipped",
+        "-u",
+        "u1",
+        "--channel",
+        "email",
+        "--channel",
+        "webhook",
+        "--data",
+        data,
+        "--event-id",
+        "order-A-1",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert orjson.loads(result.stdout)["counts"] == {"email": {"sent": 1}, "webhook": {"sent": 1}}
-    again = ws.cli("send", "-t", "order_shipped", "-u", "u1", "--channel", "email", "--data", data,
-                   "--event-id", "order-A-1", "--json")
+    again = ws.cli(
+        "send",
+        "-t",
+        "order_shipped",
+        "-u",
+        "u1",
+        "--channel",
+        "email",
+        "--data",
+        data,
+        "--event-id",
+        "order-A-1",
+        "--json",
+    )
     assert orjson.loads(again.stdout)["counts"] == {"email": {"skipped": 1}}
 
-    events = "\n".join(orjson.dumps({"event_id": f"e{i}", "user_id": f"u{i}", "template": "order_shipped",
-                                     "channels": ["inapp"], "data": orjson.loads(data)}).decode()
-                       for i in (1, 2, 3))
+    events = "\n".join(
+        orjson.dumps(
+            {
+                "event_id": f"e{i}",
+                "user_id": f"u{i}",
+                "template": "order_shipped",
+                "channels": ["inapp"],
+                "data": orjson.loads(data),
+            }
+        ).decode()
+        for i in (1, 2, 3)
+    )
     streamed = ws.cli("send", "--events", "-", "--json", input=events + "\n")
     assert streamed.exit_code == 0, streamed.output
     assert orjson.loads(streamed.stdout)["counts"] == {"inapp": {"sent": 3}}
@@ -188,10 +227,11 @@ def test_send_one_notification_and_events_stream(tmp_path: Path, webhook_sink: W
     ("config", "message"),
     [
         pytest.param('[providers.x]\ntype="outbox"\nrate="fast"\n', "providers.x.rate", id="bad-rate"),
-        pytest.param("[channels]\nemail = \"nope\"\n", "nope", id="unknown-provider"),
+        pytest.param('[channels]\nemail = "nope"\n', "nope", id="unknown-provider"),
         pytest.param("this is not toml", "not valid TOML", id="not-toml"),
-        pytest.param('[providers.x]\ntype = "carrier-pigeon"\n[channels]\nemail = "x"\n', "carrier-pigeon",
-                     id="unknown-type"),
+        pytest.param(
+            '[providers.x]\ntype = "carrier-pigeon"\n[channels]\nemail = "x"\n', "carrier-pigeon", id="unknown-type"
+        ),
     ],
 )
 def test_bad_configuration_names_the_key_and_file(tmp_path: Path, config: str, message: str) -> None:
@@ -199,8 +239,12 @@ def test_bad_configuration_names_the_key_and_file(tmp_path: Path, config: str, m
     (tmp_path / "c.toml").write_text(campaign_toml("c1", "welcome", ["email"], "a.csv"))
     (tmp_path / "a.csv").write_text("user_id\nu1\n")
     shutil.copytree(REPO / "templates", tmp_path / "templates")
-    result = subprocess.run([sys.executable, "-m", "notifyctl.cli", "--config", str(tmp_path / "notifyctl.toml"),
-                             "broadcast", "c.toml"], cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "notifyctl.cli", "--config", str(tmp_path / "notifyctl.toml"), "broadcast", "c.toml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "notifyctl.toml" in result.stderr or message == "carrier-pigeon"
@@ -210,7 +254,8 @@ def test_env_override(tmp_path: Path) -> None:
     from notifyctl.settings import load_settings
 
     (tmp_path / "notifyctl.toml").write_text('[providers.w]\ntype = "webhook"\nrate = 10\n[channels]\nwebhook = "w"\n')
-    settings = load_settings(tmp_path / "notifyctl.toml", {"NOTIFYCTL_PROVIDERS__W__RATE": "25",
-                                                           "NOTIFYCTL_DATABASE": "other.db"})
+    settings = load_settings(
+        tmp_path / "notifyctl.toml", {"NOTIFYCTL_PROVIDERS__W__RATE": "25", "NOTIFYCTL_DATABASE": "other.db"}
+    )
     assert settings.providers["w"].rate == 25
     assert settings.database_path == tmp_path / "other.db"

@@ -80,8 +80,9 @@ def test_resets_and_stalls_are_transient(tmp_path: Path, webhook_sink: WebhookSi
 def test_attempts_in_the_audit_equal_requests_at_the_sink(tmp_path: Path, webhook_sink: WebhookSink) -> None:
     ws = webhook_workspace(tmp_path, webhook_sink, 60, retry={"max_attempts": 3})
     rng = random.Random(7)
-    webhook_sink.script(*[rng.choice([respond(500), respond(429), respond(200), respond(400), respond(503)])
-                          for _ in range(80)])
+    webhook_sink.script(
+        *[rng.choice([respond(500), respond(429), respond(200), respond(400), respond(503)]) for _ in range(80)]
+    )
     ws.cli("broadcast", "c.toml")
     with ws.db() as conn:
         recorded = conn.execute("SELECT count(*) FROM attempts").fetchone()[0]
@@ -161,8 +162,10 @@ class FakeClock:
 
 def quiet_workspace(tmp_path: Path) -> Workspace:
     ws = make_workspace(tmp_path, extra='[quiet_hours]\nchannels = ["email"]\n')
-    ws.write("users.csv", "user_id,email,timezone,first_name\nu1,a@example.com,America/New_York,Ada\n"
-                          "u2,b@example.com,Europe/Paris,Bea\n")
+    ws.write(
+        "users.csv",
+        "user_id,email,timezone,first_name\nu1,a@example.com,America/New_York,Ada\nu2,b@example.com,Europe/Paris,Bea\n",
+    )
     ws.write("aud.csv", audience_csv(2))
     assert ws.cli("users", "import", "users.csv").exit_code == 0
     return ws

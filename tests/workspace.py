@@ -68,13 +68,25 @@ class Workspace:
     def popen(self, *args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
         """Run the CLI as a real process (for kill -9 tests)."""
         env = {**os.environ, "NOTIFYCTL_CONFIG": str(self.config)}
-        return subprocess.Popen([sys.executable, "-m", "notifyctl.cli", *args], cwd=self.root, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+        return subprocess.Popen(
+            [sys.executable, "-m", "notifyctl.cli", *args],
+            cwd=self.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            **kwargs,
+        )
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "NOTIFYCTL_CONFIG": str(self.config)}
-        return subprocess.run([sys.executable, "-m", "notifyctl.cli", *args], cwd=self.root, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "notifyctl.cli", *args],
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def states(self, run_id: str | None = None) -> dict[str, int]:
         with self.db() as conn:
@@ -86,17 +98,30 @@ class Workspace:
             return {s: n for s, n in conn.execute(sql + " GROUP BY state", params)}
 
 
-def make_workspace(root: Path, *, webhook: dict[str, Any] | None = None, retry: dict[str, Any] | None = None,
-                   extra: str = "", top: str = "", channels: dict[str, str] | None = None,
-                   providers: dict[str, dict[str, Any]] | None = None) -> Workspace:
+def make_workspace(
+    root: Path,
+    *,
+    webhook: dict[str, Any] | None = None,
+    retry: dict[str, Any] | None = None,
+    extra: str = "",
+    top: str = "",
+    channels: dict[str, str] | None = None,
+    providers: dict[str, dict[str, Any]] | None = None,
+) -> Workspace:
     """A workspace whose webhook provider may talk to 127.0.0.1 over plain HTTP, with fast retries."""
     shutil.copytree(REPO / "templates", root / "templates")
     lines = ['database = "notifyctl.db"', 'templates_dir = "templates"', 'unsubscribe_secret = "test-secret"', top, ""]
     all_providers: dict[str, dict[str, Any]] = {
         "outbox": {"type": "outbox", "path": "outbox", "rate": 5000, "concurrency": 8},
         "inapp": {"type": "inapp", "rate": 5000, "concurrency": 8},
-        "webhook": {"type": "webhook", "rate": 5000, "concurrency": 16, "timeout_s": 2,
-                    "allow_hosts": ["127.0.0.1", "localhost"], **(webhook or {})},
+        "webhook": {
+            "type": "webhook",
+            "rate": 5000,
+            "concurrency": 16,
+            "timeout_s": 2,
+            "allow_hosts": ["127.0.0.1", "localhost"],
+            **(webhook or {}),
+        },
     }
     all_providers.update(providers or {})
     for name, conf in all_providers.items():
@@ -120,8 +145,19 @@ def users_csv(n: int, *, webhook_url: str | None = None, start: int = 1, extra_c
     header = ["user_id", "email", "locale", "first_name", "webhook_url", "webhook_secret", *extra_cols]
     rows = [",".join(header)]
     for i in range(start, start + n):
-        rows.append(",".join([f"u{i}", f"user{i}@example.com", "en", f"Name{i}", webhook_url or "",
-                              SINK_SECRET if webhook_url else "", *["x"] * len(extra_cols)]))
+        rows.append(
+            ",".join(
+                [
+                    f"u{i}",
+                    f"user{i}@example.com",
+                    "en",
+                    f"Name{i}",
+                    webhook_url or "",
+                    SINK_SECRET if webhook_url else "",
+                    *["x"] * len(extra_cols),
+                ]
+            )
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -129,10 +165,20 @@ def audience_csv(n: int, start: int = 1) -> str:
     return "user_id,first_name\n" + "".join(f"u{i},Name{i}\n" for i in range(start, start + n))
 
 
-def campaign_toml(campaign_id: str, template: str, channels: Sequence[str], audience: str,
-                  data: dict[str, str] | None = None, send_at: str | None = None) -> str:
-    lines = [f"id = {toml_value(campaign_id)}", f"template = {toml_value(template)}",
-             f"channels = {toml_value(list(channels))}", f"audience = {toml_value(audience)}"]
+def campaign_toml(
+    campaign_id: str,
+    template: str,
+    channels: Sequence[str],
+    audience: str,
+    data: dict[str, str] | None = None,
+    send_at: str | None = None,
+) -> str:
+    lines = [
+        f"id = {toml_value(campaign_id)}",
+        f"template = {toml_value(template)}",
+        f"channels = {toml_value(list(channels))}",
+        f"audience = {toml_value(audience)}",
+    ]
     if send_at:
         lines.append(f"send_at = {toml_value(send_at)}")
     lines.append("[data]")

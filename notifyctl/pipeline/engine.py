@@ -17,16 +17,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from notifyctl.errors import PermanentError, RateLimited, TemplateError, TransientError
-from notifyctl.models import User
+from notifyctl.errors import TemplateError
+from notifyctl.models import Envelope, User
 from notifyctl.pipeline.envelope import EnvelopeBuilder, signing_secrets
 from notifyctl.pipeline.idempotency import IdempotencyStore
 from notifyctl.pipeline.ledger import Ledger
 from notifyctl.pipeline.limiter import Limiter, TokenBucket
 from notifyctl.pipeline.planner import PlanItem, Planner, PlanResult
 from notifyctl.pipeline.queue import PRIORITY, LaneQueue
-from notifyctl.pipeline.retry import backoff_s, should_retry
+from notifyctl.pipeline.recorder import LedgerRecorder
 from notifyctl.pipeline.router import CircuitBreaker, Router
+from notifyctl.pipeline.sender import Sender
 from notifyctl.policy import Policy
 from notifyctl.providers.base import Provider, ProviderContext, build_provider
 from notifyctl.settings import Settings
@@ -89,9 +90,16 @@ class RunOutcome:
 
 
 class Engine:
-    def __init__(self, settings: Settings, conn: sqlite3.Connection, templates: TemplateStore, *,
-                 clock: Clock = utc_clock, progress: Progress | None = None,
-                 providers: dict[str, Provider] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        conn: sqlite3.Connection,
+        templates: TemplateStore,
+        *,
+        clock: Clock = utc_clock,
+        progress: Progress | None = None,
+        providers: dict[str, Provider] | None = None,
+    ) -> None:
         self.settings = settings
         self.conn = conn
         self.templates = templates
@@ -104,7 +112,6 @@ class Engine:
         self._owned_providers: list[Provider] = []
         self.limiters: dict[str, Limiter] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
-        self.semaphores: dict[str, asyncio.Semaphore] = {}
         self.lanes: dict[str, Lane] = {}
         self.stopping = asyncio.Event()
         self._retry_tasks: set[asyncio.Task[None]] = set()
@@ -138,24 +145,32 @@ class Engine:
                     continue
                 conf = self.settings.providers[name]
                 if name not in self.providers:
-                    context = ProviderContext(name=name, settings={**conf.options, "timeout_s": conf.timeout_s,
-                                                                   "concurrency": conf.concurrency},
-                                              db_path=self.settings.database_path, base_dir=self.settings.base_dir)
+                    context = ProviderContext(
+                        name=name,
+                        settings={**conf.options, "timeout_s": conf.timeout_s, "concurrency": conf.concurrency},
+                        db_path=self.settings.database_path,
+                        base_dir=self.settings.base_dir,
+                    )
                     provider = build_provider(conf.type, context)
                     await provider.open()
                     self.providers[name] = provider
                     self._owned_providers.append(provider)
                 self.limiters[name] = TokenBucket(conf.rate, conf.bucket_size)
                 self.breakers[name] = CircuitBreaker(self.settings.breaker)
-                self.semaphores[name] = asyncio.Semaphore(conf.concurrency)
 
     def _lane_workers(self, route_names: list[str]) -> int:
         return sum(self.settings.providers[n].concurrency for n in route_names)
 
     # --- driving a run ----------------------------------------------------------------------
 
-    async def run(self, run_id: str, source: PlanSource | None = None, *,
-                  allow_template_change: bool = False, service: bool = False) -> RunOutcome:
+    async def run(
+        self,
+        run_id: str,
+        source: PlanSource | None = None,
+        *,
+        allow_template_change: bool = False,
+        service: bool = False,
+    ) -> RunOutcome:
         """Drive a run to its end. With service=True (``notifyctl serve``) the run stays open for
         `submit()` until `stop()`."""
         started = time.monotonic()
@@ -167,10 +182,18 @@ class Engine:
         await self.ledger.start()
         try:
             await self._open_providers(channels)
+            self.sender = Sender(
+                self.providers,
+                self.limiters,
+                self.breakers,
+                {n: self.settings.providers[n].concurrency for n in self.limiters},
+                self.settings.retry,
+                LedgerRecorder(self.ledger),
+                self.stopping.is_set,
+            )
             for channel in channels:
                 route = self.settings.channels[channel]
-                self.lanes[channel] = Lane(channel, Router(route, self.breakers),
-                                           LaneQueue(route.queue_size))
+                self.lanes[channel] = Lane(channel, Router(route, self.breakers), LaneQueue(route.queue_size))
             for channel, by_state in runs.counts(self.conn, run_id).items():
                 for state, n in by_state.items():
                     self.progress.planned(channel, state, n)
@@ -263,8 +286,12 @@ class Engine:
                 for row in page:
                     if self.stopping.is_set():
                         break
-                    item = {"row": row, "user": users.get(row["user_id"]) if row["user_id"] else None,
-                            "attempts": row["attempts"], "priority": self._priority(row["category"])}
+                    item = {
+                        "row": row,
+                        "user": users.get(row["user_id"]) if row["user_id"] else None,
+                        "attempts": row["attempts"],
+                        "priority": self._priority(row["category"]),
+                    }
                     lane.outstanding += 1
                     due = row["next_attempt_at"]
                     if due and due > now:
@@ -279,7 +306,7 @@ class Engine:
         await self._maybe_finish(lane)
 
     async def _maybe_finish(self, lane: Lane) -> None:
-        if lane.feeding_done and lane.outstanding == 0 or self.stopping.is_set():
+        if (lane.feeding_done and lane.outstanding == 0) or self.stopping.is_set():
             for _ in range(self._lane_workers(lane.router.provider_names)):
                 with contextlib.suppress(asyncio.QueueFull):
                     lane.queue.put_nowait(None)
@@ -298,132 +325,98 @@ class Engine:
         self._retry_tasks.add(task)
         task.add_done_callback(self._retry_tasks.discard)
 
-    async def _work(self, lane: Lane) -> None:
-        while True:
-            if self.stopping.is_set():
-                return
-            get = asyncio.ensure_future(lane.queue.get())
-            idle = asyncio.ensure_future(lane.idle.wait())
-            done, _ = await asyncio.wait({get, idle}, return_when=asyncio.FIRST_COMPLETED)
-            if get not in done:
-                get.cancel()
-                idle.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await get
-                leftover = None if get.cancelled() or get.exception() is not None else get.result()
-                if leftover is not None:
-                    lane.queue.put_nowait(leftover, leftover["priority"])
-                return
-            idle.cancel()
-            item = get.result()
-            if item is None:
-                return
-            final = await self._deliver(lane, item)
-            if final:
-                lane.outstanding -= 1
-                await self._maybe_finish(lane)
+    async def _next(self, lane: Lane) -> dict[str, Any] | None:
+        """The lane's next item, or None when the lane is finished or stopping."""
+        if self.stopping.is_set():
+            return None
+        get = asyncio.ensure_future(lane.queue.get())
+        idle = asyncio.ensure_future(lane.idle.wait())
+        done, _ = await asyncio.wait({get, idle}, return_when=asyncio.FIRST_COMPLETED)
+        idle.cancel()
+        if get in done:
+            return get.result()
+        get.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await get
+        leftover = None if get.cancelled() or get.exception() is not None else get.result()
+        if leftover is not None:
+            lane.queue.put_nowait(leftover, leftover["priority"])
+        return None
 
-    async def _deliver(self, lane: Lane, item: dict[str, Any]) -> bool:
-        """One delivery attempt. Returns True when the delivery reached a final state this session."""
+    async def _work(self, lane: Lane) -> None:
+        while (item := await self._next(lane)) is not None:
+            envelope = await self._prepare(lane, item)
+            if envelope is None:
+                await self._finished(lane)
+                continue
+            provider_name = lane.router.pick()
+            batch = [(item, envelope)]
+            batch_size = self.providers[provider_name].capabilities.batch_size
+            # A provider with a batch API (FCM, Postmark) takes what is already queued in one call.
+            while len(batch) < batch_size and (more := lane.queue.get_nowait()) is not None:
+                extra = await self._prepare(lane, more)
+                if extra is None:
+                    await self._finished(lane)
+                else:
+                    batch.append((more, extra))
+            attempts = [queued["attempts"] + 1 for queued, _ in batch]
+            outcomes = await self.sender.transmit_batch([e for _, e in batch], provider_name, attempts)
+            for (queued, _), attempt, outcome in zip(batch, attempts, outcomes, strict=True):
+                if outcome.state == "stopped":
+                    continue  # not attempted, or attempted and left pending: resume picks it up
+                queued["attempts"] = attempt
+                if outcome.state == "retry":
+                    self._schedule_retry(lane, queued, outcome.delay_s)
+                    continue
+                if outcome.state == "sent":
+                    self._sent += 1
+                self.progress.outcome(lane.channel, outcome.state)
+                await self._finished(lane)
+
+    async def _finished(self, lane: Lane) -> None:
+        lane.outstanding -= 1
+        await self._maybe_finish(lane)
+
+    async def _prepare(self, lane: Lane, item: dict[str, Any]) -> Envelope | None:
+        """Policy again (an opt-out lands before the very next message), then rendering. Returns the
+        envelope to send, or None when the delivery was settled here (skipped, deferred, dead)."""
         assert self.ledger is not None
         row: sqlite3.Row = item["row"]
         user: User | None = item["user"]
         delivery_id = row["id"]
         now = self.clock()
-        decision = self.policy.decide(channel=row["channel"], category=row["category"], address=row["address"],
-                                      user_id=row["user_id"] if user else None,
-                                      timezone=user.timezone if user else None,
-                                      phone=user.phone if user else None, now=now)
+        decision = self.policy.decide(
+            channel=row["channel"],
+            category=row["category"],
+            address=row["address"],
+            user_id=row["user_id"] if user else None,
+            timezone=user.timezone if user else None,
+            phone=user.phone if user else None,
+            now=now,
+        )
         if decision.action != "send":
             state = "skipped" if decision.action == "skip" else "deferred"
             until = iso(decision.until) if decision.until else None
             await self.ledger.submit(lambda c: runs.mark_decided(c, delivery_id, state, decision.reason, until))
             self.progress.outcome(lane.channel, state)
-            return True
-        provider_name = lane.router.pick()
-        provider = self.providers[provider_name]
+            return None
         try:
-            envelope = self.builder.build(row, user, signing_secrets(self.conn, row["user_id"], now)
-                                          if row["channel"] == "webhook" else [])
+            secrets = signing_secrets(self.conn, row["user_id"], now) if row["channel"] == "webhook" else []
+            return self.builder.build(row, user, secrets)
         except TemplateError as exc:
             message = str(exc)
-            await self.ledger.submit(lambda c: runs.mark_dead(
-                c, delivery_id, attempt=None, outcome="template_error", latency_ms=None, code=None,
-                error_class="TemplateError", message=message, envelope=None))
+            await self.ledger.submit(
+                lambda c: runs.mark_dead(
+                    c,
+                    delivery_id,
+                    attempt=None,
+                    outcome="template_error",
+                    latency_ms=None,
+                    code=None,
+                    error_class="TemplateError",
+                    message=message,
+                    envelope=None,
+                )
+            )
             self.progress.outcome(lane.channel, "dead")
-            return True
-        await self.limiters[provider_name].acquire()
-        if self.stopping.is_set():
-            return False  # still pending in the outbox; resume picks it up
-        attempt = item["attempts"] + 1
-        item["attempts"] = attempt
-        await self.ledger.submit(lambda c: runs.mark_inflight(c, delivery_id, attempt, provider_name))
-        started = time.perf_counter()
-        async with self.semaphores[provider_name]:
-            try:
-                result = await provider.send(envelope)
-            except PermanentError as exc:
-                error: Exception | None = exc
-            except TransientError as exc:
-                error = exc
-            except Exception as exc:  # a provider bug: keep the delivery, classify as transient
-                error = TransientError(f"unexpected {type(exc).__name__}: {exc}")
-            else:
-                error = None
-        latency_ms = (time.perf_counter() - started) * 1000
-        breaker = self.breakers[provider_name]
-        if error is None:
-            breaker.success()
-            await self.ledger.submit(lambda c: runs.mark_sent(c, delivery_id, attempt, provider_name,
-                                                              result.provider_message_id, latency_ms))
-            self._sent += 1
-            self.progress.outcome(lane.channel, "sent")
-            return True
-        code = getattr(error, "code", None)
-        message = str(error)[:500]
-        error_class = type(error).__name__
-        if isinstance(error, PermanentError):
-            breaker.success()  # the provider answered; the recipient was the problem
-            envelope_json = envelope.model_dump(mode="json")
-            await self.ledger.submit(lambda c: self._dead_with_side_effects(
-                c, row, error, attempt, latency_ms, code, error_class, message, envelope_json))
-            self.progress.outcome(lane.channel, "dead")
-            return True
-        assert isinstance(error, TransientError)
-        breaker.failure()
-        outcome = "rate_limited" if isinstance(error, RateLimited) else "transient"
-        if isinstance(error, RateLimited):
-            self.limiters[provider_name].slow_down(error.retry_after_s, self.settings.retry.rate_limit_slowdown_s)
-        if should_retry(attempt, self.settings.retry) and not self.stopping.is_set():
-            delay = backoff_s(attempt, self.settings.retry, error.retry_after_s)
-            due = time.time() + delay
-            await self.ledger.submit(lambda c: runs.mark_retry(c, delivery_id, attempt, outcome, latency_ms, code,
-                                                               error_class, message, due))
-            self._schedule_retry(lane, item, delay)
-            return False
-        if not should_retry(attempt, self.settings.retry):
-            envelope_json = envelope.model_dump(mode="json")
-            await self.ledger.submit(lambda c: runs.mark_dead(
-                c, delivery_id, attempt=attempt, outcome=outcome, latency_ms=latency_ms, code=code,
-                error_class=error_class, message=f"gave up after {attempt} attempts: {message}",
-                envelope=envelope_json))
-            self.progress.outcome(lane.channel, "dead")
-            return True
-        # Stopping: leave it pending for resume, with the failed attempt recorded.
-        await self.ledger.submit(lambda c: runs.mark_retry(c, delivery_id, attempt, outcome, latency_ms, code,
-                                                           error_class, message, time.time()))
-        return False
-
-    @staticmethod
-    def _dead_with_side_effects(conn: sqlite3.Connection, row: sqlite3.Row, error: PermanentError, attempt: int,
-                                latency_ms: float, code: str | None, error_class: str, message: str,
-                                envelope: dict[str, Any]) -> None:
-        runs.mark_dead(conn, row["id"], attempt=attempt, outcome="permanent", latency_ms=latency_ms, code=code,
-                       error_class=error_class, message=message, envelope=envelope)
-        if error.suppress and row["address"]:
-            reason = "stop" if row["channel"] == "sms" else "bounce"
-            directory.add_suppression(conn, row["channel"], row["address"], reason, source=f"provider:{code}")
-        if error.remove_device and row["address"]:
-            directory.remove_device(conn, row["user_id"], row["address"], reason=f"provider:{code}")
-        if error.disable_endpoint and row["user_id"]:
-            directory.disable_endpoint(conn, row["user_id"], reason=f"provider:{code}")
+            return None

@@ -18,8 +18,9 @@ def signing_secrets(conn: sqlite3.Connection, user_id: str | None, now: datetime
     """The endpoint's secret, plus the previous one while its rotation grace period lasts."""
     if not user_id:
         return []
-    row = conn.execute("SELECT secret, previous_secret, previous_secret_until FROM endpoints WHERE user_id=?",
-                       (user_id,)).fetchone()
+    row = conn.execute(
+        "SELECT secret, previous_secret, previous_secret_until FROM endpoints WHERE user_id=?", (user_id,)
+    ).fetchone()
     if row is None:
         return []
     secrets = [row["secret"]]
@@ -29,8 +30,13 @@ def signing_secrets(conn: sqlite3.Connection, user_id: str | None, now: datetime
 
 
 class EnvelopeBuilder:
-    def __init__(self, settings: Settings, templates: TemplateStore, run_data: dict[str, Any],
-                 allow_template_change: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        templates: TemplateStore,
+        run_data: dict[str, Any],
+        allow_template_change: bool = False,
+    ) -> None:
         self.settings = settings
         self.templates = templates
         self.run_data = run_data
@@ -48,8 +54,9 @@ class EnvelopeBuilder:
         context: dict[str, Any] = dict(self.run_data)
         if user is not None:
             context.update(user.attributes)
-            context.update(user_id=user.user_id, email=user.email, phone=user.phone, locale=user.locale,
-                           timezone=user.timezone)
+            context.update(
+                user_id=user.user_id, email=user.email, phone=user.phone, locale=user.locale, timezone=user.timezone
+            )
         else:
             context.update(user_id=row["user_id"], email=None, phone=None, locale=row["locale"], timezone=None)
         context.update(loads(row["data"]) or {})
@@ -58,9 +65,12 @@ class EnvelopeBuilder:
         if row["channel"] == "sms" and not context.get("phone"):
             context["phone"] = row["address"]
         context.update(
-            unsubscribe_url=unsubscribe_url(self.settings.public_url, self.settings.unsubscribe_secret, who,
-                                            row["channel"], row["category"]),
-            run_id=row["run_id"], event_id=row["event_id"], template=row["template"],
+            unsubscribe_url=unsubscribe_url(
+                self.settings.public_url, self.settings.unsubscribe_secret, who, row["channel"], row["category"]
+            ),
+            run_id=row["run_id"],
+            event_id=row["event_id"],
+            template=row["template"],
             now=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         return context
@@ -70,7 +80,8 @@ class EnvelopeBuilder:
         if template.version != row["template_version"] and not self.allow_template_change:
             raise TemplateError(
                 f"changed since the run was planned (version {row['template_version']} → {template.version})",
-                template=row["template"])
+                template=row["template"],
+            )
         context = self.context(row, user)
         parts = template.render(row["channel"], row["locale"], context)
         headers: dict[str, str] = {}
@@ -78,8 +89,17 @@ class EnvelopeBuilder:
             headers["List-Unsubscribe"] = f"<{context['unsubscribe_url']}>"
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         return Envelope(
-            delivery_id=row["id"], run_id=row["run_id"], channel=row["channel"], user_id=row["user_id"],
-            address=row["address"], template=row["template"], template_version=template.version,
-            category=row["category"], idempotency_key=row["idempotency_key"], message_id=row["message_id"],
-            parts=parts, headers=headers, signing_secrets=secrets,
+            delivery_id=row["id"],
+            run_id=row["run_id"],
+            channel=row["channel"],
+            user_id=row["user_id"],
+            address=row["address"],
+            template=row["template"],
+            template_version=template.version,
+            category=row["category"],
+            idempotency_key=row["idempotency_key"],
+            message_id=row["message_id"],
+            parts=parts,
+            headers=headers,
+            signing_secrets=secrets,
         )

@@ -73,15 +73,17 @@ def _addresses(channel: str, item: PlanItem, user: User | None) -> tuple[list[st
 
 
 class Planner:
-    def __init__(self, conn: sqlite3.Connection, policy: Policy, idempotency: IdempotencyStore,
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, policy: Policy, idempotency: IdempotencyStore, clock: Callable[[], datetime]
+    ) -> None:
         self.conn = conn
         self.policy = policy
         self.idempotency = idempotency
         self.clock = clock
 
-    def plan_batch(self, run_id: str, items: list[PlanItem], *, cursor: tuple[int, int] | None = None,
-                   planned: bool = False) -> PlanResult:
+    def plan_batch(
+        self, run_id: str, items: list[PlanItem], *, cursor: tuple[int, int] | None = None, planned: bool = False
+    ) -> PlanResult:
         """Insert the deliveries of `items` and advance the run's cursor, atomically."""
         users = get_users(self.conn, [i.user_id for i in items if i.user_id])
         now = self.clock()
@@ -100,12 +102,20 @@ class Planner:
                     drafts.append(self._draft(run_id, item, who, channel, None, locale, "skipped", missing, None))
                     continue
                 for address in addresses:
-                    decision = self.policy.decide(channel=channel, category=item.category, address=address,
-                                                  user_id=item.user_id if user else None, timezone=timezone,
-                                                  phone=phone, now=now)
+                    decision = self.policy.decide(
+                        channel=channel,
+                        category=item.category,
+                        address=address,
+                        user_id=item.user_id if user else None,
+                        timezone=timezone,
+                        phone=phone,
+                        now=now,
+                    )
                     state = {"send": "pending", "skip": "skipped", "defer": "deferred"}[decision.action]
                     until = iso(decision.until) if decision.until else None
-                    drafts.append(self._draft(run_id, item, who, channel, address, locale, state, decision.reason, until))
+                    drafts.append(
+                        self._draft(run_id, item, who, channel, address, locale, state, decision.reason, until)
+                    )
         with transaction(self.conn):
             live = [d for d in drafts if d["state"] in ("pending", "deferred")]
             seen = self.idempotency.seen(self.conn, [d["idempotency_key"] for d in live], now.timestamp())
@@ -136,24 +146,54 @@ class Planner:
             )
             self.idempotency.record(self.conn, keys, now.timestamp())
             if cursor is not None:
-                self.conn.execute("UPDATE runs SET plan_offset=?, plan_line=?, planned=? WHERE run_id=?",
-                                  (cursor[0], cursor[1], int(planned), run_id))
+                self.conn.execute(
+                    "UPDATE runs SET plan_offset=?, plan_line=?, planned=? WHERE run_id=?",
+                    (cursor[0], cursor[1], int(planned), run_id),
+                )
             elif planned:
                 self.conn.execute("UPDATE runs SET planned=1 WHERE run_id=?", (run_id,))
         result.rows = len(drafts)
-        result.deliveries = [{"id": d["id"], "channel": d["channel"], "state": d["state"], "reason": d["reason"],
-                              "idempotency_key": d["idempotency_key"], "duplicate_of": d.get("duplicate_of")}
-                             for d in drafts]
+        result.deliveries = [
+            {
+                "id": d["id"],
+                "channel": d["channel"],
+                "state": d["state"],
+                "reason": d["reason"],
+                "idempotency_key": d["idempotency_key"],
+                "duplicate_of": d.get("duplicate_of"),
+            }
+            for d in drafts
+        ]
         return result
 
     @staticmethod
-    def _draft(run_id: str, item: PlanItem, who: str, channel: str, address: str | None, locale: str | None,
-               state: str, reason: str | None, defer_until: str | None) -> dict[str, Any]:
+    def _draft(
+        run_id: str,
+        item: PlanItem,
+        who: str,
+        channel: str,
+        address: str | None,
+        locale: str | None,
+        state: str,
+        reason: str | None,
+        defer_until: str | None,
+    ) -> dict[str, Any]:
         key = idempotency_key(who, item.template, item.event_id, channel, address)
         return {
-            "run_id": run_id, "line": item.line, "user_id": item.user_id, "channel": channel, "address": address,
-            "idempotency_key": key, "event_id": item.event_id, "template": item.template,
-            "template_version": item.template_version, "category": item.category, "locale": locale,
-            "state": state, "reason": reason, "defer_until": defer_until, "message_id": webhook_id(key),
+            "run_id": run_id,
+            "line": item.line,
+            "user_id": item.user_id,
+            "channel": channel,
+            "address": address,
+            "idempotency_key": key,
+            "event_id": item.event_id,
+            "template": item.template,
+            "template_version": item.template_version,
+            "category": item.category,
+            "locale": locale,
+            "state": state,
+            "reason": reason,
+            "defer_until": defer_until,
+            "message_id": webhook_id(key),
             "data": dumps(item.data),
         }

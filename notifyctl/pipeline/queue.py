@@ -29,5 +29,15 @@ class LaneQueue:
         _, _, item = await self._queue.get()
         return item
 
+    def get_nowait(self) -> dict[str, Any] | None:
+        """The next item if one is queued now (a sentinel is put back for its worker)."""
+        try:
+            priority, order, item = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        if item is None:
+            self._queue.put_nowait((priority, order, item))
+        return item
+
     def qsize(self) -> int:
         return self._queue.qsize()

@@ -7,8 +7,9 @@ import random
 from notifyctl.settings import RetrySettings
 
 
-def backoff_s(attempt: int, settings: RetrySettings, retry_after_s: float | None = None,
-              rng: random.Random | None = None) -> float:
+def backoff_s(
+    attempt: int, settings: RetrySettings, retry_after_s: float | None = None, rng: random.Random | None = None
+) -> float:
     """Delay before attempt `attempt + 1` (attempt counts from 1).
 
     sleep = uniform(0, min(cap, base * 2**(attempt-1))); a provider's Retry-After (capped) is a floor.

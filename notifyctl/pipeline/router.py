@@ -54,7 +54,9 @@ class CircuitBreaker:
             self.opened_at = self.clock()  # a failed trial re-opens for another cool-down
             return
         failures = self.recent.count(False)
-        rate_tripped = len(self.recent) >= self.settings.window and failures / len(self.recent) >= self.settings.failure_rate
+        rate_tripped = (
+            len(self.recent) >= self.settings.window and failures / len(self.recent) >= self.settings.failure_rate
+        )
         if self.consecutive >= self.settings.consecutive_failures or rate_tripped:
             self.opened_at = self.clock()
 
@@ -62,7 +64,9 @@ class CircuitBreaker:
 class Router:
     """Picks a provider name for each delivery of one channel."""
 
-    def __init__(self, route: ChannelRoute, breakers: dict[str, CircuitBreaker], rng: random.Random | None = None) -> None:
+    def __init__(
+        self, route: ChannelRoute, breakers: dict[str, CircuitBreaker], rng: random.Random | None = None
+    ) -> None:
         self.route = route
         self.breakers = breakers
         self.rng = rng or random.Random()
@@ -74,8 +78,11 @@ class Router:
 
     def pick(self) -> str:
         """A pool member whose breaker allows it (by weight); else the secondary; else the primary anyway."""
-        candidates = [(n, w) for n, w in zip(self.route.providers, self.weights, strict=True)
-                      if self.breakers[n].state == "closed"]
+        candidates = [
+            (n, w)
+            for n, w in zip(self.route.providers, self.weights, strict=True)
+            if self.breakers[n].state == "closed"
+        ]
         if candidates:
             names, weights = zip(*candidates, strict=True)
             chosen: str = self.rng.choices(names, weights=weights)[0]

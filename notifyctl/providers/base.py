@@ -54,6 +54,13 @@ class Provider(Protocol):
         """Move one message, or raise RateLimited / TransientError / PermanentError."""
 
 
+@runtime_checkable
+class BatchProvider(Provider, Protocol):
+    """A provider with a batch API (capabilities.batch_size > 1): one result or error per envelope."""
+
+    async def send_batch(self, envelopes: list[Envelope]) -> list[SendResult | Exception]: ...
+
+
 # type name -> "module:Class"; modules are imported only when a provider of that type is used,
 # so `notifyctl --help` never pays for aioboto3, twilio or firebase-admin.
 PROVIDER_TYPES: dict[str, str] = {

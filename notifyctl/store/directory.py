@@ -29,8 +29,17 @@ def upsert_users(conn: sqlite3.Connection, users: Iterable[User]) -> int:
     endpoint_rows: list[tuple[Any, ...]] = []
     for user in users:
         user_rows.append(
-            (user.user_id, user.email, user.phone, user.locale, user.timezone, user.webhook_url,
-             dumps(user.attributes), now, now)
+            (
+                user.user_id,
+                user.email,
+                user.phone,
+                user.locale,
+                user.timezone,
+                user.webhook_url,
+                dumps(user.attributes),
+                now,
+                now,
+            )
         )
         device_rows.extend((user.user_id, token, None, now) for token in user.push_tokens)
         if user.webhook_url:
@@ -145,8 +154,12 @@ def set_preference(
                  source=excluded.source, updated=excluded.updated""",
             (user_id, channel, category, int(enabled), source, iso()),
         )
-        record_event(conn, "preference_set", user_id,
-                     {"channel": channel, "category": category, "enabled": enabled, "source": source})
+        record_event(
+            conn,
+            "preference_set",
+            user_id,
+            {"channel": channel, "category": category, "enabled": enabled, "source": source},
+        )
 
 
 def preference(conn: sqlite3.Connection, user_id: str, channel: str, category: str) -> bool | None:
@@ -163,10 +176,13 @@ def preference(conn: sqlite3.Connection, user_id: str, channel: str, category: s
 
 
 def preferences(conn: sqlite3.Connection, user_id: str) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(
-        "SELECT channel, category, enabled, source, updated FROM preferences WHERE user_id=? ORDER BY channel, category",
-        (user_id,),
-    )]
+    return [
+        dict(r)
+        for r in conn.execute(
+            "SELECT channel, category, enabled, source, updated FROM preferences WHERE user_id=? ORDER BY channel, category",
+            (user_id,),
+        )
+    ]
 
 
 # --- suppressions ------------------------------------------------------------------------------

@@ -48,27 +48,66 @@ class Run:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Run:
         return cls(
-            run_id=row["run_id"], kind=row["kind"], campaign_id=row["campaign_id"], template=row["template"],
-            template_version=row["template_version"], category=row["category"], channels=loads(row["channels"]),
-            state=row["state"], data=loads(row["data"]) or {}, audience_path=row["audience_path"],
-            audience_sha256=row["audience_sha256"], plan_offset=row["plan_offset"], plan_line=row["plan_line"],
-            planned=bool(row["planned"]), send_at=row["send_at"], created=row["created"], started=row["started"],
-            finished=row["finished"], options=loads(row["options"]) or {},
+            run_id=row["run_id"],
+            kind=row["kind"],
+            campaign_id=row["campaign_id"],
+            template=row["template"],
+            template_version=row["template_version"],
+            category=row["category"],
+            channels=loads(row["channels"]),
+            state=row["state"],
+            data=loads(row["data"]) or {},
+            audience_path=row["audience_path"],
+            audience_sha256=row["audience_sha256"],
+            plan_offset=row["plan_offset"],
+            plan_line=row["plan_line"],
+            planned=bool(row["planned"]),
+            send_at=row["send_at"],
+            created=row["created"],
+            started=row["started"],
+            finished=row["finished"],
+            options=loads(row["options"]) or {},
         )
 
 
-def create_run(conn: sqlite3.Connection, *, run_id: str, kind: str, template: str, template_version: str,
-               category: str, channels: Sequence[str], state: str, data: dict[str, Any] | None = None,
-               campaign_id: str | None = None, audience_path: str | None = None,
-               audience_sha256: str | None = None, send_at: str | None = None,
-               options: dict[str, Any] | None = None) -> Run:
+def create_run(
+    conn: sqlite3.Connection,
+    *,
+    run_id: str,
+    kind: str,
+    template: str,
+    template_version: str,
+    category: str,
+    channels: Sequence[str],
+    state: str,
+    data: dict[str, Any] | None = None,
+    campaign_id: str | None = None,
+    audience_path: str | None = None,
+    audience_sha256: str | None = None,
+    send_at: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> Run:
     with transaction(conn):
         conn.execute(
             """INSERT INTO runs (run_id, kind, campaign_id, template, template_version, category, channels, state,
                  data, audience_path, audience_sha256, send_at, created, options)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            (run_id, kind, campaign_id, template, template_version, category, dumps(list(channels)), state,
-             dumps(data or {}), audience_path, audience_sha256, send_at, iso(), dumps(options or {})),
+            (
+                run_id,
+                kind,
+                campaign_id,
+                template,
+                template_version,
+                category,
+                dumps(list(channels)),
+                state,
+                dumps(data or {}),
+                audience_path,
+                audience_sha256,
+                send_at,
+                iso(),
+                dumps(options or {}),
+            ),
         )
     run = get_run(conn, run_id)
     assert run is not None
@@ -84,8 +123,9 @@ def list_runs(conn: sqlite3.Connection, limit: int = 50) -> list[Run]:
     return [Run.from_row(r) for r in conn.execute("SELECT * FROM runs ORDER BY created DESC LIMIT ?", (limit,))]
 
 
-def set_run_state(conn: sqlite3.Connection, run_id: str, state: str, *, started: bool = False,
-                  finished: bool = False) -> None:
+def set_run_state(
+    conn: sqlite3.Connection, run_id: str, state: str, *, started: bool = False, finished: bool = False
+) -> None:
     sets = ["state=?"]
     params: list[Any] = [state]
     if started:
@@ -109,23 +149,31 @@ def counts(conn: sqlite3.Connection, run_id: str) -> dict[str, dict[str, int]]:
 
 
 def reasons(conn: sqlite3.Connection, run_id: str) -> dict[str, int]:
-    return {f"{state}:{reason}": n for state, reason, n in conn.execute(
-        """SELECT state, COALESCE(reason, error_class, ''), count(*) FROM deliveries
-           WHERE run_id=? AND state IN ('skipped', 'deferred', 'dead', 'in_doubt') GROUP BY 1, 2""", (run_id,))}
+    return {
+        f"{state}:{reason}": n
+        for state, reason, n in conn.execute(
+            """SELECT state, COALESCE(reason, error_class, ''), count(*) FROM deliveries
+           WHERE run_id=? AND state IN ('skipped', 'deferred', 'dead', 'in_doubt') GROUP BY 1, 2""",
+            (run_id,),
+        )
+    }
 
 
 def pending_page(conn: sqlite3.Connection, run_id: str, channel: str, after_id: int, limit: int) -> list[sqlite3.Row]:
     """The next pending deliveries of a channel in id order (index: run_id, state, channel, id)."""
-    return list(conn.execute(
-        f"""SELECT {DELIVERY_COLUMNS} FROM deliveries
+    return list(
+        conn.execute(
+            f"""SELECT {DELIVERY_COLUMNS} FROM deliveries
             WHERE run_id=? AND state='pending' AND channel=? AND id>? ORDER BY id LIMIT ?""",
-        (run_id, channel, after_id, limit),
-    ))
+            (run_id, channel, after_id, limit),
+        )
+    )
 
 
 def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> sqlite3.Row | None:
     row: sqlite3.Row | None = conn.execute(
-        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id=?", (delivery_id,)).fetchone()
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id=?", (delivery_id,)
+    ).fetchone()
     return row
 
 
@@ -134,42 +182,83 @@ def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> sqlite3.Row | No
 
 def mark_inflight(conn: sqlite3.Connection, delivery_id: int, attempt: int, provider: str) -> None:
     now = iso()
-    conn.execute("UPDATE deliveries SET state='inflight', attempts=?, provider=?, updated=? WHERE id=?",
-                 (attempt, provider, now, delivery_id))
-    conn.execute("INSERT INTO attempts (delivery_id, number, started, outcome, provider) VALUES (?, ?, ?, 'inflight', ?)",
-                 (delivery_id, attempt, now, provider))
+    conn.execute(
+        "UPDATE deliveries SET state='inflight', attempts=?, provider=?, updated=? WHERE id=?",
+        (attempt, provider, now, delivery_id),
+    )
+    conn.execute(
+        "INSERT INTO attempts (delivery_id, number, started, outcome, provider) VALUES (?, ?, ?, 'inflight', ?)",
+        (delivery_id, attempt, now, provider),
+    )
 
 
-def _finish_attempt(conn: sqlite3.Connection, delivery_id: int, attempt: int, outcome: str, latency_ms: float,
-                    code: str | None, message: str | None) -> None:
-    conn.execute("UPDATE attempts SET outcome=?, latency_ms=?, code=?, message=? WHERE delivery_id=? AND number=?",
-                 (outcome, latency_ms, code, message, delivery_id, attempt))
+def _finish_attempt(
+    conn: sqlite3.Connection,
+    delivery_id: int,
+    attempt: int,
+    outcome: str,
+    latency_ms: float,
+    code: str | None,
+    message: str | None,
+) -> None:
+    conn.execute(
+        "UPDATE attempts SET outcome=?, latency_ms=?, code=?, message=? WHERE delivery_id=? AND number=?",
+        (outcome, latency_ms, code, message, delivery_id, attempt),
+    )
 
 
-def mark_sent(conn: sqlite3.Connection, delivery_id: int, attempt: int, provider: str,
-              provider_message_id: str | None, latency_ms: float) -> None:
+def mark_sent(
+    conn: sqlite3.Connection,
+    delivery_id: int,
+    attempt: int,
+    provider: str,
+    provider_message_id: str | None,
+    latency_ms: float,
+) -> None:
     conn.execute(
         """UPDATE deliveries SET state='sent', provider=?, provider_message_id=?, error_class=NULL,
              error_message=NULL, next_attempt_at=NULL, updated=? WHERE id=?""",
-        (provider, provider_message_id, iso(), delivery_id))
+        (provider, provider_message_id, iso(), delivery_id),
+    )
     _finish_attempt(conn, delivery_id, attempt, "sent", latency_ms, None, None)
 
 
-def mark_retry(conn: sqlite3.Connection, delivery_id: int, attempt: int, outcome: str, latency_ms: float,
-               code: str | None, error_class: str, message: str, next_attempt_at: float) -> None:
+def mark_retry(
+    conn: sqlite3.Connection,
+    delivery_id: int,
+    attempt: int,
+    outcome: str,
+    latency_ms: float,
+    code: str | None,
+    error_class: str,
+    message: str,
+    next_attempt_at: float,
+) -> None:
     conn.execute(
         """UPDATE deliveries SET state='pending', next_attempt_at=?, error_class=?, error_message=?, updated=?
-           WHERE id=?""", (next_attempt_at, error_class, message, iso(), delivery_id))
+           WHERE id=?""",
+        (next_attempt_at, error_class, message, iso(), delivery_id),
+    )
     _finish_attempt(conn, delivery_id, attempt, outcome, latency_ms, code, message)
 
 
-def mark_dead(conn: sqlite3.Connection, delivery_id: int, *, attempt: int | None, outcome: str,
-              latency_ms: float | None, code: str | None, error_class: str, message: str,
-              envelope: dict[str, Any] | None) -> None:
+def mark_dead(
+    conn: sqlite3.Connection,
+    delivery_id: int,
+    *,
+    attempt: int | None,
+    outcome: str,
+    latency_ms: float | None,
+    code: str | None,
+    error_class: str,
+    message: str,
+    envelope: dict[str, Any] | None,
+) -> None:
     now = iso()
     row = conn.execute(
         "UPDATE deliveries SET state='dead', error_class=?, error_message=?, updated=? WHERE id=? RETURNING run_id, channel",
-        (error_class, message, now, delivery_id)).fetchone()
+        (error_class, message, now, delivery_id),
+    ).fetchone()
     if attempt is not None:
         _finish_attempt(conn, delivery_id, attempt, outcome, latency_ms or 0.0, code, message)
     conn.execute(
@@ -177,14 +266,18 @@ def mark_dead(conn: sqlite3.Connection, delivery_id: int, *, attempt: int | None
            VALUES (?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT(delivery_id) DO UPDATE SET envelope=excluded.envelope, error_class=excluded.error_class,
              error_message=excluded.error_message, created=excluded.created, redriven_at=NULL""",
-        (delivery_id, row["run_id"], row["channel"], dumps(envelope) if envelope else None, error_class, message, now))
+        (delivery_id, row["run_id"], row["channel"], dumps(envelope) if envelope else None, error_class, message, now),
+    )
 
 
-def mark_decided(conn: sqlite3.Connection, delivery_id: int, state: str, reason: str | None,
-                 defer_until: str | None = None) -> None:
+def mark_decided(
+    conn: sqlite3.Connection, delivery_id: int, state: str, reason: str | None, defer_until: str | None = None
+) -> None:
     """A dispatch-time policy decision: skipped or deferred (no provider call)."""
-    conn.execute("UPDATE deliveries SET state=?, reason=?, defer_until=?, updated=? WHERE id=?",
-                 (state, reason, defer_until, iso(), delivery_id))
+    conn.execute(
+        "UPDATE deliveries SET state=?, reason=?, defer_until=?, updated=? WHERE id=?",
+        (state, reason, defer_until, iso(), delivery_id),
+    )
 
 
 # --- crash recovery -----------------------------------------------------------------------------
@@ -196,19 +289,25 @@ def recover_inflight(conn: sqlite3.Connection, run_id: str, resend_channels: set
     Returns (re-queued, held)."""
     requeued = held = 0
     with transaction(conn):
-        rows = conn.execute("SELECT id, channel, attempts FROM deliveries WHERE run_id=? AND state='inflight'",
-                            (run_id,)).fetchall()
+        rows = conn.execute(
+            "SELECT id, channel, attempts FROM deliveries WHERE run_id=? AND state='inflight'", (run_id,)
+        ).fetchall()
         now = iso()
         for row in rows:
-            conn.execute("UPDATE attempts SET outcome='in_doubt' WHERE delivery_id=? AND number=?",
-                         (row["id"], row["attempts"]))
+            conn.execute(
+                "UPDATE attempts SET outcome='in_doubt' WHERE delivery_id=? AND number=?", (row["id"], row["attempts"])
+            )
             if row["channel"] in resend_channels:
-                conn.execute("UPDATE deliveries SET state='pending', in_doubt=1, next_attempt_at=NULL, updated=? WHERE id=?",
-                             (now, row["id"]))
+                conn.execute(
+                    "UPDATE deliveries SET state='pending', in_doubt=1, next_attempt_at=NULL, updated=? WHERE id=?",
+                    (now, row["id"]),
+                )
                 requeued += 1
             else:
-                conn.execute("UPDATE deliveries SET state='in_doubt', in_doubt=1, reason='crash_during_send', updated=? WHERE id=?",
-                             (now, row["id"]))
+                conn.execute(
+                    "UPDATE deliveries SET state='in_doubt', in_doubt=1, reason='crash_during_send', updated=? WHERE id=?",
+                    (now, row["id"]),
+                )
                 held += 1
     return requeued, held
 
@@ -217,7 +316,9 @@ def release_due_deferred(conn: sqlite3.Connection, run_id: str, now: datetime) -
     with transaction(conn):
         cur = conn.execute(
             """UPDATE deliveries SET state='pending', defer_until=NULL, reason=NULL, updated=?
-               WHERE run_id=? AND state='deferred' AND defer_until<=?""", (iso(), run_id, iso(now)))
+               WHERE run_id=? AND state='deferred' AND defer_until<=?""",
+            (iso(), run_id, iso(now)),
+        )
     return cur.rowcount
 
 

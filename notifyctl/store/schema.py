@@ -192,4 +192,17 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # Right to erasure: a forgotten user's suppressed addresses survive only as keyed hashes.
+        "0002_suppression_hashes",
+        """
+        CREATE TABLE suppression_hashes (
+            channel TEXT NOT NULL,
+            address_hash TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created TEXT NOT NULL,
+            PRIMARY KEY (channel, address_hash)
+        );
+        """,
+    ),
 ]

@@ -1,0 +1,78 @@
+"""The embedded Recorder: a Sender's intents and outcomes, written to the outbox via the ledger."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from notifyctl.errors import PermanentError, ProviderError, RateLimited, TransientError
+from notifyctl.models import Envelope, SendResult
+from notifyctl.pipeline.ledger import Ledger
+from notifyctl.store import directory, runs
+
+
+def _fields(error: ProviderError) -> tuple[str | None, str, str]:
+    return getattr(error, "code", None), type(error).__name__, str(error)[:500]
+
+
+def apply_side_effects(conn: sqlite3.Connection, envelope: Envelope, error: PermanentError) -> None:
+    """What a permanent error asks for: suppress the address, drop the push token, disable the endpoint."""
+    code = error.code
+    if error.suppress and envelope.address:
+        reason = "stop" if envelope.channel == "sms" else "bounce"
+        directory.add_suppression(conn, envelope.channel, envelope.address, reason, source=f"provider:{code}")
+    if error.remove_device and envelope.address:
+        directory.remove_device(conn, envelope.user_id, envelope.address, reason=f"provider:{code}")
+    if error.disable_endpoint and envelope.user_id:
+        directory.disable_endpoint(conn, envelope.user_id, reason=f"provider:{code}")
+
+
+class LedgerRecorder:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def intent(self, envelope: Envelope, attempt: int, provider: str) -> None:
+        await self.ledger.submit(lambda c: runs.mark_inflight(c, envelope.delivery_id, attempt, provider))
+
+    async def sent(
+        self, envelope: Envelope, attempt: int, provider: str, result: SendResult, latency_ms: float
+    ) -> None:
+        await self.ledger.submit(
+            lambda c: runs.mark_sent(c, envelope.delivery_id, attempt, provider, result.provider_message_id, latency_ms)
+        )
+
+    async def retry(
+        self, envelope: Envelope, attempt: int, provider: str, error: TransientError, latency_ms: float, due: float
+    ) -> None:
+        code, error_class, message = _fields(error)
+        outcome = "rate_limited" if isinstance(error, RateLimited) else "transient"
+        await self.ledger.submit(
+            lambda c: runs.mark_retry(
+                c, envelope.delivery_id, attempt, outcome, latency_ms, code, error_class, message, due
+            )
+        )
+
+    async def dead(
+        self, envelope: Envelope, attempt: int, provider: str, error: ProviderError, latency_ms: float, gave_up: bool
+    ) -> None:
+        code, error_class, message = _fields(error)
+        if gave_up:
+            message = f"gave up after {attempt} attempts: {message}"
+        outcome = ("rate_limited" if isinstance(error, RateLimited) else "transient") if gave_up else "permanent"
+        envelope_json = envelope.model_dump(mode="json")
+
+        def write(conn: sqlite3.Connection) -> None:
+            runs.mark_dead(
+                conn,
+                envelope.delivery_id,
+                attempt=attempt,
+                outcome=outcome,
+                latency_ms=latency_ms,
+                code=code,
+                error_class=error_class,
+                message=message,
+                envelope=envelope_json,
+            )
+            if isinstance(error, PermanentError):
+                apply_side_effects(conn, envelope, error)
+
+        await self.ledger.submit(write)

@@ -1,0 +1,139 @@
+"""The transmit stage: token bucket → intent recorded → provider call → classify → outcome recorded.
+
+The engine runs it in-process; a scale-out worker runs the same Sender on another machine with a
+Recorder that reports to the coordinator and a Limiter shared through Redis. Either way the intent is
+recorded before the provider is called and the outcome after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+from notifyctl.errors import PermanentError, ProviderError, RateLimited, TransientError
+from notifyctl.models import Envelope, SendResult
+from notifyctl.pipeline.limiter import Limiter
+from notifyctl.pipeline.retry import backoff_s, should_retry
+from notifyctl.pipeline.router import CircuitBreaker
+from notifyctl.providers.base import BatchProvider, Provider
+from notifyctl.settings import RetrySettings
+
+
+class Recorder(Protocol):
+    """Where a Sender writes what happened (the outbox ledger, or the coordinator's outcome stream)."""
+
+    async def intent(self, envelope: Envelope, attempt: int, provider: str) -> None: ...
+
+    async def sent(
+        self, envelope: Envelope, attempt: int, provider: str, result: SendResult, latency_ms: float
+    ) -> None: ...
+
+    async def retry(
+        self, envelope: Envelope, attempt: int, provider: str, error: TransientError, latency_ms: float, due: float
+    ) -> None: ...
+
+    async def dead(
+        self, envelope: Envelope, attempt: int, provider: str, error: ProviderError, latency_ms: float, gave_up: bool
+    ) -> None: ...
+
+
+@dataclass
+class Outcome:
+    """What became of one transmission: sent, dead, retry after `delay_s`, or not attempted (stopping)."""
+
+    state: str  # "sent" | "dead" | "retry" | "stopped"
+    delay_s: float = 0.0
+
+
+def classify(exc: BaseException) -> ProviderError:
+    """Anything a provider raised, as a ProviderError; an unexpected exception is a provider bug,
+    kept as transient so that the delivery is retried rather than lost."""
+    if isinstance(exc, (PermanentError, TransientError)):
+        return exc
+    return TransientError(f"unexpected {type(exc).__name__}: {exc}")
+
+
+class Sender:
+    def __init__(
+        self,
+        providers: dict[str, Provider],
+        limiters: dict[str, Limiter],
+        breakers: dict[str, CircuitBreaker],
+        concurrency: dict[str, int],
+        retry: RetrySettings,
+        recorder: Recorder,
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.providers = providers
+        self.limiters = limiters
+        self.breakers = breakers
+        self.semaphores = {name: asyncio.Semaphore(n) for name, n in concurrency.items()}
+        self.retry = retry
+        self.recorder = recorder
+        self.stopping = stopping
+
+    async def transmit(self, envelope: Envelope, provider_name: str, attempt: int) -> Outcome:
+        """One attempt of one delivery through `provider_name` (attempt counts from 1)."""
+        return (await self.transmit_batch([envelope], provider_name, [attempt]))[0]
+
+    async def transmit_batch(self, envelopes: list[Envelope], provider_name: str, attempts: list[int]) -> list[Outcome]:
+        """Several deliveries in one provider call where the provider has a batch API."""
+        limiter = self.limiters[provider_name]
+        for _ in envelopes:
+            await limiter.acquire()
+        if self.stopping():
+            return [Outcome("stopped") for _ in envelopes]  # still pending in the outbox
+        for envelope, attempt in zip(envelopes, attempts, strict=True):
+            await self.recorder.intent(envelope, attempt, provider_name)
+        provider = self.providers[provider_name]
+        started = time.perf_counter()
+        results: list[SendResult | ProviderError]
+        async with self.semaphores[provider_name]:
+            if len(envelopes) == 1:
+                try:
+                    results = [await provider.send(envelopes[0])]
+                except Exception as exc:
+                    results = [classify(exc)]
+            else:
+                try:
+                    answers = await cast(BatchProvider, provider).send_batch(envelopes)
+                    results = [r if isinstance(r, SendResult) else classify(r) for r in answers]
+                except Exception as exc:
+                    results = [classify(exc) for _ in envelopes]
+        latency_ms = (time.perf_counter() - started) * 1000
+        return [
+            await self._settle(envelope, attempt, provider_name, result, latency_ms)
+            for envelope, attempt, result in zip(envelopes, attempts, results, strict=True)
+        ]
+
+    async def _settle(
+        self,
+        envelope: Envelope,
+        attempt: int,
+        provider_name: str,
+        result: SendResult | ProviderError,
+        latency_ms: float,
+    ) -> Outcome:
+        breaker = self.breakers[provider_name]
+        if isinstance(result, SendResult):
+            breaker.success()
+            await self.recorder.sent(envelope, attempt, provider_name, result, latency_ms)
+            return Outcome("sent")
+        if isinstance(result, PermanentError):
+            breaker.success()  # the provider answered; the recipient or content was the problem
+            await self.recorder.dead(envelope, attempt, provider_name, result, latency_ms, gave_up=False)
+            return Outcome("dead")
+        assert isinstance(result, TransientError)
+        breaker.failure()
+        if isinstance(result, RateLimited):
+            self.limiters[provider_name].slow_down(result.retry_after_s, self.retry.rate_limit_slowdown_s)
+        if not should_retry(attempt, self.retry):
+            await self.recorder.dead(envelope, attempt, provider_name, result, latency_ms, gave_up=True)
+            return Outcome("dead")
+        # Stopping: record the failed attempt and leave the row pending (due now) for resume.
+        delay = 0.0 if self.stopping() else backoff_s(attempt, self.retry, result.retry_after_s)
+        await self.recorder.retry(envelope, attempt, provider_name, result, latency_ms, time.time() + delay)
+        return Outcome("stopped" if self.stopping() else "retry", delay)
