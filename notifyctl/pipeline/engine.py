@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -205,8 +205,7 @@ class Engine:
                 tasks.append(asyncio.create_task(self._plan(run_id, source), name="planner"))
             for lane in self.lanes.values():
                 tasks.append(asyncio.create_task(self._feed(run_id, lane), name=f"feed-{lane.channel}"))
-                for _ in range(self._lane_workers(lane.router.provider_names)):
-                    tasks.append(asyncio.create_task(self._work(lane), name=f"work-{lane.channel}"))
+                tasks.extend(asyncio.create_task(work, name=f"work-{lane.channel}") for work in self._lane_work(lane))
             try:
                 await asyncio.gather(*tasks)
             except BaseException:
@@ -324,6 +323,11 @@ class Engine:
         task = asyncio.create_task(later())
         self._retry_tasks.add(task)
         task.add_done_callback(self._retry_tasks.discard)
+
+    def _lane_work(self, lane: Lane) -> list[Coroutine[Any, Any, None]]:
+        """The consumers of a lane's queue: here, in-process senders. The scale-out coordinator
+        overrides this to publish prepared envelopes to Redis and collect the workers' outcomes."""
+        return [self._work(lane) for _ in range(self._lane_workers(lane.router.provider_names))]
 
     async def _next(self, lane: Lane) -> dict[str, Any] | None:
         """The lane's next item, or None when the lane is finished or stopping."""
