@@ -745,6 +745,7 @@ AUDIT_COLUMNS = (
     "user_id",
     "channel",
     "address",
+    "event_id",
     "state",
     "reason",
     "defer_until",
