@@ -61,6 +61,13 @@ app.add_typer(templates_app, name="templates")
 app.add_typer(runs_app, name="runs")
 app.add_typer(dlq_app, name="dlq")
 
+
+def _register_more() -> None:
+    from notifyctl.cli_server import register as register_server
+
+    register_server(app)
+
+
 _config_path: Path | None = None
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
@@ -960,6 +967,9 @@ def dlq_purge(
     with context() as ctx:
         n = purge_dead_letters(ctx, ids=ids, run_id=run, before=cutoff, all_=all_)
     output.console.print(f"purged {n} dead letter(s)")
+
+
+_register_more()
 
 
 def main() -> None:

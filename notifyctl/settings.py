@@ -96,6 +96,25 @@ class BreakerSettings(_Strict):
     cooldown_s: float = Field(default=30.0, gt=0)
 
 
+DEFAULT_HELP_TEXT = "Reply STOP to unsubscribe, START to subscribe again. Msg & data rates may apply."
+AWS_SNS_HOSTS = ["sns.*.amazonaws.com", "sns.*.amazonaws.com.cn"]
+
+
+class ServerSettings(_Strict):
+    """`notifyctl serve` (the [server] table)."""
+
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    shutdown_timeout_s: float = Field(default=10.0, gt=0)
+    sms_help_text: str = Field(default=DEFAULT_HELP_TEXT, min_length=1, max_length=1600)
+    # Host patterns ('*' is one DNS label) for the SNS signing certificate and SubscribeURL.
+    sns_cert_hosts: list[str] = Field(default_factory=lambda: list(AWS_SNS_HOSTS))
+    sns_subscribe_hosts: list[str] = Field(default_factory=lambda: list(AWS_SNS_HOSTS))
+    sns_allow_http: bool = False  # tests serve the certificate from 127.0.0.1 over plain HTTP
+    sns_topic_arns: list[str] = Field(default_factory=list)  # empty: any topic
+    sns_timeout_s: float = Field(default=5.0, gt=0)
+
+
 class Settings(_Strict):
     database: Path = Path("notifyctl.db")
     templates_dir: Path = Path("templates")
@@ -109,6 +128,7 @@ class Settings(_Strict):
     quiet_hours: QuietHours = Field(default_factory=QuietHours)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     source: str = Field(default="(embedded defaults)", exclude=True)
     base_dir: Path = Field(default=Path("."), exclude=True)
 

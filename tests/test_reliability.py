@@ -269,7 +269,7 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path, webhook_sink: 
 
 
 def test_second_resume_of_a_locked_run_exits_zero(tmp_path: Path, webhook_sink: WebhookSink) -> None:
-    ws = webhook_workspace(tmp_path, webhook_sink, 200, webhook={"rate": 100, "burst": 5})
+    ws = webhook_workspace(tmp_path, webhook_sink, 200, webhook={"rate": 10, "burst": 5})
     proc = ws.popen("broadcast", "c.toml")
     _wait_for_sends(webhook_sink, 5)
     run_id = _run_id(ws)

@@ -42,12 +42,16 @@ class EnvelopeBuilder:
         self.run_data = run_data
         self.allow_template_change = allow_template_change
         self._loaded: dict[str, Template] = {}
+        self._reloaded: set[tuple[str, str]] = set()
 
-    def template(self, name: str) -> Template:
-        """Loaded once per run: TemplateStore.get() re-checks the files, too slow per message."""
-        if name not in self._loaded:
-            self._loaded[name] = self.templates.get(name)
-        return self._loaded[name]
+    def template(self, name: str, version: str) -> Template:
+        """Loaded once per version: TemplateStore.get() re-checks the files, too slow per message. A row
+        pinned to another version than the one cached (a long-lived `serve` run after an edit) reloads."""
+        cached = self._loaded.get(name)
+        if cached is None or (cached.version != version and (name, version) not in self._reloaded):
+            self._reloaded.add((name, version))  # once: the files may simply not have that version any more
+            cached = self._loaded[name] = self.templates.get(name)
+        return cached
 
     def context(self, row: sqlite3.Row, user: User | None) -> dict[str, Any]:
         who = row["user_id"] or row["address"] or ""
@@ -76,7 +80,7 @@ class EnvelopeBuilder:
         return context
 
     def build(self, row: sqlite3.Row, user: User | None, secrets: list[str]) -> Envelope:
-        template = self.template(row["template"])
+        template = self.template(row["template"], row["template_version"])
         if template.version != row["template_version"] and not self.allow_template_change:
             raise TemplateError(
                 f"changed since the run was planned (version {row['template_version']} → {template.version})",
