@@ -59,23 +59,32 @@ def canonical(message: dict[str, Any]) -> bytes:
     return "".join(f"{k}\n{message[k]}\n" for k in keys if k in message).encode()
 
 
-def sign(message: dict[str, Any], cert_url: str, signature_version: str = "1",
-         key: rsa.RSAPrivateKey | None = None) -> dict[str, Any]:
+def sign(
+    message: dict[str, Any], cert_url: str, signature_version: str = "1", key: rsa.RSAPrivateKey | None = None
+) -> dict[str, Any]:
     """The message with SignatureVersion, SigningCertURL and Signature, as SNS sends it."""
     private_key = key or signing_identity()[0]
     algorithm = hashes.SHA1() if signature_version == "1" else hashes.SHA256()
     signature = private_key.sign(canonical(message), padding.PKCS1v15(), algorithm)
-    return {**message, "SignatureVersion": signature_version, "SigningCertURL": cert_url,
-            "Signature": base64.b64encode(signature).decode()}
+    return {
+        **message,
+        "SignatureVersion": signature_version,
+        "SigningCertURL": cert_url,
+        "Signature": base64.b64encode(signature).decode(),
+    }
 
 
 def ses_bounce(*addresses: str, message_id: str, permanent: bool = True) -> dict[str, Any]:
     """An SES bounce notification (the JSON inside the SNS Message)."""
     return {
         "notificationType": "Bounce",
-        "bounce": {"bounceType": "Permanent" if permanent else "Transient", "bounceSubType": "General",
-                   "bouncedRecipients": [{"emailAddress": a, "status": "5.1.1"} for a in addresses],
-                   "timestamp": "2026-11-21T20:00:00.000Z", "feedbackId": uuid.uuid4().hex},
+        "bounce": {
+            "bounceType": "Permanent" if permanent else "Transient",
+            "bounceSubType": "General",
+            "bouncedRecipients": [{"emailAddress": a, "status": "5.1.1"} for a in addresses],
+            "timestamp": "2026-11-21T20:00:00.000Z",
+            "feedbackId": uuid.uuid4().hex,
+        },
         "mail": {"messageId": message_id, "source": "noreply@example.com", "destination": list(addresses)},
     }
 
@@ -83,8 +92,11 @@ def ses_bounce(*addresses: str, message_id: str, permanent: bool = True) -> dict
 def ses_complaint(*addresses: str, message_id: str) -> dict[str, Any]:
     return {
         "notificationType": "Complaint",
-        "complaint": {"complainedRecipients": [{"emailAddress": a} for a in addresses],
-                      "complaintFeedbackType": "abuse", "timestamp": "2026-11-21T20:00:00.000Z"},
+        "complaint": {
+            "complainedRecipients": [{"emailAddress": a} for a in addresses],
+            "complaintFeedbackType": "abuse",
+            "timestamp": "2026-11-21T20:00:00.000Z",
+        },
         "mail": {"messageId": message_id, "source": "noreply@example.com", "destination": list(addresses)},
     }
 
@@ -102,24 +114,40 @@ class FakeSns(AppServer):
     def confirmations(self) -> int:
         return len(self.requests_to(CONFIRM_PATH))
 
-    def notification(self, event: dict[str, Any], *, signature_version: str = "1", topic_arn: str = TOPIC_ARN,
-                     subject: str | None = "Amazon SES Email Event Notification") -> dict[str, Any]:
+    def notification(
+        self,
+        event: dict[str, Any],
+        *,
+        signature_version: str = "1",
+        topic_arn: str = TOPIC_ARN,
+        subject: str | None = "Amazon SES Email Event Notification",
+    ) -> dict[str, Any]:
         import orjson
 
-        message: dict[str, Any] = {"Type": "Notification", "MessageId": str(uuid.uuid4()), "TopicArn": topic_arn,
-                                   "Message": orjson.dumps(event).decode(),
-                                   "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")}
+        message: dict[str, Any] = {
+            "Type": "Notification",
+            "MessageId": str(uuid.uuid4()),
+            "TopicArn": topic_arn,
+            "Message": orjson.dumps(event).decode(),
+            "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        }
         if subject is not None:
             message["Subject"] = subject
         return sign(message, self.cert_url, signature_version)
 
-    def subscription_confirmation(self, *, topic_arn: str = TOPIC_ARN, subscribe_url: str | None = None
-                                  ) -> dict[str, Any]:
+    def subscription_confirmation(
+        self, *, topic_arn: str = TOPIC_ARN, subscribe_url: str | None = None
+    ) -> dict[str, Any]:
         token = uuid.uuid4().hex * 2
-        message = {"Type": "SubscriptionConfirmation", "MessageId": str(uuid.uuid4()), "Token": token,
-                   "TopicArn": topic_arn, "Message": f"You have chosen to subscribe to the topic {topic_arn}.",
-                   "SubscribeURL": subscribe_url or f"{self.url}{CONFIRM_PATH}?Token={token}",
-                   "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")}
+        message = {
+            "Type": "SubscriptionConfirmation",
+            "MessageId": str(uuid.uuid4()),
+            "Token": token,
+            "TopicArn": topic_arn,
+            "Message": f"You have chosen to subscribe to the topic {topic_arn}.",
+            "SubscribeURL": subscribe_url or f"{self.url}{CONFIRM_PATH}?Token={token}",
+            "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        }
         return sign(message, self.cert_url, "1")
 
     async def handle(self, request: web.Request, body: bytes) -> web.StreamResponse:

@@ -1,0 +1,103 @@
+"""`POST /v1/notify`: accept a notification, plan it into the outbox, answer 202 at once.
+
+Delivery happens in the background through the same pipeline as every other send, so the
+idempotency key, policy, limits, retries and audit all apply. A repeated idempotency key
+answers with the original delivery ids and sends nothing new.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from notifyctl.errors import InputError, TemplateError
+from notifyctl.operations import _channels_for, _check_render
+from notifyctl.pipeline.planner import PlanItem
+from notifyctl.server.accesslog import note
+from notifyctl.server.responses import json_error, read_json, validation_details
+from notifyctl.server.state import state_of
+from notifyctl.store import directory
+
+routes = web.RouteTableDef()
+
+
+class NotifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    user_id: str = Field(min_length=1, max_length=256)
+    template: str = Field(min_length=1, max_length=128)
+    channels: list[str] | None = Field(default=None, min_length=1, max_length=5)
+    data: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
+    category: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+@routes.post("/v1/notify")
+async def notify(request: web.Request) -> web.Response:
+    state = state_of(request)
+    ctx = state.ctx
+    try:
+        body = NotifyRequest.model_validate(await read_json(request))
+    except web.HTTPBadRequest as exc:
+        return json_error(400, exc.text)
+    except ValidationError as exc:
+        return json_error(422, "invalid notification request", details=validation_details(exc))
+    if body.template not in ctx.templates.names():
+        return json_error(404, f"unknown template '{body.template}'")
+    try:
+        template = ctx.templates.get(body.template)
+        channels = _channels_for(template, body.channels, ctx.settings)
+    except (TemplateError, InputError) as exc:
+        return json_error(422, str(exc))
+    user = directory.get_user(ctx.conn, body.user_id)
+    if user is None:
+        return json_error(404, f"unknown user '{body.user_id}'")
+    try:
+        _check_render(ctx, template, channels, user, body.data)
+    except TemplateError as exc:
+        return json_error(422, str(exc))
+    if not state.service.running:
+        return json_error(503, "the delivery engine is not running")
+    item = PlanItem(
+        line=0,
+        end_offset=0,
+        template=template.name,
+        template_version=template.version,
+        category=body.category or template.category,
+        event_id=body.idempotency_key or f"api:{uuid.uuid4().hex}",
+        channels=channels,
+        user_id=user.user_id,
+        data=body.data,
+    )
+    try:
+        result = state.service.submit([item])
+    except sqlite3.OperationalError:
+        return json_error(503, "the outbox is busy; try again")
+    deliveries = [
+        {
+            "id": d["duplicate_of"] or d["id"],
+            "channel": d["channel"],
+            "state": d["state"],
+            "reason": d["reason"],
+            "duplicate_of": d["duplicate_of"],
+        }
+        for d in result.deliveries
+    ]
+    duplicate = bool(deliveries) and all(d["duplicate_of"] is not None for d in deliveries)
+    note(
+        request,
+        run_id=state.service.run_id,
+        count=str(len(deliveries)),
+        outcome="duplicate" if duplicate else "accepted",
+    )
+    payload = {
+        "run_id": state.service.run_id,
+        "delivery_ids": [d["id"] for d in deliveries],
+        "deliveries": deliveries,
+        "duplicate": duplicate,
+    }
+    return web.json_response(payload, status=200 if duplicate else 202)

@@ -1,0 +1,117 @@
+"""`GET /healthz` and `GET /metrics` (Prometheus text exposition format 0.0.4, written by hand).
+
+notifyctl_deliveries_total{channel,state}       counter, from the outbox
+notifyctl_queue_depth{channel}                  gauge, the engine's lane queues
+notifyctl_provider_latency_ms{provider,quantile} summary over the latest attempts (+ _sum, _count)
+notifyctl_engine_up                             gauge, 1 while the delivery engine runs
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterable
+
+from aiohttp import web
+
+from notifyctl.server.state import ServerState, state_of
+
+routes = web.RouteTableDef()
+
+QUANTILES = (0.5, 0.9, 0.99)
+LATENCY_WINDOW = 10_000  # attempts per provider the quantiles are computed over
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def labels(**pairs: str) -> str:
+    return "{" + ",".join(f'{k}="{escape_label(v)}"' for k, v in pairs.items()) + "}"
+
+
+def number(value: float) -> str:
+    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank quantile of an ascending list."""
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def _family(name: str, kind: str, help_text: str, samples: Iterable[str]) -> list[str]:
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
+
+
+def deliveries_lines(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute("SELECT channel, state, count(*) FROM deliveries GROUP BY channel, state ORDER BY 1, 2")
+    return _family(
+        "notifyctl_deliveries_total",
+        "counter",
+        "Deliveries in the outbox by channel and state.",
+        (f"notifyctl_deliveries_total{labels(channel=c, state=s)} {n}" for c, s, n in rows),
+    )
+
+
+def latency_lines(conn: sqlite3.Connection) -> list[str]:
+    samples: list[str] = []
+    totals = conn.execute("""SELECT provider, count(*), COALESCE(sum(latency_ms), 0) FROM attempts
+                             WHERE latency_ms IS NOT NULL GROUP BY provider ORDER BY provider""").fetchall()
+    for provider, count, total in totals:
+        recent = sorted(
+            r[0]
+            for r in conn.execute(
+                "SELECT latency_ms FROM attempts WHERE provider=? AND latency_ms IS NOT NULL ORDER BY id DESC LIMIT ?",
+                (provider, LATENCY_WINDOW),
+            )
+        )
+        for q in QUANTILES:
+            samples.append(
+                f"notifyctl_provider_latency_ms{labels(provider=provider, quantile=str(q))} "
+                f"{number(round(quantile(recent, q), 3))}"
+            )
+        samples.append(f"notifyctl_provider_latency_ms_sum{labels(provider=provider)} {number(round(total, 3))}")
+        samples.append(f"notifyctl_provider_latency_ms_count{labels(provider=provider)} {count}")
+    return _family("notifyctl_provider_latency_ms", "summary", "Provider call latency in milliseconds.", samples)
+
+
+def exposition(state: ServerState) -> str:
+    conn = state.ctx.conn
+    depths = state.service.queue_depths()
+    lines = [
+        *deliveries_lines(conn),
+        *_family(
+            "notifyctl_queue_depth",
+            "gauge",
+            "Deliveries queued in the engine's lane for a channel.",
+            (f"notifyctl_queue_depth{labels(channel=c)} {n}" for c, n in sorted(depths.items())),
+        ),
+        *latency_lines(conn),
+        *_family(
+            "notifyctl_engine_up",
+            "gauge",
+            "1 while the delivery engine runs.",
+            [f"notifyctl_engine_up {int(state.service.running)}"],
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    response = web.Response(text=exposition(state_of(request)))
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    state = state_of(request)
+    state.ctx.conn.execute("SELECT 1").fetchone()
+    running = state.service.running
+    return web.json_response(
+        {"status": "ok" if running else "degraded", "engine": running, "run_id": state.service.run_id},
+        status=200 if running else 503,
+    )
