@@ -477,7 +477,9 @@ def _zones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
+@lru_cache(maxsize=4096)
 def _locale(value: str) -> str:
+    """Cached: a million rows carry a handful of distinct locales (errors are not cached)."""
     match = _LOCALE.fullmatch(value)
     if match is None:
         raise _FieldError("locale", "locale must look like 'en', 'fr-CA' or 'pt_BR'")
@@ -501,7 +503,9 @@ def _push_tokens(value: Any, *, from_csv: bool) -> list[str]:
     return list(dict.fromkeys(cleaned))
 
 
+@lru_cache(maxsize=4096)
 def _webhook_url(value: str) -> str:
+    """Cached: many users often share one endpoint URL (errors are not cached)."""
     if _CONTROL.search(value) or " " in value:
         raise _FieldError("webhook_url", "webhook_url must not contain spaces or control characters")
     try:

@@ -76,7 +76,7 @@ def file_sha256(path: Path) -> str:
 # --- shared checks ------------------------------------------------------------------------------
 
 
-def _channels_for(template: Template, requested: list[str] | None, settings: Settings) -> list[str]:
+def channels_for(template: Template, requested: list[str] | None, settings: Settings) -> list[str]:
     if not requested:
         # Default: the template's channels that have a provider here.
         channels = [c for c in template.channels if c in settings.channels]
@@ -163,7 +163,7 @@ def prepare_broadcast(
 ) -> tuple[Template, list[str], str, Path, audience.ValidationReport]:
     """Everything checked before anything is written: template, channels, every audience row."""
     template = ctx.templates.get(campaign.template)
-    channels = _channels_for(template, campaign.channels, ctx.settings)
+    channels = channels_for(template, campaign.channels, ctx.settings)
     category = campaign.category or template.category
     path = audience_path or campaign.audience_path()
     if path is None:
@@ -304,11 +304,11 @@ async def send(
     progress: Progress | None = None,
 ) -> RunOutcome | DryRun:
     template = ctx.templates.get(template_name)
-    channels = _channels_for(template, channels, ctx.settings)
+    channels = channels_for(template, channels, ctx.settings)
     user = directory.get_user(ctx.conn, user_id)
     if user is None:
         raise InputError(f"unknown user '{user_id}' (import it with `notifyctl users import`)")
-    _check_render(ctx, template, channels, user, data)
+    check_render(ctx, template, channels, user, data)
     category = category or template.category
     item = PlanItem(
         line=1,
@@ -338,7 +338,7 @@ async def send(
     return await _drive(ctx, run_id, _single_source([item]), progress, None)
 
 
-def _check_render(ctx: Context, template: Template, channels: list[str], user: User, data: dict[str, Any]) -> None:
+def check_render(ctx: Context, template: Template, channels: list[str], user: User, data: dict[str, Any]) -> None:
     """A one-off send renders every part once up front: a template error is bad input, not a dead letter."""
     context: dict[str, Any] = {name: "" for name in BUILTIN_VARIABLES}
     context.update(user.attributes)
@@ -359,7 +359,7 @@ def _event_items(
         event = parsed.value
         try:
             template = ctx.templates.get(event.template)
-            channels = _channels_for(template, event.channels, ctx.settings)
+            channels = channels_for(template, event.channels, ctx.settings)
         except (TemplateError, InputError) as exc:
             yield None, RowError(parsed.line, str(exc), "template"), cursor
             continue

@@ -13,13 +13,17 @@ import hashlib
 import hmac
 import time
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 SECRET_PREFIX = "whsec_"
 SIGNATURE_VERSION = "v1"
 
 
+@lru_cache(maxsize=4096)
 def secret_key(secret: str) -> bytes:
-    """The HMAC key inside a `whsec_` secret; raises ValueError when it is not valid base64."""
+    """The HMAC key inside a `whsec_` secret; raises ValueError when it is not valid base64.
+
+    Cached: every POST to an endpoint signs with the same few secrets (errors are not cached)."""
     encoded = secret.removeprefix(SECRET_PREFIX)
     # Some issuers drop the base64 padding; the official libraries accept that, so do we.
     encoded += "=" * (-len(encoded) % 4)

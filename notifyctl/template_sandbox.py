@@ -5,31 +5,82 @@ allocate gigabytes. The guards here refuse, before allocating: repeats (`'x' * 1
 powers, ranges over MAX_RANGE, paddings and widths (`ljust`, `center`, `indent`, `'%999999999s'`,
 `'{:>999999999}'`), and `replace` that would explode; and after the fact, any `+` or `~` result
 over MAX_STRING_LENGTH, which stops exponential doubling in recursive macros. What is not
-covered (a loop printing a long string 10,000 times, `join` over big lists, slow nested loops)
-needs a wall-clock and memory limit around rendering, which is a later task.
+covered by those, a loop printing a long string 10,000 times, `join` over big lists and slow
+nested loops, is stopped by a deadline per render (`render_deadline`, checked every few loop
+iterations, at every call and between output chunks) and by `join` refusing results over
+MAX_STRING_LENGTH as it goes; the renderer also caps each part's output while it is generated.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import string
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from jinja2 import DictLoader, StrictUndefined, nodes, pass_eval_context
 from jinja2 import exceptions as jinja_errors
 from jinja2.compiler import CodeGenerator, Frame
-from jinja2.filters import do_center, do_format, do_indent, do_replace
+from jinja2.filters import do_center, do_format, do_indent, do_join, do_replace, make_attrgetter
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_STRING_LENGTH = 100_000
 MAX_RANGE = 10_000
+RENDER_TIMEOUT_S = 0.5
+_DEADLINE_EVERY = 64  # loop iterations between two clock reads
+
+_deadline: ContextVar[float] = ContextVar("notifyctl_render_deadline", default=math.inf)
+
+
+class RenderTimeout(jinja_errors.SecurityError):
+    """A render ran past its deadline."""
 
 
 def _refuse(message: str) -> None:
     raise jinja_errors.SecurityError(message)
+
+
+def check_deadline() -> None:
+    """Stop the current render once its deadline has passed."""
+    deadline = _deadline.get()
+    if deadline != math.inf and time.monotonic() > deadline:
+        raise RenderTimeout("render time limit exceeded")
+
+
+@contextmanager
+def render_deadline(timeout_s: float) -> Iterator[None]:
+    """Renders inside this block must finish within `timeout_s` seconds (wall clock)."""
+    token = _deadline.set(time.monotonic() + timeout_s)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _loop_guard(items: Iterable[Any]) -> Iterator[Any]:
+    """Every `{% for %}` iterates through this, so nested loops that print nothing still stop."""
+    for index, item in enumerate(items):
+        if index % _DEADLINE_EVERY == 0:
+            check_deadline()
+        yield item
+
+
+def _bounded(items: Iterable[Any], separator_chars: int) -> Iterator[Any]:
+    """The items of a join, refused as soon as the joined result would be too long."""
+    total = 0
+    for index, item in enumerate(items):
+        total += len(str(item)) + separator_chars
+        if total > MAX_STRING_LENGTH:
+            _refuse(f"join result longer than {MAX_STRING_LENGTH} characters")
+        if index % _DEADLINE_EVERY == 0:
+            check_deadline()
+        yield item
 
 
 def _check_length(value: Any) -> None:
@@ -94,6 +145,14 @@ def _check_str_method(owner: str, method: str, args: tuple[Any, ...]) -> None:
             _refuse(f"result longer than {MAX_STRING_LENGTH} characters")
 
 
+@pass_eval_context
+def _guarded_join(eval_ctx: EvalContext, value: Iterable[Any], d: str = "", attribute: str | int | None = None) -> str:
+    if attribute is not None:
+        value = map(make_attrgetter(eval_ctx.environment, attribute), value)
+    joined: str = do_join(eval_ctx, _bounded(value, len(str(d))), d)
+    return joined
+
+
 def _guarded_range(*args: int) -> range:
     numbers = range(*args)
     if len(numbers) > MAX_RANGE:
@@ -154,6 +213,8 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         self.filters["center"] = _guarded_center
         self.filters["format"] = _guarded_format
         self.filters["indent"] = _guarded_indent
+        self.filters["join"] = _guarded_join
+        self.filters["loop_guard"] = _loop_guard
         self.filters["replace"] = _guarded_replace
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
@@ -172,10 +233,21 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         _check_length(value)
         return value
 
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        ast = super()._parse(source, name, filename)
+        for loop in ast.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, "loop_guard", [], [], None, None, lineno=loop.lineno)
+        return ast
+
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        # Every macro call passes here: exponential recursion that prints nothing still stops.
+        check_deadline()
         owner = getattr(obj, "__self__", None)
         if isinstance(owner, str):
-            _check_str_method(owner, getattr(obj, "__name__", ""), args)
+            method = getattr(obj, "__name__", "")
+            if method == "join" and args:
+                args = (_bounded(args[0], len(owner)), *args[1:])
+            _check_str_method(owner, method, args)
         return super().call(context, obj, *args, **kwargs)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:

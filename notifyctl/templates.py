@@ -38,7 +38,13 @@ from jinja2 import exceptions as jinja_errors
 
 from notifyctl.errors import TemplateError
 from notifyctl.models import CHANNELS
-from notifyctl.template_sandbox import TemplateSandbox
+from notifyctl.template_sandbox import (
+    RENDER_TIMEOUT_S,
+    RenderTimeout,
+    TemplateSandbox,
+    check_deadline,
+    render_deadline,
+)
 
 BUILTIN_VARIABLES: frozenset[str] = frozenset(
     {"user_id", "email", "phone", "locale", "timezone", "unsubscribe_url", "now", "run_id", "event_id", "template"}
@@ -196,9 +202,12 @@ def _check_json_outputs(name: str, label: str, ast: nodes.Template) -> None:
 class Template:
     """One compiled template version. Build through TemplateStore.get()."""
 
-    def __init__(self, name: str, files: Mapping[str, bytes], version: str) -> None:
+    def __init__(
+        self, name: str, files: Mapping[str, bytes], version: str, render_timeout_s: float = RENDER_TIMEOUT_S
+    ) -> None:
         self.name = name
         self.version = version
+        self.render_timeout_s = render_timeout_s
         manifest = _parse_manifest(name, files["manifest.toml"])
         self.category: str = manifest["category"]
         self.channels: list[str] = manifest["channels"]
@@ -363,7 +372,26 @@ class Template:
         try:
             # Template.render() would copy globals and context into a new dict for every part;
             # a shared context built once per message renders about twice as fast.
-            output = "".join(part.compiled.root_render_func(part.compiled.new_context(variables, shared=True)))
+            chunks: builtins.list[str] = []
+            size = 0
+            for chunk in part.compiled.root_render_func(part.compiled.new_context(variables, shared=True)):
+                # Characters never outnumber UTF-8 bytes: stop as soon as the cap is certainly passed.
+                size += len(chunk)
+                if size > PART_MAX_BYTES:
+                    raise TemplateError(
+                        f"output over {PART_MAX_BYTES // 1024} KiB", template=self.name, part=part.label
+                    )
+                chunks.append(chunk)
+                check_deadline()
+            output = "".join(chunks)
+        except TemplateError:
+            raise
+        except RenderTimeout as exc:
+            raise TemplateError(
+                f"render took longer than {self.render_timeout_s:g} s (loops or output too large)",
+                template=self.name,
+                part=part.label,
+            ) from exc
         except jinja_errors.SecurityError as exc:
             raise TemplateError(f"unsafe operation refused: {exc}", template=self.name, part=part.label) from exc
         except jinja_errors.UndefinedError as exc:
@@ -386,7 +414,8 @@ class Template:
     def render(self, channel: str, locale: str | None, context: Mapping[str, Any]) -> dict[str, Any]:
         """The rendered parts of one channel in the best matching locale."""
         parts = self._resolve(channel, locale)
-        return self._shape(channel, parts, {**self._env.globals, **context})
+        with render_deadline(self.render_timeout_s):
+            return self._shape(channel, parts, {**self._env.globals, **context})
 
     def _shape(self, channel: str, parts: dict[str, _Part], variables: dict[str, Any]) -> dict[str, Any]:
         def text(name: str) -> str | None:
@@ -454,8 +483,9 @@ def _no_constant(name: str) -> Any:
 class TemplateStore:
     """The template folders under `root`; compiled templates cached per content version."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, render_timeout_s: float = RENDER_TIMEOUT_S) -> None:
         self.root = Path(root)
+        self.render_timeout_s = render_timeout_s
         self._cache: dict[str, tuple[tuple[tuple[str, int, int, int], ...], Template]] = {}
 
     def names(self) -> builtins.list[str]:
@@ -483,7 +513,9 @@ class TemplateStore:
         files = {path: (folder / path).read_bytes() for path, *_ in stats}
         version = content_version(files)
         unchanged = cached is not None and cached[1].version == version
-        template = cached[1] if cached is not None and unchanged else Template(name, files, version)
+        template = (
+            cached[1] if cached is not None and unchanged else Template(name, files, version, self.render_timeout_s)
+        )
         self._cache[name] = (stats, template)
         return template
 

@@ -10,6 +10,7 @@ setting `allow_hosts` is the only way around that (tests, private deployments).
 from __future__ import annotations
 
 import math
+import ssl
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -117,7 +118,10 @@ class WebhookProvider:
         self.allow_hosts: tuple[str, ...] = tuple(str(host) for host in settings.get("allow_hosts", ()))
         self.timeout_s = float(settings.get("timeout_s", 10))
         self.connections = int(settings.get("connections", settings.get("concurrency", 64)))
+        # A private CA to trust instead of the system store (tests, private deployments).
+        self.ca_file: str | None = str(settings["ca_file"]) if settings.get("ca_file") else None
         self._session: aiohttp.ClientSession | None = None
+        self._tls: dict[tuple[str, str] | None, ssl.SSLContext] = {}
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.connections, resolver=CheckedResolver(self.allow_hosts))
@@ -142,12 +146,44 @@ class WebhookProvider:
         url = self._checked_url(envelope.address)
         body = _json_body(envelope)
         headers = _signed_headers(envelope, body, int(time.time()))
+        tls = self._tls_context(envelope.client_cert) if url.scheme == "https" else None
         with _mapped_errors():
-            async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+            async with session.post(
+                url, data=body, headers=headers, allow_redirects=False, ssl=tls if tls is not None else True
+            ) as response:
                 # The body is not read: the status is the answer, and an endpoint that stalls
                 # or floods its response body must not turn an accepted delivery into a failure.
                 status, response_headers = response.status, dict(response.headers)
         return response_outcome(self.name, envelope, status, response_headers)
+
+    def _tls_context(self, client_cert: str | None) -> ssl.SSLContext | None:
+        """The TLS context for an endpoint: the trusted CAs, plus its client certificate (mutual TLS).
+
+        `client_cert` is "CERT_PATH\nKEY_PATH" (PEM files). One context per pair, built once: loading
+        a certificate chain reads and parses files, too slow per message.
+        """
+        pair: tuple[str, str] | None = None
+        if client_cert:
+            cert, _, key = client_cert.partition("\n")
+            if not cert or not key:
+                raise PermanentError(
+                    "client certificate setting must name a certificate and a key file", code="client_cert"
+                )
+            pair = (cert, key)
+        elif self.ca_file is None:
+            return None
+        cached = self._tls.get(pair)
+        if cached is not None:
+            return cached
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+            if pair is not None:
+                context.load_cert_chain(pair[0], pair[1])
+        except (ssl.SSLError, OSError) as exc:
+            # The message names the files, not their contents.
+            raise PermanentError(f"cannot load TLS files: {exc}", code="client_cert") from exc
+        self._tls[pair] = context
+        return context
 
     def _checked_url(self, address: str) -> URL:
         """The endpoint URL if the HTTPS and address rules allow it, else PermanentError."""

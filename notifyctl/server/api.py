@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from notifyctl.errors import InputError, TemplateError
-from notifyctl.operations import _channels_for, _check_render
+from notifyctl.operations import channels_for, check_render
 from notifyctl.pipeline.planner import PlanItem
 from notifyctl.server.accesslog import note
 from notifyctl.server.responses import json_error, read_json, validation_details
@@ -50,14 +50,14 @@ async def notify(request: web.Request) -> web.Response:
         return json_error(404, f"unknown template '{body.template}'")
     try:
         template = ctx.templates.get(body.template)
-        channels = _channels_for(template, body.channels, ctx.settings)
+        channels = channels_for(template, body.channels, ctx.settings)
     except (TemplateError, InputError) as exc:
         return json_error(422, str(exc))
     user = directory.get_user(ctx.conn, body.user_id)
     if user is None:
         return json_error(404, f"unknown user '{body.user_id}'")
     try:
-        _check_render(ctx, template, channels, user, body.data)
+        check_render(ctx, template, channels, user, body.data)
     except TemplateError as exc:
         return json_error(422, str(exc))
     if not state.service.running:

@@ -26,7 +26,8 @@ def upsert_users(conn: sqlite3.Connection, users: Iterable[User]) -> int:
     now = iso()
     user_rows: list[tuple[Any, ...]] = []
     device_rows: list[tuple[Any, ...]] = []
-    endpoint_rows: list[tuple[Any, ...]] = []
+    given_secret_rows: list[tuple[Any, ...]] = []
+    new_secret_rows: list[tuple[Any, ...]] = []
     for user in users:
         user_rows.append(
             (
@@ -42,8 +43,10 @@ def upsert_users(conn: sqlite3.Connection, users: Iterable[User]) -> int:
             )
         )
         device_rows.extend((user.user_id, token, None, now) for token in user.push_tokens)
-        if user.webhook_url:
-            endpoint_rows.append((user.user_id, user.webhook_url, user.webhook_secret or new_webhook_secret()))
+        if user.webhook_url and user.webhook_secret:
+            given_secret_rows.append((user.user_id, user.webhook_url, user.webhook_secret))
+        elif user.webhook_url:
+            new_secret_rows.append((user.user_id, user.webhook_url, new_webhook_secret()))
     with transaction(conn):
         conn.executemany(
             """INSERT INTO users (user_id, email, phone, locale, timezone, webhook_url, attributes, created, updated)
@@ -54,15 +57,18 @@ def upsert_users(conn: sqlite3.Connection, users: Iterable[User]) -> int:
             user_rows,
         )
         conn.executemany("INSERT OR IGNORE INTO devices VALUES (?, ?, ?, ?)", device_rows)
-        # A re-import keeps an existing secret unless the file gives a new one.
+        # A re-import keeps an existing secret unless the file gives a new one. One executemany
+        # per case rather than an UPDATE per user (a million users in seconds, not minutes).
         conn.executemany(
             """INSERT INTO endpoints (user_id, url, secret) VALUES (?, ?, ?)
                ON CONFLICT(user_id) DO UPDATE SET url=excluded.url""",
-            endpoint_rows,
+            new_secret_rows,
         )
-        for user in users:
-            if user.webhook_url and user.webhook_secret:
-                conn.execute("UPDATE endpoints SET secret=? WHERE user_id=?", (user.webhook_secret, user.user_id))
+        conn.executemany(
+            """INSERT INTO endpoints (user_id, url, secret) VALUES (?, ?, ?)
+               ON CONFLICT(user_id) DO UPDATE SET url=excluded.url, secret=excluded.secret""",
+            given_secret_rows,
+        )
     return len(user_rows)
 
 
