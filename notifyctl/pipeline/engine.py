@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from notifyctl.errors import TemplateError
 from notifyctl.models import Envelope, User
-from notifyctl.pipeline.envelope import EnvelopeBuilder, signing_secrets
+from notifyctl.pipeline.envelope import EnvelopeBuilder, endpoint_secrets
 from notifyctl.pipeline.idempotency import IdempotencyStore
 from notifyctl.pipeline.ledger import Ledger
 from notifyctl.pipeline.limiter import Limiter, TokenBucket
@@ -77,7 +77,8 @@ class Lane:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     outstanding: int = 0
     feeding_done: bool = False
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    workers: int = 0
+    finished: bool = False
 
 
 @dataclass
@@ -230,10 +231,12 @@ class Engine:
 
     def stop(self) -> None:
         """Stop cleanly: no new sends; requests in flight finish and are recorded."""
+        if self.stopping.is_set():
+            return
         self.stopping.set()
         for lane in self.lanes.values():
             lane.wake.set()
-            lane.idle.set()
+            lane.queue.stop(lane.workers, now=True)
 
     def _final_state(self, run_id: str) -> str:
         if self.stopping.is_set():
@@ -280,7 +283,9 @@ class Engine:
             page = runs.pending_page(self.conn, run_id, lane.channel, after_id, FEED_PAGE)
             if page:
                 after_id = page[-1]["id"]
-                users = directory.get_users(self.conn, [r["user_id"] for r in page if r["user_id"]])
+                user_ids = [r["user_id"] for r in page if r["user_id"]]
+                users = directory.get_users(self.conn, user_ids)
+                secrets = endpoint_secrets(self.conn, user_ids, self.clock()) if lane.channel == "webhook" else {}
                 now = time.time()
                 for row in page:
                     if self.stopping.is_set():
@@ -290,6 +295,7 @@ class Engine:
                         "user": users.get(row["user_id"]) if row["user_id"] else None,
                         "attempts": row["attempts"],
                         "priority": self._priority(row["category"]),
+                        "secrets": secrets.get(row["user_id"], []),
                     }
                     lane.outstanding += 1
                     due = row["next_attempt_at"]
@@ -305,11 +311,9 @@ class Engine:
         await self._maybe_finish(lane)
 
     async def _maybe_finish(self, lane: Lane) -> None:
-        if (lane.feeding_done and lane.outstanding == 0) or self.stopping.is_set():
-            for _ in range(self._lane_workers(lane.router.provider_names)):
-                with contextlib.suppress(asyncio.QueueFull):
-                    lane.queue.put_nowait(None)
-            lane.idle.set()
+        if lane.feeding_done and lane.outstanding == 0 and not lane.finished:
+            lane.finished = True
+            lane.queue.stop(lane.workers, now=False)
 
     def _priority(self, category: str) -> int:
         return PRIORITY[self.settings.category(category).priority]
@@ -327,28 +331,11 @@ class Engine:
     def _lane_work(self, lane: Lane) -> list[Coroutine[Any, Any, None]]:
         """The consumers of a lane's queue: here, in-process senders. The scale-out coordinator
         overrides this to publish prepared envelopes to Redis and collect the workers' outcomes."""
-        return [self._work(lane) for _ in range(self._lane_workers(lane.router.provider_names))]
-
-    async def _next(self, lane: Lane) -> dict[str, Any] | None:
-        """The lane's next item, or None when the lane is finished or stopping."""
-        if self.stopping.is_set():
-            return None
-        get = asyncio.ensure_future(lane.queue.get())
-        idle = asyncio.ensure_future(lane.idle.wait())
-        done, _ = await asyncio.wait({get, idle}, return_when=asyncio.FIRST_COMPLETED)
-        idle.cancel()
-        if get in done:
-            return get.result()
-        get.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await get
-        leftover = None if get.cancelled() or get.exception() is not None else get.result()
-        if leftover is not None:
-            lane.queue.put_nowait(leftover, leftover["priority"])
-        return None
+        lane.workers = self._lane_workers(lane.router.provider_names)
+        return [self._work(lane) for _ in range(lane.workers)]
 
     async def _work(self, lane: Lane) -> None:
-        while (item := await self._next(lane)) is not None:
+        while (item := await lane.queue.get()) is not None:
             envelope = await self._prepare(lane, item)
             if envelope is None:
                 await self._finished(lane)
@@ -401,15 +388,14 @@ class Engine:
         if decision.action != "send":
             state = "skipped" if decision.action == "skip" else "deferred"
             until = iso(decision.until) if decision.until else None
-            await self.ledger.submit(lambda c: runs.mark_decided(c, delivery_id, state, decision.reason, until))
+            self.ledger.post(lambda c: runs.mark_decided(c, delivery_id, state, decision.reason, until))
             self.progress.outcome(lane.channel, state)
             return None
         try:
-            secrets = signing_secrets(self.conn, row["user_id"], now) if row["channel"] == "webhook" else []
-            return self.builder.build(row, user, secrets)
+            return self.builder.build(row, user, item["secrets"])
         except TemplateError as exc:
             message = str(exc)
-            await self.ledger.submit(
+            self.ledger.post(
                 lambda c: runs.mark_dead(
                     c,
                     delivery_id,

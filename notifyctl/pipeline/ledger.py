@@ -33,6 +33,7 @@ class Ledger:
         self._conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.failures: list[BaseException] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -47,6 +48,21 @@ class Ledger:
         self._pending.append((op, future))
         self._wake.set()
         return await future
+
+    def post(self, op: Callable[[sqlite3.Connection], Any]) -> None:
+        """Run `op(conn)` in the next batch without waiting for the commit (outcomes: a crash before
+        the commit leaves the row in flight, which resume treats as in doubt). Failures are kept in
+        `self.failures`."""
+        if self._closing:
+            raise RuntimeError("ledger is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(self._keep_failure)
+        self._pending.append((op, future))
+        self._wake.set()
+
+    def _keep_failure(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self.failures.append(future.exception())  # type: ignore[arg-type]
 
     async def stop(self) -> None:
         """Commit what was submitted, then close."""

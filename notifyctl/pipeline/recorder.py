@@ -27,6 +27,9 @@ def apply_side_effects(conn: sqlite3.Connection, envelope: Envelope, error: Perm
 
 
 class LedgerRecorder:
+    """Intents are awaited (committed before the provider call); outcomes are queued for the next
+    batch commit without waiting, in order behind the intent."""
+
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
@@ -36,7 +39,7 @@ class LedgerRecorder:
     async def sent(
         self, envelope: Envelope, attempt: int, provider: str, result: SendResult, latency_ms: float
     ) -> None:
-        await self.ledger.submit(
+        self.ledger.post(
             lambda c: runs.mark_sent(c, envelope.delivery_id, attempt, provider, result.provider_message_id, latency_ms)
         )
 
@@ -45,7 +48,7 @@ class LedgerRecorder:
     ) -> None:
         code, error_class, message = _fields(error)
         outcome = "rate_limited" if isinstance(error, RateLimited) else "transient"
-        await self.ledger.submit(
+        self.ledger.post(
             lambda c: runs.mark_retry(
                 c, envelope.delivery_id, attempt, outcome, latency_ms, code, error_class, message, due
             )
@@ -75,4 +78,4 @@ class LedgerRecorder:
             if isinstance(error, PermanentError):
                 apply_side_effects(conn, envelope, error)
 
-        await self.ledger.submit(write)
+        self.ledger.post(write)
