@@ -63,12 +63,15 @@ app.add_typer(dlq_app, name="dlq")
 
 
 def _register_more() -> None:
+    from notifyctl.cli_admin import register as register_admin
     from notifyctl.cli_server import register as register_server
 
     register_server(app)
+    register_admin(app)
 
 
 _config_path: Path | None = None
+_log: tuple[str, Path | None] = ("info", None)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
@@ -79,10 +82,16 @@ def _main(
         Path | None, typer.Option("--config", "-c", help="Path to notifyctl.toml.", envvar="NOTIFYCTL_CONFIG")
     ] = None,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    log_file: Annotated[
+        Path | None,
+        typer.Option("--log-file", help="Write structured JSON logs here (PII masked).", envvar="NOTIFYCTL_LOG"),
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
 ) -> None:
     """notifyctl: multi-channel notifications."""
-    global _config_path
+    global _config_path, _log
     _config_path = config
+    _log = (log_level, log_file)
     if version:
         from notifyctl import __version__
 
@@ -96,7 +105,14 @@ def _main(
 def settings() -> Settings:
     from notifyctl.settings import load_settings
 
-    return load_settings(_config_path)
+    loaded = load_settings(_config_path)
+    level, path = _log
+    if path is not None:
+        from notifyctl.logs import configure_logging
+        from notifyctl.redact import configured_secrets
+
+        configure_logging(level, path, configured_secrets(loaded))
+    return loaded
 
 
 @contextmanager
@@ -973,7 +989,22 @@ _register_more()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as exc:  # a bug: keep a scrubbed crash report, never a secret on screen
+        from notifyctl.logs import write_crash_report
+        from notifyctl.redact import redact_secrets
+
+        secrets: list[str] = []
+        try:
+            from notifyctl.redact import configured_secrets
+
+            secrets = configured_secrets(settings())
+        except Exception:  # the configuration itself may be what is broken
+            pass
+        report = write_crash_report(exc, Path.cwd(), secrets)
+        sys.stderr.write(f"notifyctl crashed: {redact_secrets(str(exc), secrets)}\nA report is in {report}\n")
+        raise SystemExit(70) from None
 
 
 if __name__ == "__main__":

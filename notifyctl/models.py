@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class Channel(str, enum.Enum):
+class Channel(enum.StrEnum):
     email = "email"
     sms = "sms"
     push = "push"
@@ -20,7 +20,7 @@ class Channel(str, enum.Enum):
 CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
 
 
-class DeliveryState(str, enum.Enum):
+class DeliveryState(enum.StrEnum):
     """Outbox states. `pending → inflight → sent`, or one of the others."""
 
     pending = "pending"
@@ -35,7 +35,7 @@ class DeliveryState(str, enum.Enum):
 TERMINAL_STATES = frozenset({"sent", "skipped", "dead"})
 
 
-class RunState(str, enum.Enum):
+class RunState(enum.StrEnum):
     scheduled = "scheduled"
     running = "running"
     interrupted = "interrupted"

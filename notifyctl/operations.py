@@ -40,7 +40,8 @@ class Context:
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock = utc_clock) -> Context:
-        return cls(settings, connect(settings.database_path), TemplateStore(settings.templates_path), clock)
+        templates = TemplateStore(settings.templates_path, render_timeout_s=settings.render_timeout_s)
+        return cls(settings, connect(settings.database_path), templates, clock)
 
     def engine(self, progress: Progress | None = None) -> Engine:
         return Engine(self.settings, self.conn, self.templates, clock=self.clock, progress=progress)

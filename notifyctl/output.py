@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from notifyctl import redact
 from notifyctl.errors import RowError
 
 console = Console()
@@ -137,15 +138,4 @@ def summary_table(title: str, counts: dict[str, dict[str, int]]) -> None:
     table(title, ["channel", *OUTCOME_COLUMNS], rows)
 
 
-def mask_address(address: str | None) -> str:
-    """a***@example.com, +1******2671: enough to recognise, not enough to contact."""
-    if not address:
-        return ""
-    if "@" in address:
-        local, _, domain = address.partition("@")
-        return f"{local[:1]}***@{domain}"
-    if address.startswith("+") and len(address) > 6:
-        return address[:2] + "*" * (len(address) - 6) + address[-4:]
-    if len(address) > 12:
-        return address[:8] + "…"
-    return address
+mask_address = redact.mask_address

@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from phonenumbers.timezone import time_zones_for_number
 
+from notifyctl.erasure import erasure_key, hashed_suppressed
 from notifyctl.errors import ConfigError
 from notifyctl.models import Decision
 from notifyctl.settings import CategoryRule, Settings
@@ -248,6 +249,7 @@ class Policy:
     def __init__(self, settings: Settings, conn: sqlite3.Connection, clock: Clock | None = None) -> None:
         self._settings = settings
         self._conn = conn
+        self._erasure_key = erasure_key(settings)
         self._clock = clock or _utc_now
         quiet = settings.quiet_hours
         if _zoneinfo(quiet.default_timezone) is None:
@@ -278,6 +280,9 @@ class Policy:
         address is the phone number when `phone` is not given.
         """
         suppressed = directory.is_suppressed(self._conn, channel, address)
+        if suppressed is None:
+            # Erased users stay suppressed, as keyed hashes of their addresses.
+            suppressed = hashed_suppressed(self._conn, channel, address, self._erasure_key)
         if suppressed is not None:
             return Decision.skip(f"suppressed:{suppressed}")
         rule = self._rule(category)

@@ -417,12 +417,13 @@ def test_opt_out_takes_effect_on_the_next_decision(policy: Policy, conn: sqlite3
 @pytest.mark.parametrize(
     ("category", "user_id", "statements"),
     [
-        pytest.param("marketing", "u1", 2, id="user-suppression-and-preference"),
-        pytest.param("marketing", None, 1, id="inline-contact-suppression-only"),
-        pytest.param("security", "u1", 1, id="critical-suppression-only"),
+        # suppression, hashed suppression (erased users), preference
+        pytest.param("marketing", "u1", 3, id="user-suppression-and-preference"),
+        pytest.param("marketing", None, 2, id="inline-contact-suppression-only"),
+        pytest.param("security", "u1", 2, id="critical-suppression-only"),
     ],
 )
-def test_decide_does_at_most_two_point_lookups(
+def test_decide_does_only_point_lookups(
     policy: Policy, conn: sqlite3.Connection, category: str, user_id: str | None, statements: int
 ) -> None:
     set_preference(conn, "u1", "sms", "marketing", True)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from notifyctl.errors import TemplateError
 from notifyctl.models import Envelope, User
-from notifyctl.pipeline.envelope import EnvelopeBuilder, endpoint_secrets
+from notifyctl.pipeline.envelope import EnvelopeBuilder, endpoint_credentials
 from notifyctl.pipeline.idempotency import IdempotencyStore
 from notifyctl.pipeline.ledger import Ledger
 from notifyctl.pipeline.limiter import Limiter, TokenBucket
@@ -189,7 +189,7 @@ class Engine:
                 self.breakers,
                 {n: self.settings.providers[n].concurrency for n in self.limiters},
                 self.settings.retry,
-                LedgerRecorder(self.ledger),
+                LedgerRecorder(self.ledger, self.settings.webhook_disable_after_hours * 3600),
                 self.stopping.is_set,
             )
             for channel in channels:
@@ -285,7 +285,7 @@ class Engine:
                 after_id = page[-1]["id"]
                 user_ids = [r["user_id"] for r in page if r["user_id"]]
                 users = directory.get_users(self.conn, user_ids)
-                secrets = endpoint_secrets(self.conn, user_ids, self.clock()) if lane.channel == "webhook" else {}
+                endpoints = endpoint_credentials(self.conn, user_ids, self.clock()) if lane.channel == "webhook" else {}
                 now = time.time()
                 for row in page:
                     if self.stopping.is_set():
@@ -295,7 +295,7 @@ class Engine:
                         "user": users.get(row["user_id"]) if row["user_id"] else None,
                         "attempts": row["attempts"],
                         "priority": self._priority(row["category"]),
-                        "secrets": secrets.get(row["user_id"], []),
+                        "endpoint": endpoints.get(row["user_id"], ([], None)),
                     }
                     lane.outstanding += 1
                     due = row["next_attempt_at"]
@@ -392,7 +392,8 @@ class Engine:
             self.progress.outcome(lane.channel, state)
             return None
         try:
-            return self.builder.build(row, user, item["secrets"])
+            secrets, client_cert = item["endpoint"]
+            return self.builder.build(row, user, secrets, client_cert)
         except TemplateError as exc:
             message = str(exc)
             self.ledger.post(

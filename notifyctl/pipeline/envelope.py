@@ -23,19 +23,28 @@ def signing_secrets(conn: sqlite3.Connection, user_id: str | None, now: datetime
 
 def endpoint_secrets(conn: sqlite3.Connection, user_ids: list[str], now: datetime) -> dict[str, list[str]]:
     """signing_secrets for many users in one query (the feeder reads a page at a time)."""
-    found: dict[str, list[str]] = {}
+    return {user_id: credentials[0] for user_id, credentials in endpoint_credentials(conn, user_ids, now).items()}
+
+
+def endpoint_credentials(
+    conn: sqlite3.Connection, user_ids: list[str], now: datetime
+) -> dict[str, tuple[list[str], str | None]]:
+    """{user_id: (signing secrets, "cert\\nkey" for mutual TLS or None)} in one query per 500 users."""
+    found: dict[str, tuple[list[str], str | None]] = {}
     for start in range(0, len(user_ids), 500):
         chunk = user_ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
         for row in conn.execute(
-            f"SELECT user_id, secret, previous_secret, previous_secret_until FROM endpoints WHERE user_id IN ({marks})",
+            "SELECT user_id, secret, previous_secret, previous_secret_until, client_cert, client_key FROM endpoints "
+            f"WHERE user_id IN ({marks})",
             chunk,
         ):
             secrets = [row["secret"]]
             until = row["previous_secret_until"]
             if row["previous_secret"] and until and parse_iso(until) > now:
                 secrets.append(row["previous_secret"])
-            found[row["user_id"]] = secrets
+            cert = f"{row['client_cert']}\n{row['client_key']}" if row["client_cert"] and row["client_key"] else None
+            found[row["user_id"]] = (secrets, cert)
     return found
 
 
@@ -102,7 +111,9 @@ class EnvelopeBuilder:
         )
         return context
 
-    def build(self, row: sqlite3.Row, user: User | None, secrets: list[str]) -> Envelope:
+    def build(
+        self, row: sqlite3.Row, user: User | None, secrets: list[str], client_cert: str | None = None
+    ) -> Envelope:
         template = self.template(row["template"], row["template_version"])
         if template.version != row["template_version"] and not self.allow_template_change:
             raise TemplateError(
@@ -130,4 +141,5 @@ class EnvelopeBuilder:
             parts=parts,
             headers=headers,
             signing_secrets=secrets,
+            client_cert=client_cert,
         )

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 
+from notifyctl import endpoints
+from notifyctl.addresses import AddressError
 from notifyctl.errors import PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult
 from notifyctl.pipeline.ledger import Ledger
 from notifyctl.store import directory, runs
+from notifyctl.store.db import iso
 
 
 def _fields(error: ProviderError) -> tuple[str | None, str, str]:
@@ -19,7 +23,14 @@ def apply_side_effects(conn: sqlite3.Connection, envelope: Envelope, error: Perm
     code = error.code
     if error.suppress and envelope.address:
         reason = "stop" if envelope.channel == "sms" else "bounce"
-        directory.add_suppression(conn, envelope.channel, envelope.address, reason, source=f"provider:{code}")
+        try:
+            directory.add_suppression(conn, envelope.channel, envelope.address, reason, source=f"provider:{code}")
+        except AddressError:
+            # An address the directory would not accept today: keep it exactly as the provider saw it.
+            conn.execute(
+                "INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?, ?)",
+                (envelope.channel, envelope.address, reason, f"provider:{code}", iso()),
+            )
     if error.remove_device and envelope.address:
         directory.remove_device(conn, envelope.user_id, envelope.address, reason=f"provider:{code}")
     if error.disable_endpoint and envelope.user_id:
@@ -30,8 +41,18 @@ class LedgerRecorder:
     """Intents are awaited (committed before the provider call); outcomes are queued for the next
     batch commit without waiting, in order behind the intent."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, webhook_disable_after_s: float = 72 * 3600) -> None:
         self.ledger = ledger
+        self.webhook_disable_after_s = webhook_disable_after_s
+
+    def _endpoint_health(self, conn: sqlite3.Connection, envelope: Envelope, ok: bool) -> None:
+        """A webhook endpoint that keeps failing for the configured period is disabled (and audited)."""
+        if envelope.channel != "webhook" or not envelope.user_id:
+            return
+        if ok:
+            endpoints.record_success(conn, envelope.user_id)
+        else:
+            endpoints.record_failure(conn, envelope.user_id, datetime.now(UTC), self.webhook_disable_after_s)
 
     async def intent(self, envelope: Envelope, attempt: int, provider: str) -> None:
         await self.ledger.submit(lambda c: runs.mark_inflight(c, envelope.delivery_id, attempt, provider))
@@ -39,20 +60,23 @@ class LedgerRecorder:
     async def sent(
         self, envelope: Envelope, attempt: int, provider: str, result: SendResult, latency_ms: float
     ) -> None:
-        self.ledger.post(
-            lambda c: runs.mark_sent(c, envelope.delivery_id, attempt, provider, result.provider_message_id, latency_ms)
-        )
+        def write(conn: sqlite3.Connection) -> None:
+            runs.mark_sent(conn, envelope.delivery_id, attempt, provider, result.provider_message_id, latency_ms)
+            self._endpoint_health(conn, envelope, ok=True)
+
+        self.ledger.post(write)
 
     async def retry(
         self, envelope: Envelope, attempt: int, provider: str, error: TransientError, latency_ms: float, due: float
     ) -> None:
         code, error_class, message = _fields(error)
         outcome = "rate_limited" if isinstance(error, RateLimited) else "transient"
-        self.ledger.post(
-            lambda c: runs.mark_retry(
-                c, envelope.delivery_id, attempt, outcome, latency_ms, code, error_class, message, due
-            )
-        )
+
+        def write(conn: sqlite3.Connection) -> None:
+            runs.mark_retry(conn, envelope.delivery_id, attempt, outcome, latency_ms, code, error_class, message, due)
+            self._endpoint_health(conn, envelope, ok=False)
+
+        self.ledger.post(write)
 
     async def dead(
         self, envelope: Envelope, attempt: int, provider: str, error: ProviderError, latency_ms: float, gave_up: bool
@@ -77,5 +101,7 @@ class LedgerRecorder:
             )
             if isinstance(error, PermanentError):
                 apply_side_effects(conn, envelope, error)
+            else:
+                self._endpoint_health(conn, envelope, ok=False)
 
         self.ledger.post(write)

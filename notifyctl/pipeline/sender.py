@@ -104,6 +104,12 @@ class Sender:
                 except Exception as exc:
                     results = [classify(exc) for _ in envelopes]
         latency_ms = (time.perf_counter() - started) * 1000
+        # The breaker hears once per provider call: one failed batch request is one failure.
+        breaker = self.breakers[provider_name]
+        if all(isinstance(r, TransientError) for r in results):
+            breaker.failure()
+        else:
+            breaker.success()
         return [
             await self._settle(envelope, attempt, provider_name, result, latency_ms)
             for envelope, attempt, result in zip(envelopes, attempts, results, strict=True)
@@ -117,17 +123,13 @@ class Sender:
         result: SendResult | ProviderError,
         latency_ms: float,
     ) -> Outcome:
-        breaker = self.breakers[provider_name]
         if isinstance(result, SendResult):
-            breaker.success()
             await self.recorder.sent(envelope, attempt, provider_name, result, latency_ms)
             return Outcome("sent")
         if isinstance(result, PermanentError):
-            breaker.success()  # the provider answered; the recipient or content was the problem
             await self.recorder.dead(envelope, attempt, provider_name, result, latency_ms, gave_up=False)
             return Outcome("dead")
         assert isinstance(result, TransientError)
-        breaker.failure()
         if isinstance(result, RateLimited):
             self.limiters[provider_name].slow_down(result.retry_after_s, self.retry.rate_limit_slowdown_s)
         if not should_retry(attempt, self.retry):

@@ -24,7 +24,7 @@ from aiosmtplib import (
     SMTPResponseException,
 )
 
-from notifyctl.errors import ConfigError, PermanentError, ProviderError, TransientError
+from notifyctl.errors import ConfigError, PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.mime import build_message, domain_of
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Capabilities, ProviderContext
@@ -37,9 +37,15 @@ SERVICE_CLOSING = 421  # the server is about to drop this connection
 _BAD_MAILBOX = re.compile(r"5\.1\.(1|10)\b")
 
 
+_THROTTLED = re.compile(r"^\s*4\.7\.\d{1,3}\b")
+
+
 def _response_error(code: int, message: str, stage: str) -> ProviderError:
     detail = f"SMTP {stage} refused: {code} {message}".strip()
     if 400 <= code < 500:
+        # RFC 3463 4.7.x is the server's policy saying "slow down": throttle, not just retry.
+        if _THROTTLED.match(message):
+            return RateLimited(detail, code=str(code))
         return TransientError(detail, code=str(code))
     if 500 <= code < 600:
         suppress = stage == "recipient" and bool(_BAD_MAILBOX.match(message))

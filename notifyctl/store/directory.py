@@ -185,7 +185,8 @@ def preferences(conn: sqlite3.Connection, user_id: str) -> list[dict[str, Any]]:
     return [
         dict(r)
         for r in conn.execute(
-            "SELECT channel, category, enabled, source, updated FROM preferences WHERE user_id=? ORDER BY channel, category",
+            "SELECT channel, category, enabled, source, updated FROM preferences WHERE user_id=? "
+            "ORDER BY channel, category",
             (user_id,),
         )
     ]

@@ -256,7 +256,8 @@ def mark_dead(
 ) -> None:
     now = iso()
     row = conn.execute(
-        "UPDATE deliveries SET state='dead', error_class=?, error_message=?, updated=? WHERE id=? RETURNING run_id, channel",
+        "UPDATE deliveries SET state='dead', error_class=?, error_message=?, updated=? WHERE id=? "
+        "RETURNING run_id, channel",
         (error_class, message, now, delivery_id),
     ).fetchone()
     if attempt is not None:
@@ -305,7 +306,8 @@ def recover_inflight(conn: sqlite3.Connection, run_id: str, resend_channels: set
                 requeued += 1
             else:
                 conn.execute(
-                    "UPDATE deliveries SET state='in_doubt', in_doubt=1, reason='crash_during_send', updated=? WHERE id=?",
+                    "UPDATE deliveries SET state='in_doubt', in_doubt=1, reason='crash_during_send', updated=? "
+                    "WHERE id=?",
                     (now, row["id"]),
                 )
                 held += 1
