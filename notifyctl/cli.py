@@ -64,16 +64,25 @@ app.add_typer(dlq_app, name="dlq")
 
 def _register_more() -> None:
     from notifyctl.cli_admin import register as register_admin
+    from notifyctl.cli_cluster import register as register_cluster
     from notifyctl.cli_server import register as register_server
 
     register_server(app)
     register_admin(app)
+    register_cluster(app)
 
 
 _config_path: Path | None = None
 _log: tuple[str, Path | None] = ("info", None)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+# No NOTIFYCTL_* envvar here: settings would read it as a configuration key.
+RedisOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--redis", help="Run on the cluster: publish to Redis Streams for `notifyctl worker` (redis://HOST:6379/0)."
+    ),
+]
 
 
 @app.callback()
@@ -399,6 +408,7 @@ def suppress_add(
     channel: str,
     address: str,
     reason: Annotated[str, typer.Option(help="manual, unsubscribe, bounce, complaint or stop.")] = "manual",
+    redis: RedisOpt = None,
 ) -> None:
     """Never contact an address on a channel again (addresses are normalised first).
 
@@ -413,12 +423,16 @@ def suppress_add(
             normalized = directory.add_suppression(ctx.conn, channel, address, reason)
         except (AddressError, ValueError) as exc:
             raise InputError(str(exc)) from exc
+    if redis:
+        from notifyctl.cli_cluster import mirror_suppression
+
+        mirror_suppression(redis, channel, normalized, reason)  # every worker stops before its next send
     output.console.print(f"suppressed {channel} {output.mask_address(normalized)} ({reason})")
 
 
 @suppress_app.command("remove")
 @guarded
-def suppress_remove(channel: str, address: str) -> None:
+def suppress_remove(channel: str, address: str, redis: RedisOpt = None) -> None:
     """Lift a suppression.
 
     Example: notifyctl suppress remove email a@example.com
@@ -435,6 +449,10 @@ def suppress_remove(channel: str, address: str) -> None:
     if not removed:
         output.error("no such suppression")
         raise typer.Exit(1)
+    if redis:
+        from notifyctl.cli_cluster import mirror_suppression
+
+        mirror_suppression(redis, channel, address, None)
     output.console.print("removed")
 
 
@@ -573,6 +591,7 @@ def send(
     ] = None,
     skip_invalid: Annotated[bool, typer.Option(help="With --events: send the valid events, report the rest.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Decide everything, send and record nothing.")] = False,
+    redis: RedisOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Send one notification (or a stream of events) and wait for the outcome.
@@ -580,11 +599,12 @@ def send(
     Example: notifyctl send -t order_shipped -u u-1001 --channel email --data '{"order_id": "A-1"}'
     """
     from notifyctl import operations
+    from notifyctl.cli_cluster import open_context
     from notifyctl.operations import DryRun
     from notifyctl.output import ChannelProgress
 
     machine = machine_output(json_out)
-    with context() as ctx, ChannelProgress(enabled=not machine) as progress:
+    with open_context(redis) as ctx, ChannelProgress(enabled=not machine) as progress:
         if events is not None:
             if template or user:
                 raise InputError("--events cannot be combined with --template/--user")
@@ -630,6 +650,7 @@ def broadcast(
     audience: Annotated[Path | None, typer.Option(help="Audience file (overrides the campaign's).")] = None,
     skip_invalid: Annotated[bool, typer.Option(help="Send to the valid rows, report the invalid ones.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Decide everything, send and record nothing.")] = False,
+    redis: RedisOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Send a campaign to an audience file, with a progress bar per channel.
@@ -643,8 +664,10 @@ def broadcast(
 
     machine = machine_output(json_out)
     engines: list[Engine] = []
+    from notifyctl.cli_cluster import open_context
+
     loaded = load_campaign(campaign)
-    with context() as ctx, ChannelProgress(enabled=not machine) as progress:
+    with open_context(redis) as ctx, ChannelProgress(enabled=not machine) as progress:
         result = run_async(
             operations.broadcast(
                 ctx,
@@ -683,6 +706,7 @@ def resume(
         ),
     ] = False,
     allow_template_change: Annotated[bool, typer.Option(help="Render the rest with the changed template.")] = False,
+    redis: RedisOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Continue an interrupted run from where it stopped, without re-sending anything recorded.
@@ -699,7 +723,9 @@ def resume(
     engines: list[Engine] = []
     worst = 0
     payloads: list[dict[str, Any]] = []
-    with context() as ctx:
+    from notifyctl.cli_cluster import open_context
+
+    with open_context(redis) as ctx:
         targets = operations.due_runs(ctx) if due else [run_id or ""]
         for target in targets:
             with ChannelProgress(enabled=not machine) as progress:

@@ -42,6 +42,9 @@ def _configure_logging() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8080,
+    redis: Annotated[
+        str | None, typer.Option("--redis", help="Deliver through the cluster's workers (redis://HOST:6379/0).")
+    ] = None,
 ) -> None:
     """Run the HTTP server: notification API, inbox, Twilio and SES webhooks, one-click unsubscribe,
     /healthz and /metrics. SIGTERM stops it gracefully; accepted work stays in the outbox and is
@@ -50,7 +53,8 @@ def serve(
     Example: notifyctl serve --host 0.0.0.0 --port 8080
     """
     from notifyctl import output
-    from notifyctl.cli import context, run_async
+    from notifyctl.cli import run_async
+    from notifyctl.cli_cluster import open_context
     from notifyctl.server.app import serve as serve_app
 
     _configure_logging()
@@ -60,7 +64,7 @@ def serve(
             f"notifyctl serve: listening on {url} (public URL {ctx.settings.public_url})", highlight=False, markup=False
         )
 
-    with context() as ctx:
+    with open_context(redis) as ctx:
         run_async(serve_app(ctx, host, port, on_ready=ready))
 
 

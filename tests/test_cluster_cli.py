@@ -1,0 +1,57 @@
+"""The scale-out as an operator runs it: `notifyctl worker`, `broadcast --redis`, `suppress add --redis`,
+`cluster status`, all through the `notifyctl` command."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import orjson
+
+from tests.redis_server import RedisServer, redis_server  # noqa: F401
+from tests.test_cluster_run import cluster_workspace, deliveries
+from tests.webhook_sink import WebhookSink
+
+
+def test_broadcast_on_the_cluster_through_the_cli(
+    tmp_path: Path,
+    webhook_sink: WebhookSink,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    n = 60
+    ws = cluster_workspace(tmp_path, webhook_sink, n, rate=30.0, burst=3)
+    url = redis_server.url
+    workers = [ws.popen("worker", "--redis", url, "--concurrency", "4") for _ in range(2)]
+    try:
+        coordinator = ws.popen("broadcast", "c.toml", "--redis", url, "--json")
+        deadline = time.monotonic() + 30
+        while len(webhook_sink.requests) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # A STOP for the last ten users while the run goes on: no worker sends to them afterwards.
+        stopped = {f"u{i}" for i in range(n - 9, n + 1)}
+        for user in sorted(stopped):
+            added = ws.run(
+                "suppress", "add", "webhook", webhook_sink.url(f"/{user}"), "--reason", "stop", "--redis", url
+            )
+            assert added.returncode == 0, added.stderr
+        stopped_at = time.time()
+        status = ws.run("cluster", "status", "--redis", url, "--json")
+        assert status.returncode == 0, status.stderr
+        assert len(orjson.loads(status.stdout)["workers"]) == 2
+        out, err = coordinator.communicate(timeout=60)
+        assert coordinator.returncode == 0, err.decode()
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.communicate(timeout=20)
+    summary = orjson.loads(out)
+    assert summary["state"] == "completed"
+    rows = deliveries(ws)
+    reached = {r.path.lstrip("/") for r in webhook_sink.requests}
+    late = [r for r in webhook_sink.requests if r.path.lstrip("/") in stopped and r.received_at > stopped_at + 0.5]
+    assert late == []
+    assert {u for u, row in rows.items() if row["state"] == "sent"} == reached
+    assert all(row["state"] in ("sent", "skipped") for row in rows.values())
+    assert all(r.verified for r in webhook_sink.requests)
