@@ -340,8 +340,8 @@ class Engine:
             if envelope is None:
                 await self._finished(lane)
                 continue
-            provider_name = lane.router.pick()
             batch = [(item, envelope)]
+            provider_name = lane.router.pick()
             batch_size = self.providers[provider_name].capabilities.batch_size
             # A provider with a batch API (FCM, Postmark) takes what is already queued in one call.
             while len(batch) < batch_size and (more := lane.queue.get_nowait()) is not None:
@@ -351,7 +351,12 @@ class Engine:
                 else:
                     batch.append((more, extra))
             attempts = [queued["attempts"] + 1 for queued, _ in batch]
-            outcomes = await self.sender.transmit_batch([e for _, e in batch], provider_name, attempts)
+            envelopes = [e for _, e in batch]
+            reroutable = len(lane.router.provider_names) > 1
+            outcomes = await self.sender.transmit_batch(envelopes, provider_name, attempts, reroutable=reroutable)
+            if outcomes[0].state == "reroute":  # its breaker opened while they waited: the router knows better
+                provider_name = lane.router.pick()
+                outcomes = await self.sender.transmit_batch(envelopes, provider_name, attempts)
             for (queued, _), attempt, outcome in zip(batch, attempts, outcomes, strict=True):
                 if outcome.state == "stopped":
                     continue  # not attempted, or attempted and left pending: resume picks it up

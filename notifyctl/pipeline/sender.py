@@ -44,7 +44,7 @@ class Recorder(Protocol):
 class Outcome:
     """What became of one transmission: sent, dead, retry after `delay_s`, or not attempted (stopping)."""
 
-    state: str  # "sent" | "dead" | "retry" | "stopped"
+    state: str  # "sent" | "dead" | "retry" | "stopped" (not attempted, stays pending) | "reroute" (not attempted)
     delay_s: float = 0.0
 
 
@@ -79,13 +79,18 @@ class Sender:
         """One attempt of one delivery through `provider_name` (attempt counts from 1)."""
         return (await self.transmit_batch([envelope], provider_name, [attempt]))[0]
 
-    async def transmit_batch(self, envelopes: list[Envelope], provider_name: str, attempts: list[int]) -> list[Outcome]:
+    async def transmit_batch(
+        self, envelopes: list[Envelope], provider_name: str, attempts: list[int], *, reroutable: bool = False
+    ) -> list[Outcome]:
         """Several deliveries in one provider call where the provider has a batch API."""
         limiter = self.limiters[provider_name]
         for _ in envelopes:
             await limiter.acquire()
         if self.stopping():
             return [Outcome("stopped") for _ in envelopes]  # still pending in the outbox
+        if reroutable and self.breakers[provider_name].state == "open":
+            # The breaker opened while these waited for tokens: not attempted, route them again.
+            return [Outcome("reroute") for _ in envelopes]
         for envelope, attempt in zip(envelopes, attempts, strict=True):
             await self.recorder.intent(envelope, attempt, provider_name)
         provider = self.providers[provider_name]
