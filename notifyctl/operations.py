@@ -439,7 +439,7 @@ def _resend_channels(settings: Settings) -> set[str]:
         return set(settings.channels)
     safe = set()
     for channel, route in settings.channels.items():
-        names = [*route.providers, *([route.secondary] if route.secondary else [])]
+        names = route.names
         if all(provider_class(settings.providers[n].type).capabilities.idempotent for n in names):
             safe.add(channel)
     return safe

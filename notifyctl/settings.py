@@ -57,6 +57,11 @@ class ChannelRoute(_Strict):
     secondary: str | None = None
     queue_size: int = Field(default=1000, ge=1)
 
+    @property
+    def names(self) -> list[str]:
+        """Every provider account of the route: the pool, then the secondary."""
+        return [*self.providers, *([self.secondary] if self.secondary else [])]
+
     @model_validator(mode="after")
     def _weights_match(self) -> ChannelRoute:
         if not self.providers:
@@ -151,7 +156,7 @@ class Settings(_Strict):
         for channel, route in self.channels.items():
             if channel not in CHANNELS:
                 raise ValueError(f"channels.{channel}: unknown channel (known: {', '.join(CHANNELS)})")
-            for name in [*route.providers, *([route.secondary] if route.secondary else [])]:
+            for name in route.names:
                 if name not in self.providers:
                     raise ValueError(f"channels.{channel}: provider '{name}' is not defined under [providers]")
         return self

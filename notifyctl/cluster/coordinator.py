@@ -216,7 +216,7 @@ class Coordinator(Engine):
             route = self.settings.channels.get(channel)
             if route is None:
                 continue
-            for name in [*route.providers, *([route.secondary] if route.secondary else [])]:
+            for name in route.names:
                 conf = self.settings.providers[name]
                 self.limiters.setdefault(name, TokenBucket(conf.rate, conf.bucket_size))
                 self.breakers.setdefault(name, CircuitBreaker(self.settings.breaker))

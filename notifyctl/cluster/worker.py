@@ -41,12 +41,13 @@ from notifyctl.cluster.streams import (
     stream_entries,
 )
 from notifyctl.cluster.suppressions import suppression_reason
-from notifyctl.errors import PermanentError, ProviderError, RateLimited, TransientError
+from notifyctl.errors import PermanentError, ProviderError, TransientError
 from notifyctl.models import Envelope, SendResult
+from notifyctl.pipeline.accounts import open_account
 from notifyctl.pipeline.limiter import Limiter
 from notifyctl.pipeline.router import CircuitBreaker
-from notifyctl.pipeline.sender import Sender
-from notifyctl.providers.base import Provider, ProviderContext, build_provider
+from notifyctl.pipeline.sender import Failure, Sender
+from notifyctl.providers.base import Provider
 from notifyctl.settings import Settings
 
 log = logging.getLogger("notifyctl.cluster.worker")
@@ -88,10 +89,6 @@ class _Prepaid:
         self.bucket.slow_down(retry_after_s, for_s)
 
 
-def _error_fields(error: ProviderError) -> tuple[str | None, str, str]:
-    return getattr(error, "code", None), type(error).__name__, str(error)[:500]
-
-
 class RedisRecorder:
     """notifyctl.pipeline.sender.Recorder writing to the coordinator's outcome stream."""
 
@@ -124,17 +121,17 @@ class RedisRecorder:
     async def retry(
         self, envelope: Envelope, attempt: int, provider: str, error: TransientError, latency_ms: float, due: float
     ) -> None:
-        code, error_class, message = _error_fields(error)
+        f = Failure.of(error, attempt)
         event = OutcomeEvent(
             "retry",
             envelope.delivery_id,
             attempt=attempt,
             provider=provider,
             latency_ms=latency_ms,
-            outcome="rate_limited" if isinstance(error, RateLimited) else "transient",
-            code=code,
-            error_class=error_class,
-            message=message,
+            outcome=f.outcome,
+            code=f.code,
+            error_class=f.error_class,
+            message=f.message,
             due=due,
         )
         entry = self.worker.entry(envelope)
@@ -147,10 +144,7 @@ class RedisRecorder:
     async def dead(
         self, envelope: Envelope, attempt: int, provider: str, error: ProviderError, latency_ms: float, gave_up: bool
     ) -> None:
-        code, error_class, message = _error_fields(error)
-        if gave_up:
-            message = f"gave up after {attempt} attempts: {message}"
-        outcome = ("rate_limited" if isinstance(error, RateLimited) else "transient") if gave_up else "permanent"
+        f = Failure.of(error, attempt, gave_up)
         effects: list[str] = []
         if isinstance(error, PermanentError):
             effects = [name for name in ("suppress", "remove_device", "disable_endpoint") if getattr(error, name)]
@@ -160,10 +154,10 @@ class RedisRecorder:
             attempt=attempt,
             provider=provider,
             latency_ms=latency_ms,
-            outcome=outcome,
-            code=code,
-            error_class=error_class,
-            message=message,
+            outcome=f.outcome,
+            code=f.code,
+            error_class=f.error_class,
+            message=f.message,
             envelope=envelope.model_dump(mode="json"),
             effects=effects,
         )
@@ -213,7 +207,7 @@ class Worker:
 
     def _provider_names(self, channel: str) -> list[str]:
         route = self.settings.channels[channel]
-        return [*route.providers, *([route.secondary] if route.secondary else [])]
+        return route.names
 
     async def _open(self) -> Sender:
         breakers: dict[str, CircuitBreaker] = {}
@@ -224,16 +218,8 @@ class Worker:
                     continue
                 conf = self.settings.providers[name]
                 if name not in self.providers:
-                    context = ProviderContext(
-                        name=name,
-                        settings={**conf.options, "timeout_s": conf.timeout_s, "concurrency": conf.concurrency},
-                        db_path=self.settings.database_path,
-                        base_dir=self.settings.base_dir,
-                    )
-                    provider = build_provider(conf.type, context)
-                    await provider.open()
-                    self.providers[name] = provider
-                    self._owned.append(provider)
+                    self.providers[name] = await open_account(self.settings, name)
+                    self._owned.append(self.providers[name])
                 self.buckets[name] = RedisTokenBucket(self.client, name, conf.rate, conf.bucket_size, self.keys)
                 prepaid[name] = _Prepaid(self.buckets[name])
                 breakers[name] = CircuitBreaker(self.settings.breaker)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from notifyctl.errors import TemplateError
 from notifyctl.models import Envelope, User
+from notifyctl.pipeline.accounts import open_account
 from notifyctl.pipeline.envelope import EnvelopeBuilder, endpoint_credentials
 from notifyctl.pipeline.idempotency import IdempotencyStore
 from notifyctl.pipeline.ledger import Ledger
@@ -29,7 +30,7 @@ from notifyctl.pipeline.recorder import LedgerRecorder
 from notifyctl.pipeline.router import CircuitBreaker, Router
 from notifyctl.pipeline.sender import Sender
 from notifyctl.policy import Policy
-from notifyctl.providers.base import Provider, ProviderContext, build_provider
+from notifyctl.providers.base import Provider
 from notifyctl.settings import Settings
 from notifyctl.store import directory, runs
 from notifyctl.store.db import iso
@@ -141,21 +142,13 @@ class Engine:
             route = self.settings.channels.get(channel)
             if route is None:
                 continue  # planning already skipped these as no_provider
-            for name in [*route.providers, *([route.secondary] if route.secondary else [])]:
+            for name in route.names:
                 if name in self.limiters:
                     continue
                 conf = self.settings.providers[name]
                 if name not in self.providers:
-                    context = ProviderContext(
-                        name=name,
-                        settings={**conf.options, "timeout_s": conf.timeout_s, "concurrency": conf.concurrency},
-                        db_path=self.settings.database_path,
-                        base_dir=self.settings.base_dir,
-                    )
-                    provider = build_provider(conf.type, context)
-                    await provider.open()
-                    self.providers[name] = provider
-                    self._owned_providers.append(provider)
+                    self.providers[name] = await open_account(self.settings, name)
+                    self._owned_providers.append(self.providers[name])
                 self.limiters[name] = TokenBucket(conf.rate, conf.bucket_size)
                 self.breakers[name] = CircuitBreaker(self.settings.breaker)
 

@@ -7,15 +7,12 @@ from datetime import UTC, datetime
 
 from notifyctl import endpoints
 from notifyctl.addresses import AddressError
-from notifyctl.errors import PermanentError, ProviderError, RateLimited, TransientError
+from notifyctl.errors import PermanentError, ProviderError, TransientError
 from notifyctl.models import Envelope, SendResult
 from notifyctl.pipeline.ledger import Ledger
+from notifyctl.pipeline.sender import Failure
 from notifyctl.store import directory, runs
 from notifyctl.store.db import iso
-
-
-def _fields(error: ProviderError) -> tuple[str | None, str, str]:
-    return getattr(error, "code", None), type(error).__name__, str(error)[:500]
 
 
 def apply_side_effects(conn: sqlite3.Connection, envelope: Envelope, error: PermanentError) -> None:
@@ -69,11 +66,12 @@ class LedgerRecorder:
     async def retry(
         self, envelope: Envelope, attempt: int, provider: str, error: TransientError, latency_ms: float, due: float
     ) -> None:
-        code, error_class, message = _fields(error)
-        outcome = "rate_limited" if isinstance(error, RateLimited) else "transient"
+        f = Failure.of(error, attempt)
 
         def write(conn: sqlite3.Connection) -> None:
-            runs.mark_retry(conn, envelope.delivery_id, attempt, outcome, latency_ms, code, error_class, message, due)
+            runs.mark_retry(
+                conn, envelope.delivery_id, attempt, f.outcome, latency_ms, f.code, f.error_class, f.message, due
+            )
             self._endpoint_health(conn, envelope, ok=False)
 
         self.ledger.post(write)
@@ -81,10 +79,7 @@ class LedgerRecorder:
     async def dead(
         self, envelope: Envelope, attempt: int, provider: str, error: ProviderError, latency_ms: float, gave_up: bool
     ) -> None:
-        code, error_class, message = _fields(error)
-        if gave_up:
-            message = f"gave up after {attempt} attempts: {message}"
-        outcome = ("rate_limited" if isinstance(error, RateLimited) else "transient") if gave_up else "permanent"
+        f = Failure.of(error, attempt, gave_up)
         envelope_json = envelope.model_dump(mode="json")
 
         def write(conn: sqlite3.Connection) -> None:
@@ -92,11 +87,11 @@ class LedgerRecorder:
                 conn,
                 envelope.delivery_id,
                 attempt=attempt,
-                outcome=outcome,
+                outcome=f.outcome,
                 latency_ms=latency_ms,
-                code=code,
-                error_class=error_class,
-                message=message,
+                code=f.code,
+                error_class=f.error_class,
+                message=f.message,
                 envelope=envelope_json,
             )
             if isinstance(error, PermanentError):

@@ -74,7 +74,7 @@ class Router:
 
     @property
     def provider_names(self) -> list[str]:
-        return [*self.route.providers, *([self.route.secondary] if self.route.secondary else [])]
+        return self.route.names
 
     def pick(self) -> str:
         """A pool member whose breaker allows it (by weight); else the secondary; else the primary anyway."""

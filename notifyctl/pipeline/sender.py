@@ -48,6 +48,27 @@ class Outcome:
     delay_s: float = 0.0
 
 
+@dataclass
+class Failure:
+    """How a failed attempt is recorded, the same by the ledger and by a scale-out worker."""
+
+    code: str | None
+    error_class: str
+    message: str
+    outcome: str  # the attempt's outcome: "rate_limited" | "transient" | "permanent"
+
+    @classmethod
+    def of(cls, error: ProviderError, attempt: int, gave_up: bool = False) -> Failure:
+        message = str(error)[:500]
+        if gave_up:
+            message = f"gave up after {attempt} attempts: {message}"
+        if isinstance(error, PermanentError):
+            outcome = "permanent"
+        else:
+            outcome = "rate_limited" if isinstance(error, RateLimited) else "transient"
+        return cls(getattr(error, "code", None), type(error).__name__, message, outcome)
+
+
 def classify(exc: BaseException) -> ProviderError:
     """Anything a provider raised, as a ProviderError; an unexpected exception is a provider bug,
     kept as transient so that the delivery is retried rather than lost."""
