@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
-from email_validator.rfc_constants import DOT_ATOM_TEXT, EMAIL_MAX_LENGTH
+# email_validator and phonenumbers are imported where they are used: together they cost ~100 ms
+# of start-up, which a one-off send or `--help` should not pay.
 
 
 class AddressError(ValueError):
@@ -20,6 +20,8 @@ def _checked_domain(domain: str) -> tuple[str, str] | None:
     Checking a domain (IDNA, UTS #46) is most of the ~150 µs email-validator spends on an
     address, and an audience of a million users has a few thousand distinct domains.
     """
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         result = validate_email("x@" + domain, check_deliverability=False)
     except EmailNotValidError:
@@ -27,11 +29,20 @@ def _checked_domain(domain: str) -> tuple[str, str] | None:
     return result.domain, result.ascii_domain
 
 
+@lru_cache(maxsize=1)
+def _local_part_rules() -> tuple[re.Pattern[str], int]:
+    """email-validator's dot-atom pattern and its whole-address length limit (octets)."""
+    from email_validator.rfc_constants import DOT_ATOM_TEXT, EMAIL_MAX_LENGTH
+
+    return DOT_ATOM_TEXT, EMAIL_MAX_LENGTH
+
+
 def _fast_email(address: str) -> str | None:
     """email-validator's normalised form for the common shape (an ASCII dot-atom local part and a
     cached domain), or None to let the full validator decide (and word the error)."""
+    dot_atom, max_length = _local_part_rules()
     local, at, domain = address.partition("@")
-    if not at or "@" in domain or not DOT_ATOM_TEXT.match(local):
+    if not at or "@" in domain or not dot_atom.match(local):
         return None
     checked = _checked_domain(domain)
     if checked is None:
@@ -39,7 +50,7 @@ def _fast_email(address: str) -> str | None:
     unicode_domain, ascii_domain = checked
     # The whole-address length limits email-validator applies (UTF-8 octets, three forms).
     for form in (address, f"{local}@{unicode_domain}", f"{local}@{ascii_domain}"):
-        if len(form.encode()) > EMAIL_MAX_LENGTH:
+        if len(form.encode()) > max_length:
             return None
     # A dot-atom local part is its own normal form; the whole address is lower-cased below anyway.
     return f"{local}@{unicode_domain}"
@@ -51,6 +62,8 @@ def normalize_email(value: str) -> str:
     fast = _fast_email(text)
     if fast is not None:
         return fast.lower()
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         result = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:
@@ -60,6 +73,8 @@ def normalize_email(value: str) -> str:
 
 def normalize_phone(value: str, default_region: str | None = None) -> str:
     """E.164 (+15551234567); raises AddressError."""
+    import phonenumbers
+
     text = value.strip()
     try:
         number = phonenumbers.parse(text, default_region)

@@ -40,9 +40,6 @@ from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
-from phonenumbers.timezone import time_zones_for_number
-
 from notifyctl.erasure import erasure_key, hashed_suppressed
 from notifyctl.errors import ConfigError
 from notifyctl.models import Decision
@@ -88,6 +85,10 @@ def _zone(name: str) -> ZoneInfo:
 @lru_cache(maxsize=65536)
 def _phone_zones(phone: str) -> tuple[str, ...]:
     """Known time zones of an E.164 number; empty when it cannot be parsed or placed."""
+    # Imported here (cached per number anyway): phonenumbers costs ~50 ms of start-up.
+    import phonenumbers
+    from phonenumbers.timezone import time_zones_for_number
+
     try:
         number = phonenumbers.parse(phone, None)
     except phonenumbers.NumberParseException:
