@@ -164,11 +164,10 @@ def run_async(coro: Coroutine[Any, Any, T], engines: list[Engine] | None = None)
         return await coro
 
     try:
-        import uvloop  # type: ignore[import-not-found]
-
-        return uvloop.run(main())  # type: ignore[no-any-return]
-    except ImportError:
+        import uvloop
+    except ImportError:  # not on every platform
         return asyncio.run(main())
+    return uvloop.run(main())
 
 
 def fail(exc: NotifyctlError) -> None:

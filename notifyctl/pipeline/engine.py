@@ -33,7 +33,7 @@ from notifyctl.policy import Policy
 from notifyctl.providers.base import Provider
 from notifyctl.settings import Settings
 from notifyctl.store import directory, runs
-from notifyctl.store.db import iso
+from notifyctl.store.db import connect, iso
 from notifyctl.templates import TemplateStore
 
 Clock = Callable[[], datetime]
@@ -252,17 +252,23 @@ class Engine:
     # --- stages -----------------------------------------------------------------------------
 
     async def _plan(self, run_id: str, source: PlanSource) -> None:
+        conn = connect(self.settings.database_path)
+        planner = Planner(conn, Policy(self.settings, conn, self.clock), self.idempotency, self.clock)
         try:
             async for batch in source:
                 if self.stopping.is_set():
                     return
-                result = self.planner.plan_batch(run_id, batch.items, cursor=batch.cursor, planned=batch.last)
+                # In a thread, on its own connection: the senders keep going while a batch is planned.
+                result = await asyncio.to_thread(
+                    planner.plan_batch, run_id, batch.items, cursor=batch.cursor, planned=batch.last
+                )
                 for (channel, state), n in result.by_channel_state.items():
                     self.progress.planned(channel, state, n)
                 for lane in self.lanes.values():
                     lane.wake.set()
                 await asyncio.sleep(0)
         finally:
+            conn.close()
             self._planning_done = True
             for lane in self.lanes.values():
                 lane.wake.set()

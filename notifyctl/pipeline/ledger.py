@@ -100,13 +100,26 @@ class Ledger:
                 return
 
     def _commit(self, ops: list[Op]) -> list[tuple[bool, Any]]:
+        """All ops in one transaction; if one fails, the batch is redone with a savepoint per op so
+        that a single bad op (a constraint, a bug) does not take its neighbours with it."""
         conn = self._conn
         assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes: list[tuple[bool, Any]] = [(True, op(conn)) for op in ops]
+            conn.execute("COMMIT")
+            return outcomes
+        except Exception:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        return self._commit_one_by_one(conn, ops)
+
+    @staticmethod
+    def _commit_one_by_one(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             for op in ops:
-                # One failing op (a constraint, a bug) must not take its neighbours with it.
                 conn.execute("SAVEPOINT op")
                 try:
                     outcomes.append((True, op(conn)))
