@@ -55,3 +55,37 @@ def test_broadcast_on_the_cluster_through_the_cli(
     assert {u for u, row in rows.items() if row["state"] == "sent"} == reached
     assert all(row["state"] in ("sent", "skipped") for row in rows.values())
     assert all(r.verified for r in webhook_sink.requests)
+
+
+def test_a_suppression_written_only_to_the_database_reaches_every_worker(
+    tmp_path: Path,
+    webhook_sink: WebhookSink,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """What an inbound STOP at `serve` or a plain `suppress add` does: SQLite only. The coordinator
+    mirrors it to Redis, so the workers stop before their next send, not only the next publish."""
+    n = 60
+    ws = cluster_workspace(tmp_path, webhook_sink, n, rate=10.0, burst=2)
+    url = redis_server.url
+    workers = [ws.popen("worker", "--redis", url, "--concurrency", "4") for _ in range(2)]
+    try:
+        coordinator = ws.popen("broadcast", "c.toml", "--redis", url, "--json")
+        deadline = time.monotonic() + 30
+        while len(webhook_sink.requests) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stopped = {f"u{i}" for i in range(n - 19, n + 1)}
+        for user in sorted(stopped):
+            assert ws.cli("suppress", "add", "webhook", webhook_sink.url(f"/{user}"), "--reason", "stop").exit_code == 0
+        stopped_at = time.time()
+        out, err = coordinator.communicate(timeout=60)
+        assert coordinator.returncode == 0, err.decode()
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.communicate(timeout=20)
+    late = [r for r in webhook_sink.requests if r.path.lstrip("/") in stopped and r.received_at > stopped_at + 1.0]
+    assert late == []
+    rows = deliveries(ws)
+    assert {rows[u]["reason"] for u in stopped if rows[u]["state"] == "skipped"} == {"suppressed:stop"}
+    assert orjson.loads(out)["state"] == "completed"

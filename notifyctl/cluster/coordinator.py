@@ -15,6 +15,7 @@ re-publishes what is still in the cluster nor ends the run before its outcomes a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable, Coroutine
@@ -241,13 +242,39 @@ class Coordinator(Engine):
             self._carried = {int(k): str(v) for k, v in published.items()}
             self._tracked = set(self._carried)
             self._reconcile(list(self._carried))
-            outcome = await super().run(run_id, source, allow_template_change=allow_template_change, service=service)
+            mirror = asyncio.create_task(self._mirror_suppressions(), name="mirror-suppressions")
+            try:
+                outcome = await super().run(
+                    run_id, source, allow_template_change=allow_template_change, service=service
+                )
+            finally:
+                mirror.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await mirror
             if outcome.state != "interrupted":
                 await self._clean_up(run_id, run.channels)
             return outcome
         finally:
             await self.client.aclose()
             self._sync_client.close()
+
+    async def _mirror_suppressions(self, every_s: float = 0.25) -> None:
+        """Copy this database's suppressions to Redis as they appear, so that one added by any path
+        (`suppress add`, an inbound STOP or unsubscribe at `serve`, a provider's bounce) stops the
+        workers' next sends, not only the coordinator's next publish."""
+        watermark = ""
+        while True:
+            rows = self.conn.execute(
+                "SELECT channel, address, reason, created FROM suppressions WHERE created > ? ORDER BY created",
+                (watermark,),
+            ).fetchall()
+            if rows:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for row in rows:
+                        pipe.hset(self.keys.suppressed(row["channel"]), row["address"], row["reason"])
+                    await pipe.execute()
+                watermark = rows[-1]["created"]
+            await asyncio.sleep(every_s)
 
     def _reconcile(self, delivery_ids: list[int]) -> None:
         """`resume` turned rows left inflight into in_doubt before this engine started; those still
