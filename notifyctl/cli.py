@@ -6,8 +6,6 @@ deliveries failed, 2 bad usage, configuration or input.
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -141,6 +139,9 @@ def machine_output(json_flag: bool) -> bool:
 
 def run_async(coro: Coroutine[Any, Any, T], engines: list[Engine] | None = None) -> T:
     """Run a coroutine; the first Ctrl-C / SIGTERM stops the engine cleanly, a second one hard."""
+    import asyncio  # here, not at the top: `notifyctl --help` should not pay for it
+    import signal
+
     from notifyctl import output
 
     async def main() -> T:
