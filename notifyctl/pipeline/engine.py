@@ -197,6 +197,9 @@ class Engine:
             tasks: list[asyncio.Task[Any]] = []
             if source is not None:
                 tasks.append(asyncio.create_task(self._plan(run_id, source), name="planner"))
+            releaser = (
+                asyncio.create_task(self._release_due_every(run_id, 15.0), name="release-due") if service else None
+            )
             for lane in self.lanes.values():
                 tasks.append(asyncio.create_task(self._feed(run_id, lane), name=f"feed-{lane.channel}"))
                 tasks.extend(asyncio.create_task(work, name=f"work-{lane.channel}") for work in self._lane_work(lane))
@@ -209,9 +212,9 @@ class Engine:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
             finally:
-                for task in list(self._retry_tasks):
+                for task in [*self._retry_tasks, *([releaser] if releaser else [])]:
                     task.cancel()
-                await asyncio.gather(*self._retry_tasks, return_exceptions=True)
+                await asyncio.gather(*self._retry_tasks, *([releaser] if releaser else []), return_exceptions=True)
         finally:
             await self.ledger.stop()
             for provider in self._owned_providers:
@@ -282,32 +285,51 @@ class Engine:
             page = runs.pending_page(self.conn, run_id, lane.channel, after_id, FEED_PAGE)
             if page:
                 after_id = page[-1]["id"]
-                user_ids = [r["user_id"] for r in page if r["user_id"]]
-                users = directory.get_users(self.conn, user_ids)
-                endpoints = endpoint_credentials(self.conn, user_ids, self.clock()) if lane.channel == "webhook" else {}
-                now = time.time()
-                for row in page:
-                    if self.stopping.is_set():
-                        break
-                    item = {
-                        "row": row,
-                        "user": users.get(row["user_id"]) if row["user_id"] else None,
-                        "attempts": row["attempts"],
-                        "priority": self._priority(row["category"]),
-                        "endpoint": endpoints.get(row["user_id"], ([], None)),
-                    }
-                    lane.outstanding += 1
-                    due = row["next_attempt_at"]
-                    if due and due > now:
-                        self._schedule_retry(lane, item, due - now)
-                    else:
-                        await lane.queue.put(item, item["priority"])
+                await self._enqueue(lane, page)
                 continue
             if done_planning:
                 break
             await lane.wake.wait()
         lane.feeding_done = True
         await self._maybe_finish(lane)
+
+    async def _enqueue(self, lane: Lane, rows: list[sqlite3.Row]) -> None:
+        """Pending rows into the lane's queue (or the retry timer), with their users and endpoints."""
+        user_ids = [r["user_id"] for r in rows if r["user_id"]]
+        users = directory.get_users(self.conn, user_ids)
+        endpoints = endpoint_credentials(self.conn, user_ids, self.clock()) if lane.channel == "webhook" else {}
+        now = time.time()
+        for row in rows:
+            if self.stopping.is_set():
+                return
+            item = {
+                "row": row,
+                "user": users.get(row["user_id"]) if row["user_id"] else None,
+                "attempts": row["attempts"],
+                "priority": self._priority(row["category"]),
+                "endpoint": endpoints.get(row["user_id"], ([], None)),
+            }
+            lane.outstanding += 1
+            due = row["next_attempt_at"]
+            if due and due > now:
+                self._schedule_retry(lane, item, due - now)
+            else:
+                await lane.queue.put(item, item["priority"])
+
+    async def release_due(self, run_id: str) -> int:
+        """Deferred deliveries whose time has come (quiet hours over), sent by this running engine.
+        A service-mode run (`serve`) never ends, so `resume --due` cannot do it for it."""
+        released = runs.release_due_deferred_rows(self.conn, run_id, self.clock())
+        for channel, lane in self.lanes.items():
+            rows = [r for r in released if r["channel"] == channel]
+            if rows:
+                await self._enqueue(lane, rows)
+        return len(released)
+
+    async def _release_due_every(self, run_id: str, every_s: float) -> None:
+        while not self.stopping.is_set():
+            await asyncio.sleep(every_s)
+            await self.release_due(run_id)
 
     async def _maybe_finish(self, lane: Lane) -> None:
         if lane.feeding_done and lane.outstanding == 0 and not lane.finished:
