@@ -18,6 +18,7 @@ from notifyctl import audience
 from notifyctl.campaigns import Campaign
 from notifyctl.errors import InputError, PolicyRefused, RowError, TemplateError
 from notifyctl.models import Recipient, User
+from notifyctl.pipeline import shards
 from notifyctl.pipeline.engine import Engine, PlanBatch, Progress, RunOutcome, utc_clock
 from notifyctl.pipeline.planner import PLAN_BATCH, PlanItem, Planner
 from notifyctl.providers.base import provider_class
@@ -241,12 +242,22 @@ async def _drive(
     if not runs.acquire_lock(ctx.conn, lock, owner="notifyctl"):
         raise PolicyRefused(f"run {run_id} is being worked on by another notifyctl process")
     try:
-        engine = ctx.engine(progress)
+        engine = await _engine_for(ctx, run_id, progress, allow_template_change)
         if on_engine:
             on_engine(engine)
         return await engine.run(run_id, source, allow_template_change=allow_template_change)
     finally:
         runs.release_lock(ctx.conn, lock)
+
+
+async def _engine_for(ctx: Context, run_id: str, progress: Progress | None, allow_template_change: bool) -> Engine:
+    """The engine of a run; with `processes = N`, it sends shard 0 and N-1 sibling processes the rest."""
+    engine = ctx.engine(progress)
+    processes = ctx.settings.processes
+    if processes > 1 and type(engine) is Engine:  # the cluster scales out with workers instead
+        engine = Engine(ctx.settings, ctx.conn, ctx.templates, clock=ctx.clock, progress=progress, shard=(0, processes))
+        engine.siblings = await shards.spawn(ctx.settings, run_id, processes, allow_template_change)
+    return engine
 
 
 async def _dry_run(
@@ -517,7 +528,7 @@ async def resume(
         runs.recover_inflight(ctx.conn, run_id, _resend_channels(ctx.settings))
         runs.release_due_deferred(ctx.conn, run_id, ctx.clock())
         source = _resume_source(ctx, run)
-        engine = ctx.engine(progress)
+        engine = await _engine_for(ctx, run_id, progress, allow_template_change)
         if on_engine:
             on_engine(engine)
         return await engine.run(run_id, source, allow_template_change=allow_template_change)

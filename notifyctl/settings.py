@@ -125,6 +125,7 @@ class Settings(_Strict):
     templates_dir: Path = Path("templates")
     idempotency_window_hours: float = Field(default=48.0, gt=0)
     render_timeout_s: float = Field(default=0.5, gt=0)  # per template render
+    processes: int = Field(default=1, ge=1, le=64)  # sender processes per run (one per core helps)
     webhook_disable_after_hours: float = Field(default=72.0, gt=0)  # an endpoint failing this long is disabled
     in_doubt: Literal["hold", "resend"] = "hold"
     public_url: str = "https://notify.example.com"

@@ -250,8 +250,11 @@ def _wait_for_sends(sink: WebhookSink, n: int, timeout_s: float = 30) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path, webhook_sink: WebhookSink) -> None:
-    ws = webhook_workspace(tmp_path, webhook_sink, 400, webhook={"rate": 200, "burst": 10})
+@pytest.mark.parametrize("processes", [pytest.param(1, id="one-process"), pytest.param(2, id="two-sender-processes")])
+def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path, webhook_sink: WebhookSink, processes: int) -> None:
+    ws = webhook_workspace(
+        tmp_path, webhook_sink, 400, webhook={"rate": 200, "burst": 10}, top=f"processes = {processes}"
+    )
     proc = ws.popen("broadcast", "c.toml", "--json")
     _wait_for_sends(webhook_sink, 50)
     proc.send_signal(signal.SIGINT)
@@ -282,11 +285,18 @@ def test_second_resume_of_a_locked_run_exits_zero(tmp_path: Path, webhook_sink: 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("processes", [pytest.param(1, id="one-process"), pytest.param(2, id="two-sender-processes")])
 def test_kill_9_at_random_points_loses_nothing_and_duplicates_only_in_doubt(
-    tmp_path: Path, webhook_sink: WebhookSink
+    tmp_path: Path, webhook_sink: WebhookSink, processes: int
 ) -> None:
     n = 3000
-    ws = webhook_workspace(tmp_path, webhook_sink, n, webhook={"rate": 1500, "burst": 50, "concurrency": 32})
+    ws = webhook_workspace(
+        tmp_path,
+        webhook_sink,
+        n,
+        webhook={"rate": 1500, "burst": 50, "concurrency": 32},
+        top=f"processes = {processes}",
+    )
     rng = random.Random(int(time.time()))
     proc = ws.popen("broadcast", "c.toml", "--json")
     kills = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -101,8 +102,17 @@ class Engine:
         clock: Clock = utc_clock,
         progress: Progress | None = None,
         providers: dict[str, Provider] | None = None,
+        shard: tuple[int, int] = (0, 1),
+        follow: bool = False,
     ) -> None:
+        """`shard=(k, n)`: this engine sends only the rows whose id is k modulo n, at 1/n of each
+        provider's rate (the other shards run in sibling processes). `follow`: a sibling of the
+        planning process, which learns from the database when planning is over and leaves the run's
+        state to the parent."""
         self.settings = settings
+        self.shard = shard
+        self.follow = follow
+        self.siblings: list[asyncio.subprocess.Process] = []
         self.conn = conn
         self.templates = templates
         self.clock = clock
@@ -149,7 +159,8 @@ class Engine:
                 if name not in self.providers:
                     self.providers[name] = await open_account(self.settings, name)
                     self._owned_providers.append(self.providers[name])
-                self.limiters[name] = TokenBucket(conf.rate, conf.bucket_size)
+                shards = self.shard[1]
+                self.limiters[name] = TokenBucket(conf.rate / shards, max(1.0, conf.bucket_size / shards))
                 self.breakers[name] = CircuitBreaker(self.settings.breaker)
 
     def _lane_workers(self, route_names: list[str]) -> int:
@@ -170,6 +181,7 @@ class Engine:
         started = time.monotonic()
         run = runs.get_run(self.conn, run_id)
         assert run is not None, run_id
+        sent_before = runs.sent_count(self.conn, run_id)
         channels = [c for c in run.channels if c in self.settings.channels]
         self.builder = EnvelopeBuilder(self.settings, self.templates, run.data, allow_template_change)
         self.ledger = Ledger(self.settings.database_path)
@@ -191,8 +203,9 @@ class Engine:
             for channel, by_state in runs.counts(self.conn, run_id).items():
                 for state, n in by_state.items():
                     self.progress.planned(channel, state, n)
-            runs.set_run_state(self.conn, run_id, "running", started=True)
-            self._planning_done = source is None and not service
+            if not self.follow:
+                runs.set_run_state(self.conn, run_id, "running", started=True)
+            self._planning_done = source is None and not service and not self.follow
             self._ready.set()
             tasks: list[asyncio.Task[Any]] = []
             if source is not None:
@@ -220,10 +233,14 @@ class Engine:
             for provider in self._owned_providers:
                 with contextlib.suppress(Exception):
                     await provider.close()
+        for sibling in self.siblings:  # the other shards of this run, in their own processes
+            await sibling.wait()
         state = self._final_state(run_id)
-        with self.conn:
-            runs.set_run_state(self.conn, run_id, state, finished=state != "interrupted")
-        return RunOutcome(run_id, state, runs.counts(self.conn, run_id), time.monotonic() - started, self._sent)
+        if not self.follow:
+            with self.conn:
+                runs.set_run_state(self.conn, run_id, state, finished=state != "interrupted")
+        sent = runs.sent_count(self.conn, run_id) - sent_before
+        return RunOutcome(run_id, state, runs.counts(self.conn, run_id), time.monotonic() - started, sent)
 
     def stop(self) -> None:
         """Stop cleanly: no new sends; requests in flight finish and are recorded."""
@@ -233,6 +250,9 @@ class Engine:
         for lane in self.lanes.values():
             lane.wake.set()
             lane.queue.stop(lane.workers, now=True)
+        for sibling in self.siblings:
+            if sibling.returncode is None:
+                sibling.send_signal(signal.SIGINT)
 
     def _final_state(self, run_id: str) -> str:
         if self.stopping.is_set():
@@ -282,13 +302,20 @@ class Engine:
         while not self.stopping.is_set():
             lane.wake.clear()
             done_planning = self._planning_done
-            page = runs.pending_page(self.conn, run_id, lane.channel, after_id, FEED_PAGE)
+            page = runs.pending_page(self.conn, run_id, lane.channel, after_id, FEED_PAGE, self.shard)
             if page:
                 after_id = page[-1]["id"]
                 await self._enqueue(lane, page)
                 continue
             if done_planning:
                 break
+            if self.follow:
+                # The planner is in the parent process: poll for its rows and for the end of planning.
+                run = runs.get_run(self.conn, run_id)
+                self._planning_done = run is None or run.planned or run.state not in ("running", "scheduled")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lane.wake.wait(), 0.05)
+                continue
             await lane.wake.wait()
         lane.feeding_done = True
         await self._maybe_finish(lane)

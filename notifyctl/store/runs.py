@@ -159,15 +159,28 @@ def reasons(conn: sqlite3.Connection, run_id: str) -> dict[str, int]:
     }
 
 
-def pending_page(conn: sqlite3.Connection, run_id: str, channel: str, after_id: int, limit: int) -> list[sqlite3.Row]:
-    """The next pending deliveries of a channel in id order (index: run_id, state, channel, id)."""
+def pending_page(
+    conn: sqlite3.Connection,
+    run_id: str,
+    channel: str,
+    after_id: int,
+    limit: int,
+    shard: tuple[int, int] | None = None,
+) -> list[sqlite3.Row]:
+    """The next pending deliveries of a channel in id order (index: run_id, state, channel, id); with
+    `shard=(k, n)` only those whose id is k modulo n (one sender process per shard)."""
+    where = "run_id=? AND state='pending' AND channel=? AND id>?"
+    params: list[Any] = [run_id, channel, after_id]
+    if shard is not None and shard[1] > 1:
+        where += " AND id % ? = ?"
+        params += [shard[1], shard[0]]
     return list(
-        conn.execute(
-            f"""SELECT {DELIVERY_COLUMNS} FROM deliveries
-            WHERE run_id=? AND state='pending' AND channel=? AND id>? ORDER BY id LIMIT ?""",
-            (run_id, channel, after_id, limit),
-        )
+        conn.execute(f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {where} ORDER BY id LIMIT ?", [*params, limit])
     )
+
+
+def sent_count(conn: sqlite3.Connection, run_id: str) -> int:
+    return int(conn.execute("SELECT count(*) FROM deliveries WHERE run_id=? AND state='sent'", (run_id,)).fetchone()[0])
 
 
 def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> sqlite3.Row | None:
