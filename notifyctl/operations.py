@@ -254,7 +254,9 @@ async def _engine_for(ctx: Context, run_id: str, progress: Progress | None, allo
     """The engine of a run; with `processes = N`, it sends shard 0 and N-1 sibling processes the rest."""
     engine = ctx.engine(progress)
     processes = ctx.settings.processes
-    if processes > 1 and type(engine) is Engine:  # the cluster scales out with workers instead
+    run = runs.get_run(ctx.conn, run_id)
+    one_off = run is not None and run.kind == "send"  # a handful of rows: not worth starting processes
+    if processes > 1 and type(engine) is Engine and not one_off:  # the cluster scales out with workers instead
         engine = Engine(ctx.settings, ctx.conn, ctx.templates, clock=ctx.clock, progress=progress, shard=(0, processes))
         engine.siblings = await shards.spawn(ctx.settings, run_id, processes, allow_template_change)
     return engine
