@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from notifyctl import endpoints
 from notifyctl.cli import app
 from notifyctl.cli_admin import register
 from notifyctl.models import User
-from notifyctl.pipeline.envelope import signing_secrets
+from notifyctl.pipeline.envelope import endpoint_credentials
 from notifyctl.store.db import connect
 from notifyctl.store.directory import upsert_users
 from tests.webhook_sink import SINK_SECRET, WebhookSink
@@ -25,6 +26,10 @@ def ensure_registered() -> None:
 
 
 ensure_registered()
+
+
+def signing_secrets(conn: sqlite3.Connection, user_id: str, now: datetime) -> list[str]:
+    return endpoint_credentials(conn, [user_id], now)[user_id][0]
 
 
 def test_rotation_signs_with_both_secrets_during_the_grace_period(tmp_path: Path) -> None:

@@ -376,8 +376,6 @@ class Coordinator(Engine):
             self._tracked.discard(event.delivery_id)
             self._windows[lane.channel].release()
             settled.append(str(event.delivery_id))
-            if event.kind == "sent":
-                self._sent += 1
             self.progress.outcome(lane.channel, _progress_state(event.kind))
             finished += 1
         ids = [entry_id for entry_id, _ in entries]

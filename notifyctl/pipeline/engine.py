@@ -128,7 +128,6 @@ class Engine:
         self.stopping = asyncio.Event()
         self._retry_tasks: set[asyncio.Task[None]] = set()
         self._planning_done = False
-        self._sent = 0
         self.ledger: Ledger | None = None
         self._ready = asyncio.Event()
 
@@ -412,8 +411,6 @@ class Engine:
                 if outcome.state == "retry":
                     self._schedule_retry(lane, queued, outcome.delay_s)
                     continue
-                if outcome.state == "sent":
-                    self._sent += 1
                 self.progress.outcome(lane.channel, outcome.state)
                 await self._finished(lane)
 

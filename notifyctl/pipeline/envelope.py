@@ -14,18 +14,6 @@ from notifyctl.templates import Template, TemplateStore
 from notifyctl.unsubscribe import unsubscribe_url
 
 
-def signing_secrets(conn: sqlite3.Connection, user_id: str | None, now: datetime) -> list[str]:
-    """The endpoint's secret, plus the previous one while its rotation grace period lasts."""
-    if not user_id:
-        return []
-    return endpoint_secrets(conn, [user_id], now).get(user_id, [])
-
-
-def endpoint_secrets(conn: sqlite3.Connection, user_ids: list[str], now: datetime) -> dict[str, list[str]]:
-    """signing_secrets for many users in one query (the feeder reads a page at a time)."""
-    return {user_id: credentials[0] for user_id, credentials in endpoint_credentials(conn, user_ids, now).items()}
-
-
 def endpoint_credentials(
     conn: sqlite3.Connection, user_ids: list[str], now: datetime
 ) -> dict[str, tuple[list[str], str | None]]:
