@@ -12,10 +12,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from notifyctl import audience
-from notifyctl.campaigns import Campaign
 from notifyctl.errors import InputError, PolicyRefused, RowError, TemplateError
 from notifyctl.models import Recipient, User
 from notifyctl.pipeline import shards
@@ -26,6 +24,10 @@ from notifyctl.settings import Settings
 from notifyctl.store import directory, runs
 from notifyctl.store.db import connect, iso, loads, parse_iso, record_event, transaction
 from notifyctl.templates import BUILTIN_VARIABLES, Template, TemplateStore
+
+if TYPE_CHECKING:
+    from notifyctl.audience import ValidationReport
+    from notifyctl.campaigns import Campaign
 
 Clock = Callable[[], datetime]
 
@@ -122,6 +124,8 @@ async def _audience_source(
 ) -> AsyncIterator[PlanBatch]:
     items: list[PlanItem] = []
     cursor = (start_offset, start_line)
+    from notifyctl import audience  # here: a one-off send needs no parsers
+
     for parsed in audience.iter_recipients(
         path, start_offset=start_offset, start_line=start_line, skip_lines=skip_lines
     ):
@@ -162,7 +166,7 @@ def _recipient_planner(
 
 def prepare_broadcast(
     ctx: Context, campaign: Campaign, audience_path: Path | None, skip_invalid: bool
-) -> tuple[Template, list[str], str, Path, audience.ValidationReport]:
+) -> tuple[Template, list[str], str, Path, ValidationReport]:
     """Everything checked before anything is written: template, channels, every audience row."""
     template = ctx.templates.get(campaign.template)
     channels = channels_for(template, campaign.channels, ctx.settings)
@@ -172,6 +176,8 @@ def prepare_broadcast(
         raise InputError("the campaign names no audience file; give one with --audience FILE")
     if not path.is_file():
         raise InputError(f"audience file not found: {path}")
+    from notifyctl import audience  # here: a one-off send needs no parsers
+
     report = audience.validate_audience(path)
     if report.error_count and not skip_invalid:
         raise InputError(
@@ -365,6 +371,8 @@ def check_render(ctx: Context, template: Template, channels: list[str], user: Us
 def _event_items(
     ctx: Context, path: Path, start_offset: int, start_line: int, skip_invalid: bool
 ) -> Iterator[tuple[PlanItem | None, RowError | None, tuple[int, int]]]:
+    from notifyctl import audience  # here: a one-off send needs no parsers
+
     for parsed in audience.iter_events(path, start_offset=start_offset, start_line=start_line):
         cursor = (parsed.end_offset, parsed.end_line or parsed.line)
         if parsed.value is None:
@@ -854,6 +862,8 @@ def import_users(ctx: Context, path: Path, *, skip_invalid: bool = False, batch:
         raise InputError(f"file not found: {path}")
     errors: list[RowError] = []
     count = 0
+    from notifyctl import audience  # here: a one-off send needs no parsers
+
     for parsed in audience.iter_users(path):
         if parsed.error is not None:
             count += 1
