@@ -26,11 +26,12 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Literal
 
 from aiohttp import web
 from standardwebhooks import Webhook
+
+from tests.threaded_app import ThreadedApp
 
 SINK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -96,22 +97,18 @@ def _verified_by(secrets: Sequence[str], body: bytes, headers: Mapping[str, str]
     return tuple(good)
 
 
-class WebhookSink:
+class WebhookSink(ThreadedApp):
     """The receiver; use as a context manager (or start()/stop())."""
 
+    thread_name = "webhook-sink"
+
     def __init__(self, secrets: Sequence[str] = (SINK_SECRET,)) -> None:
+        super().__init__()
         self.secrets: list[str] = list(secrets)
-        self.port = 0
         self._lock = threading.Lock()
         self._records: list[ReceivedRequest] = []
         self._script: deque[Fault] = deque()
         self._path_faults: dict[str, Fault] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._stopping: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
 
     # -- configuration (any thread) ------------------------------------------------------------
 
@@ -153,68 +150,6 @@ class WebhookSink:
             time.sleep(0.01)
         raise AssertionError(f"expected {count} webhook requests, got {len(self.requests)}")
 
-    # -- lifecycle --------------------------------------------------------------------------------
-
-    def __enter__(self) -> WebhookSink:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="webhook-sink", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("webhook sink did not start")
-        if self._start_error is not None:
-            raise RuntimeError("webhook sink failed to start") from self._start_error
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        self._loop = self._thread = None
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._startup())
-        except BaseException as exc:  # reported to start() in the caller's thread
-            self._start_error = exc
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _startup(self) -> None:
-        self._stopping = asyncio.Event()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        # handler_cancellation: a client that gives up (timeout) ends the stalled handler too.
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def _shutdown(self) -> None:
-        if self._stopping is not None:
-            self._stopping.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
     # -- the handler ------------------------------------------------------------------------------
 
     def _next_fault(self, path: str) -> Fault:
@@ -223,7 +158,7 @@ class WebhookSink:
                 return self._script.popleft()
             return self._path_faults.get(path, respond(200))
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def serve(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         headers = dict(request.headers)
         fault = self._next_fault(request.path)

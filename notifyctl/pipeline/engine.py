@@ -345,7 +345,7 @@ class Engine:
     async def release_due(self, run_id: str) -> int:
         """Deferred deliveries whose time has come (quiet hours over), sent by this running engine.
         A service-mode run (`serve`) never ends, so `resume --due` cannot do it for it."""
-        released = runs.release_due_deferred_rows(self.conn, run_id, self.clock())
+        released = runs.deliveries_by_id(self.conn, runs.release_due_deferred(self.conn, run_id, self.clock()))
         for channel, lane in self.lanes.items():
             rows = [r for r in released if r["channel"] == channel]
             if rows:

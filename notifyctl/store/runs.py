@@ -327,10 +327,10 @@ def recover_inflight(conn: sqlite3.Connection, run_id: str, resend_channels: set
     return requeued, held
 
 
-def release_due_deferred_rows(conn: sqlite3.Connection, run_id: str, now: datetime) -> list[sqlite3.Row]:
-    """Deferred deliveries now due, set back to pending; returns them (for an engine already running)."""
+def release_due_deferred(conn: sqlite3.Connection, run_id: str, now: datetime) -> list[int]:
+    """Deferred deliveries now due go back to pending; returns their ids."""
     with transaction(conn):
-        ids = [
+        return [
             r[0]
             for r in conn.execute(
                 """UPDATE deliveries SET state='pending', defer_until=NULL, reason=NULL, updated=?
@@ -338,22 +338,15 @@ def release_due_deferred_rows(conn: sqlite3.Connection, run_id: str, now: dateti
                 (iso(), run_id, iso(now)),
             )
         ]
+
+
+def deliveries_by_id(conn: sqlite3.Connection, ids: list[int]) -> list[sqlite3.Row]:
     rows: list[sqlite3.Row] = []
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
         rows.extend(conn.execute(f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id IN ({marks}) ORDER BY id", chunk))
     return rows
-
-
-def release_due_deferred(conn: sqlite3.Connection, run_id: str, now: datetime) -> int:
-    with transaction(conn):
-        cur = conn.execute(
-            """UPDATE deliveries SET state='pending', defer_until=NULL, reason=NULL, updated=?
-               WHERE run_id=? AND state='deferred' AND defer_until<=?""",
-            (iso(), run_id, iso(now)),
-        )
-    return cur.rowcount
 
 
 # --- locks --------------------------------------------------------------------------------------
