@@ -59,6 +59,26 @@ def hashed_suppressed(conn: sqlite3.Connection, channel: str, normalized_address
     return None if row is None else str(row[0])
 
 
+def hashed_suppressed_among(
+    conn: sqlite3.Connection, channel: str, normalized_addresses: list[str], key: bytes
+) -> dict[str, str]:
+    """{address: reason} for those of the addresses on the hashed list (no hashing when it is empty)."""
+    if conn.execute("SELECT 1 FROM suppression_hashes WHERE channel=? LIMIT 1", (channel,)).fetchone() is None:
+        return {}
+    by_hash = {address_hash(channel, a, key): a for a in normalized_addresses}
+    found: dict[str, str] = {}
+    hashes = list(by_hash)
+    for start in range(0, len(hashes), 500):
+        chunk = hashes[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for digest, reason in conn.execute(
+            f"SELECT address_hash, reason FROM suppression_hashes WHERE channel=? AND address_hash IN ({marks})",
+            [channel, *chunk],
+        ):
+            found[by_hash[digest]] = reason
+    return found
+
+
 def _normalized(channel: str, address: str) -> str:
     try:
         return normalize_address(channel, address)

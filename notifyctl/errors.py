@@ -120,3 +120,8 @@ class PermanentError(ProviderError):
         self.remove_device = remove_device
         self.disable_endpoint = disable_endpoint
         super().__init__(message)
+
+
+class Withdrawn(Exception):
+    """Raised by a Recorder's `intent` when policy no longer allows the delivery (an opt-out landed
+    between the decision and the intent's commit); the delivery is settled and not sent."""

@@ -12,9 +12,14 @@ Rules, first match wins:
 Contacts without a user id (inline audience rows) have no preferences, so only 1, 2, 5 and 6 apply.
 
 `decide` runs twice per delivery (planning, and right before the provider call, so an opt-out
-lands before the very next message), about 10,000 times a second: it does at most two primary-key
-lookups and no other I/O. Everything derived from time zones is cached: ZoneInfo objects, the
-zones of a phone number, and per UTC day the instants at which a set of zones is jointly open.
+lands before the very next message), thousands of times a second. The directory answers for a
+whole page of deliveries are read in a few queries (`Policy.view`); each decision then reads one
+counter that every change to suppressions or preferences bumps (triggers), and uses the page's
+answers only while the counter is unchanged, else looks the delivery up on its own. An opt-out
+committed before a decision is therefore always seen by it.
+
+Everything derived from time zones is cached: ZoneInfo objects, the zones of a phone number,
+and per UTC day the instants at which a set of zones is jointly open.
 
 Quiet hours. Sends are not allowed from `start` until `end` in the recipient's local time, so the
 allowed window is [end, start), wrapping midnight when end > start; start == end means no quiet
@@ -34,13 +39,14 @@ from __future__ import annotations
 
 import sqlite3
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from notifyctl.erasure import erasure_key, hashed_suppressed
+from notifyctl.erasure import erasure_key, hashed_suppressed, hashed_suppressed_among
 from notifyctl.errors import ConfigError
 from notifyctl.models import Decision
 from notifyctl.settings import CategoryRule, Settings
@@ -244,6 +250,24 @@ def next_allowed(now: datetime, zones: list[str], start: time, end: time) -> dat
 # --- the stage --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PolicyView:
+    """What the directory said about a page of deliveries on one channel, at `version`."""
+
+    version: int
+    channel: str
+    addresses: frozenset[str]
+    user_ids: frozenset[str]
+    suppressed: dict[str, str]  # address → reason (plain or hashed list)
+    preferences: dict[tuple[str, str], bool]  # (user_id, category or '*') → enabled
+
+    def covers(self, channel: str, address: str, user_id: str | None) -> bool:
+        return channel == self.channel and address in self.addresses and (user_id is None or user_id in self.user_ids)
+
+
+_SEND = Decision(action="send")
+
+
 class Policy:
     """Decides send / skip / defer for one delivery; holds no state besides caches of settings."""
 
@@ -264,6 +288,29 @@ class Policy:
             rule = self._rules[category] = self._settings.category(category)
         return rule
 
+    def view(self, channel: str, addresses: Sequence[str], user_ids: Sequence[str]) -> PolicyView:
+        """The directory's answers for a page of deliveries on one channel, in a few queries. The
+        version is read first: a change committed while the page is read makes the view stale."""
+        version = directory.directory_version(self._conn)
+        unique = list(dict.fromkeys(addresses))
+        suppressed = hashed_suppressed_among(self._conn, channel, unique, self._erasure_key)
+        suppressed.update(directory.suppressed_among(self._conn, channel, unique))  # the plain list wins
+        return PolicyView(
+            version=version,
+            channel=channel,
+            addresses=frozenset(unique),
+            user_ids=frozenset(user_ids),
+            suppressed=suppressed,
+            preferences=directory.preferences_among(self._conn, user_ids, channel),
+        )
+
+    def _suppressed(self, channel: str, address: str) -> str | None:
+        suppressed = directory.is_suppressed(self._conn, channel, address)
+        if suppressed is None:
+            # Erased users stay suppressed, as keyed hashes of their addresses.
+            suppressed = hashed_suppressed(self._conn, channel, address, self._erasure_key)
+        return suppressed
+
     def decide(
         self,
         *,
@@ -274,23 +321,39 @@ class Policy:
         timezone: str | None = None,
         phone: str | None = None,
         now: datetime | None = None,
+        view: PolicyView | None = None,
+        verify: bool = True,
     ) -> Decision:
         """The decision for one delivery; `address` must already be normalised for the channel.
 
         `timezone` and `phone` come from the user's profile or the audience row; on SMS the
-        address is the phone number when `phone` is not given.
+        address is the phone number when `phone` is not given. `view`: the page's answers, used
+        when they cover this delivery and the directory has not changed since they were read;
+        `verify=False` skips that last check, for a caller that checks `view.version` itself later
+        (the engine, at the intent's commit: `Engine._still_allowed`).
         """
-        suppressed = directory.is_suppressed(self._conn, channel, address)
-        if suppressed is None:
-            # Erased users stay suppressed, as keyed hashes of their addresses.
-            suppressed = hashed_suppressed(self._conn, channel, address, self._erasure_key)
+        if (
+            view is not None
+            and view.covers(channel, address, user_id)
+            and (not verify or view.version == directory.directory_version(self._conn))
+        ):
+            suppressed = view.suppressed.get(address)
+            preferences = view.preferences
+        else:
+            suppressed = self._suppressed(channel, address)
+            preferences = None
         if suppressed is not None:
             return Decision.skip(f"suppressed:{suppressed}")
         rule = self._rule(category)
         if rule.critical:
-            return Decision.send()
+            return _SEND
         if user_id is not None:
-            opted = directory.preference(self._conn, user_id, channel, category)
+            if preferences is None:
+                opted = directory.preference(self._conn, user_id, channel, category)
+            else:
+                opted = preferences.get((user_id, category))
+                if opted is None:
+                    opted = preferences.get((user_id, "*"))
             if opted is False:
                 return Decision.skip("preference_off")
             if opted is not True and channel in rule.opt_in_required:
@@ -304,4 +367,4 @@ class Policy:
             if opening is not None:
                 until, everywhere = opening
                 return Decision.defer(until, QUIET_HOURS if everywhere else NO_COMMON_WINDOW)
-        return Decision.send()
+        return _SEND

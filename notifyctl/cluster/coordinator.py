@@ -192,6 +192,8 @@ class Coordinator(Engine):
         providers: dict[str, Provider] | None = None,
     ) -> None:
         super().__init__(settings, conn, templates, clock=clock, progress=progress, providers=providers)
+        # Intents are committed by workers through Redis: policy is verified here, when publishing.
+        self.verify_at_intent = False
         self.options = options
         self.keys = options.keys
         self.identity = database_identity(settings.database_path)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from notifyctl.errors import TemplateError
-from notifyctl.models import Envelope, User
+from notifyctl.models import Decision, Envelope, User
 from notifyctl.pipeline.accounts import open_account
 from notifyctl.pipeline.envelope import EnvelopeBuilder, endpoint_credentials
 from notifyctl.pipeline.idempotency import IdempotencyStore
@@ -30,7 +30,7 @@ from notifyctl.pipeline.queue import PRIORITY, LaneQueue
 from notifyctl.pipeline.recorder import LedgerRecorder
 from notifyctl.pipeline.router import CircuitBreaker, Router
 from notifyctl.pipeline.sender import Sender
-from notifyctl.policy import Policy
+from notifyctl.policy import Policy, PolicyView
 from notifyctl.providers.base import Provider
 from notifyctl.settings import Settings
 from notifyctl.store import directory, runs
@@ -130,6 +130,9 @@ class Engine:
         self._planning_done = False
         self.ledger: Ledger | None = None
         self._ready = asyncio.Event()
+        # Dispatch-time decisions made on a page's policy answers, to check at the intent's commit.
+        self.verify_at_intent = True
+        self._unverified: dict[int, tuple[int, Lane, dict[str, Any]]] = {}
 
     async def ready(self) -> None:
         """Wait until the run's lanes are open (for `submit` in service mode)."""
@@ -193,7 +196,7 @@ class Engine:
                 self.breakers,
                 {n: self.settings.providers[n].concurrency for n in self.limiters},
                 self.settings.retry,
-                LedgerRecorder(self.ledger, self.settings.webhook_disable_after_hours * 3600),
+                LedgerRecorder(self.ledger, self.settings.webhook_disable_after_hours * 3600, self._still_allowed),
                 self.stopping.is_set,
             )
             for channel in channels:
@@ -324,6 +327,9 @@ class Engine:
         user_ids = [r["user_id"] for r in rows if r["user_id"]]
         users = directory.get_users(self.conn, user_ids)
         endpoints = endpoint_credentials(self.conn, user_ids, self.clock()) if lane.channel == "webhook" else {}
+        # The page's suppressions and preferences in a few queries; each dispatch-time decision
+        # re-reads only the directory's change counter (see Policy.view).
+        view = self.policy.view(lane.channel, [r["address"] for r in rows if r["address"]], list(users))
         now = time.time()
         for row in rows:
             if self.stopping.is_set():
@@ -334,6 +340,7 @@ class Engine:
                 "attempts": row["attempts"],
                 "priority": self._priority(row["category"]),
                 "endpoint": endpoints.get(row["user_id"], ([], None)),
+                "view": view,
             }
             lane.outstanding += 1
             due = row["next_attempt_at"]
@@ -407,6 +414,9 @@ class Engine:
             for (queued, _), attempt, outcome in zip(batch, attempts, outcomes, strict=True):
                 if outcome.state == "stopped":
                     continue  # not attempted, or attempted and left pending: resume picks it up
+                if outcome.state == "withdrawn":  # settled and reported by _still_allowed
+                    await self._finished(lane)
+                    continue
                 queued["attempts"] = attempt
                 if outcome.state == "retry":
                     self._schedule_retry(lane, queued, outcome.delay_s)
@@ -418,23 +428,54 @@ class Engine:
         lane.outstanding -= 1
         await self._maybe_finish(lane)
 
-    async def _prepare(self, lane: Lane, item: dict[str, Any]) -> Envelope | None:
-        """Policy again (an opt-out lands before the very next message), then rendering. Returns the
-        envelope to send, or None when the delivery was settled here (skipped, deferred, dead)."""
-        assert self.ledger is not None
+    def _decide(self, item: dict[str, Any], view: PolicyView | None, verify: bool = True) -> Decision:
         row: sqlite3.Row = item["row"]
         user: User | None = item["user"]
-        delivery_id = row["id"]
-        now = self.clock()
-        decision = self.policy.decide(
+        return self.policy.decide(
             channel=row["channel"],
             category=row["category"],
             address=row["address"],
             user_id=row["user_id"] if user else None,
             timezone=user.timezone if user else None,
             phone=user.phone if user else None,
-            now=now,
+            now=self.clock(),
+            view=view,
+            verify=verify,
         )
+
+    def _still_allowed(self, envelope: Envelope, attempt: int, version: int) -> bool:
+        """Asked by the recorder once the intent is committed (with the directory's change counter of
+        that commit): if the directory changed since the page's policy answers were read, decide
+        again; a delivery that may no longer go out is settled here and not sent."""
+        assert self.ledger is not None
+        checked = self._unverified.pop(envelope.delivery_id, None)
+        if checked is None or checked[0] == version:
+            return True
+        _, lane, item = checked
+        decision = self._decide(item, None)
+        if decision.action == "send":
+            return True
+        state = "skipped" if decision.action == "skip" else "deferred"
+        until = iso(decision.until) if decision.until else None
+        delivery_id = envelope.delivery_id
+        self.ledger.post(lambda c: runs.withdraw_intent(c, delivery_id, attempt, state, decision.reason, until))
+        self.progress.outcome(lane.channel, state)
+        return False
+
+    async def _prepare(self, lane: Lane, item: dict[str, Any]) -> Envelope | None:
+        """Policy again (an opt-out lands before the very next message), then rendering. Returns the
+        envelope to send, or None when the delivery was settled here (skipped, deferred, dead).
+
+        In-process, the decision uses the page's policy answers without re-reading the directory
+        here: the intent's commit reads the directory's change counter under the write lock, and
+        `_still_allowed` decides again if it moved. (The scale-out coordinator verifies here.)"""
+        assert self.ledger is not None
+        row: sqlite3.Row = item["row"]
+        user: User | None = item["user"]
+        delivery_id = row["id"]
+        view: PolicyView | None = item.get("view")
+        unverified = view is not None and self.verify_at_intent
+        decision = self._decide(item, view, verify=not unverified)
         if decision.action != "send":
             state = "skipped" if decision.action == "skip" else "deferred"
             until = iso(decision.until) if decision.until else None
@@ -443,7 +484,11 @@ class Engine:
             return None
         try:
             secrets, client_cert = item["endpoint"]
-            return self.builder.build(row, user, secrets, client_cert)
+            envelope = self.builder.build(row, user, secrets, client_cert)
+            if unverified:
+                assert view is not None
+                self._unverified[delivery_id] = (view.version, lane, item)
+            return envelope
         except TemplateError as exc:
             message = str(exc)
             self.ledger.post(

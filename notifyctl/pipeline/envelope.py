@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +52,8 @@ class EnvelopeBuilder:
         self._loaded: dict[str, Template] = {}
         self._reloaded: set[tuple[str, str]] = set()
         self._needs_unsubscribe: dict[tuple[str, str, str, str], bool] = {}
+        self._now_second = -1
+        self._now_text = ""
 
     def template(self, name: str, version: str) -> Template:
         """Loaded once per version: TemplateStore.get() re-checks the files, too slow per message. A row
@@ -95,9 +98,17 @@ class EnvelopeBuilder:
             run_id=row["run_id"],
             event_id=row["event_id"],
             template=row["template"],
-            now=datetime.now(UTC).isoformat(timespec="seconds"),
+            now=self._now(),
         )
         return context
+
+    def _now(self) -> str:
+        """The `now` variable of templates (to the second), formatted once per second."""
+        second = int(time.time())
+        if second != self._now_second:
+            self._now_second = second
+            self._now_text = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")
+        return self._now_text
 
     def build(
         self, row: sqlite3.Row, user: User | None, secrets: list[str], client_cert: str | None = None

@@ -1,9 +1,19 @@
 """Group commit: state changes from many workers, written in few transactions, in order.
 
-Workers `await ledger.submit(op)`; the op (a function of the connection) runs inside the next
-batch transaction on the ledger's own connection, in a dedicated thread so the event loop keeps
-moving messages while SQLite writes. `submit` returns only after the COMMIT, which is what keeps
-the outbox promise (intent committed before the provider call, outcome after) at high rates.
+Workers hand the ledger their changes; they run inside the next batch transaction on the
+ledger's own connection, in a dedicated thread so the event loop keeps moving messages while
+SQLite writes. An intent (`intent`, `submit`) is awaited: it returns only after the COMMIT, which
+is what keeps the outbox promise (intent committed before the provider call) at high rates. An
+intent returns the directory's change counter read in the same transaction, so that the engine
+can tell whether the policy answers it sent on are still those of the directory (Policy.view).
+Outcomes (`sent`, `post`) are queued for the next batch without waiting.
+
+The two changes every delivery makes — its intent and its success — are typed records applied
+with one `executemany` per statement for the whole batch, in delivery order; anything else is an
+op (a function of the connection) run in submission order. Within a batch the ops and successes
+run before the intents. That order is safe because a delivery's intent and the outcome of the
+same attempt are never in one batch (the outcome is only known after the intent's commit), while
+an outcome and the next attempt's intent may be, and then the outcome must come first.
 """
 
 from __future__ import annotations
@@ -15,19 +25,48 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from notifyctl.store.db import connect
+from notifyctl import endpoints
+from notifyctl.store import runs
+from notifyctl.store.db import connect, iso
+from notifyctl.store.directory import directory_version
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
+OP, INTENT, SENT = 0, 1, 2
+# (kind, op or record, future or None): a record is (delivery_id, attempt, provider) for an intent,
+# (delivery_id, attempt, provider, provider_message_id, latency_ms, endpoint user or None) for a success.
+Entry = tuple[int, Any, "asyncio.Future[Any] | None"]
+
+
+def _as_op(kind: int, payload: Any) -> Op:
+    """A typed record as a plain op (for the one-by-one path after a failed batch)."""
+    if kind == OP:
+        return payload  # type: ignore[no-any-return]
+    if kind == INTENT:
+
+        def intent(conn: sqlite3.Connection) -> int:
+            runs.mark_inflight(conn, payload[0], payload[1], payload[2])
+            return directory_version(conn)
+
+        return intent
+    delivery_id, attempt, provider, message_id, latency_ms, endpoint_user = payload
+
+    def sent(conn: sqlite3.Connection) -> None:
+        runs.mark_sent(conn, delivery_id, attempt, provider, message_id, latency_ms)
+        if endpoint_user:
+            endpoints.record_success(conn, endpoint_user)
+
+    return sent
+
 
 class Ledger:
-    """One writer connection, one thread, batches of ops committed together."""
+    """One writer connection, one thread, batches of changes committed together."""
 
     def __init__(self, db_path: Path, max_batch: int = 2000) -> None:
         self._db_path = db_path
         self._max_batch = max_batch
-        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._pending: list[Entry] = []
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifyctl-ledger")
         self._conn: sqlite3.Connection | None = None
@@ -40,29 +79,45 @@ class Ledger:
         self._conn = await loop.run_in_executor(self._executor, connect, self._db_path)
         self._task = asyncio.create_task(self._run(), name="ledger")
 
-    async def submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `op(conn)` in the next batch; returns its result once the batch is committed."""
+    def _add(self, kind: int, payload: Any, wait: bool) -> asyncio.Future[Any] | None:
         if self._closing:
             raise RuntimeError("ledger is closed")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((op, future))
+        future = asyncio.get_running_loop().create_future() if wait else None
+        self._pending.append((kind, payload, future))
         self._wake.set()
-        return await future
+        return future
+
+    async def submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `op(conn)` in the next batch; returns its result once the batch is committed."""
+        future = self._add(OP, op, wait=True)
+        assert future is not None
+        return await future  # type: ignore[no-any-return]
 
     def post(self, op: Callable[[sqlite3.Connection], Any]) -> None:
         """Run `op(conn)` in the next batch without waiting for the commit (outcomes: a crash before
         the commit leaves the row in flight, which resume treats as in doubt). Failures are kept in
         `self.failures`."""
-        if self._closing:
-            raise RuntimeError("ledger is closed")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(self._keep_failure)
-        self._pending.append((op, future))
-        self._wake.set()
+        self._add(OP, op, wait=False)
 
-    def _keep_failure(self, future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            self.failures.append(future.exception())  # type: ignore[arg-type]
+    async def intent(self, delivery_id: int, attempt: int, provider: str) -> int:
+        """The delivery is in flight on `provider` (attempt counts from 1); returns after the commit,
+        with the directory's change counter as of that commit (see Policy.view)."""
+        future = self._add(INTENT, (delivery_id, attempt, provider), wait=True)
+        assert future is not None
+        return await future  # type: ignore[no-any-return]
+
+    def sent(
+        self,
+        delivery_id: int,
+        attempt: int,
+        provider: str,
+        provider_message_id: str | None,
+        latency_ms: float,
+        endpoint_user: str | None = None,
+    ) -> None:
+        """The attempt succeeded (not awaited, like `post`); `endpoint_user`: a webhook endpoint that
+        answered 2xx, whose failure clock starts again."""
+        self._add(SENT, (delivery_id, attempt, provider, provider_message_id, latency_ms, endpoint_user), wait=False)
 
     async def stop(self) -> None:
         """Commit what was submitted, then close."""
@@ -83,36 +138,55 @@ class Ledger:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 try:
-                    outcomes = await loop.run_in_executor(self._executor, self._commit, [op for op, _ in batch])
+                    outcomes = await loop.run_in_executor(self._executor, self._commit, batch)
                 except BaseException as exc:  # the whole batch failed (disk full, …): every caller hears it
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+                    error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+                    for _, _, future in batch:
+                        if future is None:
+                            self.failures.append(error)
+                        elif not future.done():
+                            future.set_exception(error)
                     continue
-                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
+                for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
+                    if future is None:
+                        if not ok:
+                            self.failures.append(value)
+                    elif not future.done():
+                        if ok:
+                            future.set_result(value)
+                        else:
+                            future.set_exception(value)
             if self._closing and not self._pending:
                 return
 
-    def _commit(self, ops: list[Op]) -> list[tuple[bool, Any]]:
-        """All ops in one transaction; if one fails, the batch is redone with a savepoint per op so
-        that a single bad op (a constraint, a bug) does not take its neighbours with it."""
+    def _commit(self, batch: list[Entry]) -> list[tuple[bool, Any]]:
+        """All changes in one transaction; if one fails, the batch is redone with a savepoint per
+        change so that a single bad one (a constraint, a bug) does not take its neighbours with it."""
         conn = self._conn
         assert conn is not None
         try:
             conn.execute("BEGIN IMMEDIATE")
-            outcomes: list[tuple[bool, Any]] = [(True, op(conn)) for op in ops]
+            outcomes: list[tuple[bool, Any]] = [(True, op(conn) if kind == OP else None) for kind, op, _ in batch]
+            now = iso()
+            sent = [record for kind, record, _ in batch if kind == SENT]
+            if sent:
+                runs.mark_sent_many(conn, [record[:5] for record in sent], now)
+                endpoints.record_successes(conn, [record[5] for record in sent if record[5]])
+            intents = [record for kind, record, _ in batch if kind == INTENT]
+            if intents:
+                runs.mark_inflight_many(conn, intents, now)
+                # Read under the write lock: no opt-out can commit between this read and the intents.
+                version = directory_version(conn)
+                outcomes = [
+                    (True, version) if entry[0] == INTENT else outcome
+                    for entry, outcome in zip(batch, outcomes, strict=True)
+                ]
             conn.execute("COMMIT")
             return outcomes
         except Exception:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-        return self._commit_one_by_one(conn, ops)
+        return self._commit_one_by_one(conn, [_as_op(kind, payload) for kind, payload, _ in batch])
 
     @staticmethod
     def _commit_one_by_one(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, Any]]:

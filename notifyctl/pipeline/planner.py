@@ -90,32 +90,40 @@ class Planner:
         now_iso = iso(now)
         result = PlanResult()
         drafts: list[dict[str, Any]] = []
+        # First the addresses of every (recipient, channel), then the directory's answers for the
+        # whole batch per channel (a few queries), then the decisions.
+        wanted: list[tuple[PlanItem, User | None, str, str, list[str], str | None]] = []
+        by_channel: dict[str, list[str]] = {}
         for item in items:
             user = users.get(item.user_id) if item.user_id else None
             who = item.user_id or item.identity or item.email or item.phone or f"line:{item.line}"
-            locale = item.locale or (user.locale if user else None)
-            timezone = item.timezone or (user.timezone if user else None)
-            phone = item.phone or (user.phone if user else None)
             for channel in item.channels:
                 addresses, missing = _addresses(channel, item, user)
-                if missing:
-                    drafts.append(self._draft(run_id, item, who, channel, None, locale, "skipped", missing, None))
-                    continue
-                for address in addresses:
-                    decision = self.policy.decide(
-                        channel=channel,
-                        category=item.category,
-                        address=address,
-                        user_id=item.user_id if user else None,
-                        timezone=timezone,
-                        phone=phone,
-                        now=now,
-                    )
-                    state = {"send": "pending", "skip": "skipped", "defer": "deferred"}[decision.action]
-                    until = iso(decision.until) if decision.until else None
-                    drafts.append(
-                        self._draft(run_id, item, who, channel, address, locale, state, decision.reason, until)
-                    )
+                wanted.append((item, user, who, channel, addresses, missing))
+                by_channel.setdefault(channel, []).extend(addresses)
+        views = {channel: self.policy.view(channel, found, list(users)) for channel, found in by_channel.items()}
+        for item, user, who, channel, addresses, missing in wanted:
+            locale = item.locale or (user.locale if user else None)
+            if missing:
+                drafts.append(self._draft(run_id, item, who, channel, None, locale, "skipped", missing, None))
+                continue
+            timezone = item.timezone or (user.timezone if user else None)
+            phone = item.phone or (user.phone if user else None)
+            for address in addresses:
+                decision = self.policy.decide(
+                    channel=channel,
+                    category=item.category,
+                    address=address,
+                    user_id=item.user_id if user else None,
+                    timezone=timezone,
+                    phone=phone,
+                    now=now,
+                    view=views[channel],
+                    verify=False,  # read at the start of this batch; re-checked at dispatch anyway
+                )
+                state = {"send": "pending", "skip": "skipped", "defer": "deferred"}[decision.action]
+                until = iso(decision.until) if decision.until else None
+                drafts.append(self._draft(run_id, item, who, channel, address, locale, state, decision.reason, until))
         with transaction(self.conn):
             live = [d for d in drafts if d["state"] in ("pending", "deferred")]
             seen = self.idempotency.seen(self.conn, [d["idempotency_key"] for d in live], now.timestamp())

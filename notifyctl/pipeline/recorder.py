@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from notifyctl import endpoints
 from notifyctl.addresses import AddressError
-from notifyctl.errors import PermanentError, ProviderError, TransientError
+from notifyctl.errors import PermanentError, ProviderError, TransientError, Withdrawn
 from notifyctl.models import Envelope, SendResult
 from notifyctl.pipeline.ledger import Ledger
 from notifyctl.pipeline.sender import Failure
@@ -38,9 +39,17 @@ class LedgerRecorder:
     """Intents are awaited (committed before the provider call); outcomes are queued for the next
     batch commit without waiting, in order behind the intent."""
 
-    def __init__(self, ledger: Ledger, webhook_disable_after_s: float = 72 * 3600) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        webhook_disable_after_s: float = 72 * 3600,
+        guard: Callable[[Envelope, int, int], bool] | None = None,
+    ) -> None:
+        """`guard(envelope, attempt, directory_version)`: asked once the intent is committed whether
+        the delivery may still go out (False: it settled the delivery itself, and it is not sent)."""
         self.ledger = ledger
         self.webhook_disable_after_s = webhook_disable_after_s
+        self.guard = guard
 
     def _endpoint_health(self, conn: sqlite3.Connection, envelope: Envelope, ok: bool) -> None:
         """A webhook endpoint that keeps failing for the configured period is disabled (and audited)."""
@@ -52,16 +61,15 @@ class LedgerRecorder:
             endpoints.record_failure(conn, envelope.user_id, datetime.now(UTC), self.webhook_disable_after_s)
 
     async def intent(self, envelope: Envelope, attempt: int, provider: str) -> None:
-        await self.ledger.submit(lambda c: runs.mark_inflight(c, envelope.delivery_id, attempt, provider))
+        version = await self.ledger.intent(envelope.delivery_id, attempt, provider)
+        if self.guard is not None and not self.guard(envelope, attempt, version):
+            raise Withdrawn(f"delivery {envelope.delivery_id} withdrawn by policy")
 
     async def sent(
         self, envelope: Envelope, attempt: int, provider: str, result: SendResult, latency_ms: float
     ) -> None:
-        def write(conn: sqlite3.Connection) -> None:
-            runs.mark_sent(conn, envelope.delivery_id, attempt, provider, result.provider_message_id, latency_ms)
-            self._endpoint_health(conn, envelope, ok=True)
-
-        self.ledger.post(write)
+        endpoint_user = envelope.user_id if envelope.channel == "webhook" else None
+        self.ledger.sent(envelope.delivery_id, attempt, provider, result.provider_message_id, latency_ms, endpoint_user)
 
     async def retry(
         self, envelope: Envelope, attempt: int, provider: str, error: TransientError, latency_ms: float, due: float

@@ -78,6 +78,9 @@ class Router:
 
     def pick(self) -> str:
         """A pool member whose breaker allows it (by weight); else the secondary; else the primary anyway."""
+        providers = self.route.providers
+        if len(providers) == 1 and self.breakers[providers[0]].opened_at is None:
+            return providers[0]  # the common case: one account, breaker closed
         candidates = [
             (n, w)
             for n, w in zip(self.route.providers, self.weights, strict=True)

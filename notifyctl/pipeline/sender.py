@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from notifyctl.errors import PermanentError, ProviderError, RateLimited, TransientError
+from notifyctl.errors import PermanentError, ProviderError, RateLimited, TransientError, Withdrawn
 from notifyctl.models import Envelope, SendResult
 from notifyctl.pipeline.limiter import Limiter
 from notifyctl.pipeline.retry import backoff_s, should_retry
@@ -44,7 +44,9 @@ class Recorder(Protocol):
 class Outcome:
     """What became of one transmission: sent, dead, retry after `delay_s`, or not attempted (stopping)."""
 
-    state: str  # "sent" | "dead" | "retry" | "stopped" (not attempted, stays pending) | "reroute" (not attempted)
+    # "sent" | "dead" | "retry" | "stopped" (not attempted, stays pending) | "reroute" (not attempted)
+    # | "withdrawn" (policy changed its mind after the decision; the recorder's guard settled it)
+    state: str
     delay_s: float = 0.0
 
 
@@ -112,8 +114,24 @@ class Sender:
         if reroutable and self.breakers[provider_name].state == "open":
             # The breaker opened while these waited for tokens: not attempted, route them again.
             return [Outcome("reroute") for _ in envelopes]
-        for envelope, attempt in zip(envelopes, attempts, strict=True):
-            await self.recorder.intent(envelope, attempt, provider_name)
+        withdrawn: set[int] = set()
+        for i, (envelope, attempt) in enumerate(zip(envelopes, attempts, strict=True)):
+            try:
+                await self.recorder.intent(envelope, attempt, provider_name)
+            except Withdrawn:
+                withdrawn.add(i)
+        if withdrawn:
+            kept = [i for i in range(len(envelopes)) if i not in withdrawn]
+            outcomes = [Outcome("withdrawn") for _ in envelopes]
+            if kept:
+                sent = await self._call([envelopes[i] for i in kept], provider_name, [attempts[i] for i in kept])
+                for i, outcome in zip(kept, sent, strict=True):
+                    outcomes[i] = outcome
+            return outcomes
+        return await self._call(envelopes, provider_name, attempts)
+
+    async def _call(self, envelopes: list[Envelope], provider_name: str, attempts: list[int]) -> list[Outcome]:
+        """The provider call for deliveries whose intents are committed, and their outcomes."""
         provider = self.providers[provider_name]
         started = time.perf_counter()
         results: list[SendResult | ProviderError]

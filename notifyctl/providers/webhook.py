@@ -122,6 +122,7 @@ class WebhookProvider:
         self.ca_file: str | None = str(settings["ca_file"]) if settings.get("ca_file") else None
         self._session: aiohttp.ClientSession | None = None
         self._tls: dict[tuple[str, str] | None, ssl.SSLContext] = {}
+        self._checked: dict[str, URL] = {}
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.connections, resolver=CheckedResolver(self.allow_hosts))
@@ -153,7 +154,8 @@ class WebhookProvider:
             ) as response:
                 # The body is not read: the status is the answer, and an endpoint that stalls
                 # or floods its response body must not turn an accepted delivery into a failure.
-                status, response_headers = response.status, dict(response.headers)
+                status, retry_after = response.status, response.headers.get("Retry-After")
+        response_headers = {"Retry-After": retry_after} if retry_after is not None else {}
         return response_outcome(self.name, envelope, status, response_headers)
 
     def _tls_context(self, client_cert: str | None) -> ssl.SSLContext | None:
@@ -186,7 +188,18 @@ class WebhookProvider:
         return context
 
     def _checked_url(self, address: str) -> URL:
-        """The endpoint URL if the HTTPS and address rules allow it, else PermanentError."""
+        """The endpoint URL if the HTTPS and address rules allow it, else PermanentError. The answer
+        depends only on the address and the provider's allowlist: kept per address (host names are
+        still checked at every connection, by the resolver)."""
+        url = self._checked.get(address)
+        if url is None:
+            url = self._check_url(address)
+            if len(self._checked) >= 65536:
+                self._checked.clear()
+            self._checked[address] = url
+        return url
+
+    def _check_url(self, address: str) -> URL:
         try:
             url = URL(address)
         except (ValueError, TypeError) as exc:

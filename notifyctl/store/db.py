@@ -94,7 +94,7 @@ def run_migrations(conn: sqlite3.Connection) -> list[str]:
         with transaction(conn):
             if conn.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
                 continue  # another process got there first
-            for statement in sql.split(";"):
+            for statement in sql.split(";") if isinstance(sql, str) else sql:
                 if statement.strip():
                     conn.execute(statement)
             conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, iso()))

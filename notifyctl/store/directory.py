@@ -90,7 +90,8 @@ def _users_from_rows(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> dict[
     for row in rows:
         endpoint = endpoints.get(row["user_id"])
         active = endpoint is not None and endpoint["disabled_at"] is None
-        users[row["user_id"]] = User(
+        # model_construct: every field comes from our own tables, validated when it was written.
+        users[row["user_id"]] = User.model_construct(
             user_id=row["user_id"],
             email=row["email"],
             phone=row["phone"],
@@ -223,6 +224,41 @@ def is_suppressed(conn: sqlite3.Connection, channel: str, address: str) -> str |
     """The suppression reason, or None. `address` must already be normalised."""
     row = conn.execute("SELECT reason FROM suppressions WHERE channel=? AND address=?", (channel, address)).fetchone()
     return None if row is None else str(row[0])
+
+
+def _chunks(values: Sequence[str], size: int = 500) -> Iterable[tuple[list[str], str]]:
+    """`values` in chunks for `IN (…)`, with the placeholders of each chunk."""
+    for start in range(0, len(values), size):
+        chunk = list(values[start : start + size])
+        yield chunk, ",".join("?" * len(chunk))
+
+
+def directory_version(conn: sqlite3.Connection) -> int:
+    """A counter that every change to suppressions, hashed suppressions or preferences bumps (triggers)."""
+    return int(conn.execute("SELECT n FROM directory_version").fetchone()[0])
+
+
+def suppressed_among(conn: sqlite3.Connection, channel: str, addresses: Sequence[str]) -> dict[str, str]:
+    """{address: reason} for those of `addresses` (normalised) suppressed on the channel."""
+    found: dict[str, str] = {}
+    for chunk, marks in _chunks(list(dict.fromkeys(addresses))):
+        for address, reason in conn.execute(
+            f"SELECT address, reason FROM suppressions WHERE channel=? AND address IN ({marks})", [channel, *chunk]
+        ):
+            found[address] = reason
+    return found
+
+
+def preferences_among(conn: sqlite3.Connection, user_ids: Sequence[str], channel: str) -> dict[tuple[str, str], bool]:
+    """{(user_id, category): enabled} on one channel for several users ('*' rows included)."""
+    found: dict[tuple[str, str], bool] = {}
+    for chunk, marks in _chunks(list(dict.fromkeys(user_ids))):
+        for user_id, category, enabled in conn.execute(
+            f"SELECT user_id, category, enabled FROM preferences WHERE channel=? AND user_id IN ({marks})",
+            [channel, *chunk],
+        ):
+            found[(user_id, category)] = bool(enabled)
+    return found
 
 
 def suppressions(conn: sqlite3.Connection, channel: str | None = None) -> list[dict[str, Any]]:

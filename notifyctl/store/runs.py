@@ -205,6 +205,33 @@ def mark_inflight(conn: sqlite3.Connection, delivery_id: int, attempt: int, prov
     )
 
 
+def mark_inflight_many(conn: sqlite3.Connection, intents: list[tuple[int, int, str]], now: str) -> None:
+    """`mark_inflight` for many (delivery_id, attempt, provider) at once, in delivery order."""
+    intents = sorted(intents)
+    conn.executemany(
+        "UPDATE deliveries SET state='inflight', attempts=?, provider=?, updated=? WHERE id=?",
+        [(attempt, provider, now, delivery_id) for delivery_id, attempt, provider in intents],
+    )
+    conn.executemany(
+        "INSERT INTO attempts (delivery_id, number, started, outcome, provider) VALUES (?, ?, ?, 'inflight', ?)",
+        [(delivery_id, attempt, now, provider) for delivery_id, attempt, provider in intents],
+    )
+
+
+def mark_sent_many(conn: sqlite3.Connection, sent: list[tuple[int, int, str, str | None, float]], now: str) -> None:
+    """`mark_sent` for many (delivery_id, attempt, provider, provider_message_id, latency_ms) at once."""
+    sent = sorted(sent)
+    conn.executemany(
+        """UPDATE deliveries SET state='sent', provider=?, provider_message_id=?, error_class=NULL,
+             error_message=NULL, next_attempt_at=NULL, updated=? WHERE id=?""",
+        [(provider, message_id, now, delivery_id) for delivery_id, _, provider, message_id, _ in sent],
+    )
+    conn.executemany(
+        "UPDATE attempts SET outcome='sent', latency_ms=?, code=NULL, message=NULL WHERE delivery_id=? AND number=?",
+        [(latency_ms, delivery_id, attempt) for delivery_id, attempt, _, _, latency_ms in sent],
+    )
+
+
 def _finish_attempt(
     conn: sqlite3.Connection,
     delivery_id: int,
@@ -281,6 +308,17 @@ def mark_dead(
            ON CONFLICT(delivery_id) DO UPDATE SET envelope=excluded.envelope, error_class=excluded.error_class,
              error_message=excluded.error_message, created=excluded.created, redriven_at=NULL""",
         (delivery_id, row["run_id"], row["channel"], dumps(envelope) if envelope else None, error_class, message, now),
+    )
+
+
+def withdraw_intent(
+    conn: sqlite3.Connection, delivery_id: int, attempt: int, state: str, reason: str | None, defer_until: str | None
+) -> None:
+    """Undo an intent that policy withdrew before the provider call: the attempt never happened."""
+    conn.execute("DELETE FROM attempts WHERE delivery_id=? AND number=?", (delivery_id, attempt))
+    conn.execute(
+        "UPDATE deliveries SET state=?, reason=?, defer_until=?, attempts=?, updated=? WHERE id=?",
+        (state, reason, defer_until, attempt - 1, iso(), delivery_id),
     )
 
 

@@ -1,8 +1,31 @@
-"""Database schema as an ordered list of migrations; each runs once, in a transaction."""
+"""Database schema as an ordered list of migrations; each runs once, in a transaction.
+
+A migration is SQL text of statements separated by ';', or a list of statements (for trigger
+bodies, which contain ';' themselves).
+"""
 
 from __future__ import annotations
 
-MIGRATIONS: list[tuple[str, str]] = [
+# Tables whose rows change what policy decides; every change bumps `directory_version.n`, so that a
+# page of policy answers read in advance is known to be still true with one single-row read.
+POLICY_TABLES = ("suppressions", "suppression_hashes", "preferences")
+
+
+def _directory_version() -> list[str]:
+    statements = [
+        "CREATE TABLE directory_version (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)",
+        "INSERT INTO directory_version VALUES (1, 0)",
+    ]
+    for table in POLICY_TABLES:
+        for event in ("INSERT", "UPDATE", "DELETE"):
+            statements.append(
+                f"CREATE TRIGGER {table}_{event.lower()}_version AFTER {event} ON {table} "
+                "BEGIN UPDATE directory_version SET n = n + 1 WHERE id = 1; END"
+            )
+    return statements
+
+
+MIGRATIONS: list[tuple[str, str | list[str]]] = [
     (
         "0001_core",
         """
@@ -204,5 +227,10 @@ MIGRATIONS: list[tuple[str, str]] = [
             PRIMARY KEY (channel, address_hash)
         );
         """,
+    ),
+    (
+        # A change counter for the policy tables (see POLICY_TABLES).
+        "0003_directory_version",
+        _directory_version(),
     ),
 ]
