@@ -4,9 +4,26 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def trusted(cls: type[M], **values: Any) -> M:
+    """An instance from values notifyctl produced or read back from its own tables, every field
+    given: what `model_construct` builds, without its per-field bookkeeping (about 5× faster; it
+    runs a few times per message). Nothing is validated."""
+    if len(values) != len(cls.model_fields):
+        missing = sorted(set(cls.model_fields) - set(values))
+        raise TypeError(f"{cls.__name__}: every field must be given (missing: {missing})")
+    instance = cls.__new__(cls)
+    object.__setattr__(instance, "__dict__", values)
+    object.__setattr__(instance, "__pydantic_fields_set__", set(values))
+    object.__setattr__(instance, "__pydantic_extra__", None)
+    object.__setattr__(instance, "__pydantic_private__", None)
+    return instance
 
 
 class Channel(enum.StrEnum):

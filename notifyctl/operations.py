@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -119,9 +119,9 @@ def _rejected(errors: list[RowError], count: int) -> dict[str, Any]:
 # --- broadcast ----------------------------------------------------------------------------------
 
 
-async def _audience_source(
+def _audience_source(
     path: Path, plan: Callable[[Recipient], PlanItem], start_offset: int, start_line: int, skip_lines: set[int]
-) -> AsyncIterator[PlanBatch]:
+) -> Iterator[PlanBatch]:
     items: list[PlanItem] = []
     cursor = (start_offset, start_line)
     from notifyctl import audience  # here: a one-off send needs no parsers
@@ -239,7 +239,7 @@ async def broadcast(
 async def _drive(
     ctx: Context,
     run_id: str,
-    source: AsyncIterator[PlanBatch] | None,
+    source: Iterator[PlanBatch] | None,
     progress: Progress | None,
     on_engine: Callable[[Engine], None] | None,
     allow_template_change: bool = False,
@@ -274,7 +274,7 @@ async def _dry_run(
     version: str,
     category: str,
     channels: list[str],
-    source: AsyncIterator[PlanBatch],
+    source: Iterator[PlanBatch],
     rejected: list[RowError],
 ) -> DryRun:
     """Plan inside a transaction that is rolled back: the real decisions, nothing kept."""
@@ -293,7 +293,7 @@ async def _dry_run(
             channels=channels,
             state="running",
         )
-        async for batch in source:
+        for batch in source:
             planner.plan_batch(run_id, batch.items)
         result = DryRun(runs.counts(ctx.conn, run_id), runs.reasons(ctx.conn, run_id), rejected)
     finally:
@@ -304,11 +304,8 @@ async def _dry_run(
 # --- send ---------------------------------------------------------------------------------------
 
 
-def _single_source(items: list[PlanItem]) -> AsyncIterator[PlanBatch]:
-    async def source() -> AsyncIterator[PlanBatch]:
-        yield PlanBatch(items, None, last=True)
-
-    return source()
+def _single_source(items: list[PlanItem]) -> Iterator[PlanBatch]:
+    return iter([PlanBatch(items, None, last=True)])
 
 
 async def send(
@@ -402,7 +399,7 @@ def _event_items(
         )
 
 
-async def _events_source(ctx: Context, path: Path, start_offset: int, start_line: int) -> AsyncIterator[PlanBatch]:
+def _events_source(ctx: Context, path: Path, start_offset: int, start_line: int) -> Iterator[PlanBatch]:
     items: list[PlanItem] = []
     cursor = (start_offset, start_line)
     for item, _error, cursor in _event_items(ctx, path, start_offset, start_line, True):
@@ -485,7 +482,7 @@ def _template_changes(ctx: Context, run: runs.Run) -> list[str]:
     return changed
 
 
-def _resume_source(ctx: Context, run: runs.Run) -> AsyncIterator[PlanBatch] | None:
+def _resume_source(ctx: Context, run: runs.Run) -> Iterator[PlanBatch] | None:
     if run.planned:
         return None
     if run.kind == "send":

@@ -13,7 +13,7 @@ import contextlib
 import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -68,7 +68,8 @@ class PlanBatch:
     last: bool
 
 
-PlanSource = AsyncIterator[PlanBatch]
+# Batches to plan, read (parsed, validated) in the planning thread together with their planning.
+PlanSource = Iterator[PlanBatch]
 
 
 @dataclass
@@ -279,14 +280,20 @@ class Engine:
     async def _plan(self, run_id: str, source: PlanSource) -> None:
         conn = connect(self.settings.database_path)
         planner = Planner(conn, Policy(self.settings, conn, self.clock), self.idempotency, self.clock)
+
+        def step() -> PlanResult | None:
+            batch = next(source, None)
+            if batch is None:
+                return None
+            return planner.plan_batch(run_id, batch.items, cursor=batch.cursor, planned=batch.last)
+
         try:
-            async for batch in source:
-                if self.stopping.is_set():
-                    return
-                # In a thread, on its own connection: the senders keep going while a batch is planned.
-                result = await asyncio.to_thread(
-                    planner.plan_batch, run_id, batch.items, cursor=batch.cursor, planned=batch.last
-                )
+            while not self.stopping.is_set():
+                # Reading the input and planning happen in a thread, on the planner's own connection:
+                # the senders keep going meanwhile.
+                result = await asyncio.to_thread(step)
+                if result is None:
+                    break
                 for (channel, state), n in result.by_channel_state.items():
                     self.progress.planned(channel, state, n)
                 for lane in self.lanes.values():

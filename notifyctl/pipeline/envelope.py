@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from notifyctl.errors import TemplateError
-from notifyctl.models import Envelope, User
+from notifyctl.models import Envelope, User, trusted
 from notifyctl.settings import Settings
 from notifyctl.store.db import loads, parse_iso
 from notifyctl.templates import Template, TemplateStore
@@ -125,8 +125,9 @@ class EnvelopeBuilder:
         if row["channel"] == "email" and self.settings.category(row["category"]).list_unsubscribe:
             headers["List-Unsubscribe"] = f"<{context['unsubscribe_url']}>"
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        # model_construct: every field comes from the outbox row or the renderer, already validated.
-        return Envelope.model_construct(
+        # trusted: every field comes from the outbox row or the renderer, already validated.
+        return trusted(
+            Envelope,
             delivery_id=row["id"],
             run_id=row["run_id"],
             channel=row["channel"],

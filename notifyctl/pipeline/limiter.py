@@ -22,16 +22,25 @@ class Limiter(Protocol):
 
 
 class TokenBucket:
-    """`rate` tokens per second with room for `burst`; aiolimiter's leaky bucket underneath."""
+    """`rate` tokens per second with room for `burst`; aiolimiter's leaky bucket underneath.
+
+    The bucket starts empty: the burst is room saved up while sending below the rate, not a
+    free extra at start-up. (A full bucket at start lets R + burst requests leave in the first
+    second; arriving late behind new connections' set-up, they bunch with the next second's and
+    the receiver sees more than R + burst in one second.)"""
 
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate
         self.burst = max(1.0, burst)
         self._bucket = AsyncLimiter(self.burst, self.burst / rate)
+        self._started = False
         self._paused_until = 0.0
         self._slow_until = 0.0
 
     async def acquire(self) -> None:
+        if not self._started:
+            self._started = True
+            await self._bucket.acquire(self.burst)  # at once: it only fills the empty bucket's room
         while (wait := self._paused_until - time.monotonic()) > 0:
             await asyncio.sleep(wait)
         await self._bucket.acquire()

@@ -22,7 +22,7 @@ import orjson
 from yarl import URL
 
 from notifyctl.errors import PermanentError, ProviderError, RateLimited, TransientError
-from notifyctl.models import Envelope, SendResult
+from notifyctl.models import Envelope, SendResult, trusted
 from notifyctl.providers.base import Capabilities, ProviderContext
 from notifyctl.signing import signature_header
 from notifyctl.ssrf import CheckedResolver, SsrfRefused, check_ip, is_allowed_host, parse_host_ip
@@ -56,7 +56,7 @@ def parse_retry_after(
 def response_outcome(provider: str, envelope: Envelope, status: int, headers: Mapping[str, str]) -> SendResult:
     """The result of an HTTP answer, or the provider error it means."""
     if 200 <= status < 300:
-        return SendResult(provider=provider, provider_message_id=envelope.message_id, status_code=status)
+        return trusted(SendResult, provider=provider, provider_message_id=envelope.message_id, status_code=status)
     code = str(status)
     if 300 <= status < 400:
         raise PermanentError(f"HTTP {status}: redirects are not followed", code=code)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from notifyctl.addresses import normalize_address
-from notifyctl.models import User
+from notifyctl.models import User, trusted
 from notifyctl.store.db import dumps, iso, loads, record_event, transaction
 
 SUPPRESSION_REASONS = ("manual", "unsubscribe", "bounce", "complaint", "stop")
@@ -90,8 +90,9 @@ def _users_from_rows(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> dict[
     for row in rows:
         endpoint = endpoints.get(row["user_id"])
         active = endpoint is not None and endpoint["disabled_at"] is None
-        # model_construct: every field comes from our own tables, validated when it was written.
-        users[row["user_id"]] = User.model_construct(
+        # trusted: every field comes from our own tables, validated when it was written.
+        users[row["user_id"]] = trusted(
+            User,
             user_id=row["user_id"],
             email=row["email"],
             phone=row["phone"],
