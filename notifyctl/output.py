@@ -122,6 +122,15 @@ class ChannelProgress:
         if self.enabled:
             self._refresh(channel)
 
+    def sync(self, counts: dict[str, dict[str, int]]) -> None:
+        """The whole run's counts from the database (sibling sender processes report there only)."""
+        for channel, states in counts.items():
+            self.totals[channel] = sum(states.values())
+            self.by_state[channel] = {s: n for s, n in states.items() if s not in ("pending", "inflight")}
+            self.done[channel] = sum(self.by_state[channel].values())
+            if self.enabled:
+                self._refresh(channel)
+
     def outcome(self, channel: str, state: str) -> None:
         self.done[channel] = self.done.get(channel, 0) + 1
         states = self.by_state.setdefault(channel, {})

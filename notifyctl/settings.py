@@ -13,7 +13,7 @@ import os
 import tomllib
 from datetime import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -125,7 +125,8 @@ class Settings(_Strict):
     templates_dir: Path = Path("templates")
     idempotency_window_hours: float = Field(default=48.0, gt=0)
     render_timeout_s: float = Field(default=0.5, gt=0)  # per template render
-    processes: int = Field(default=1, ge=1, le=64)  # sender processes per run (one per core helps)
+    # Sender processes per run: a number, or "auto" (one per core for runs of 10,000 deliveries or more).
+    processes: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
     webhook_disable_after_hours: float = Field(default=72.0, gt=0)  # an endpoint failing this long is disabled
     in_doubt: Literal["hold", "resend"] = "hold"
     public_url: str = "https://notify.example.com"

@@ -188,6 +188,7 @@ class Engine:
         channels = [c for c in run.channels if c in self.settings.channels]
         self.builder = EnvelopeBuilder(self.settings, self.templates, run.data, allow_template_change)
         self.ledger = Ledger(self.settings.database_path)
+        syncer: asyncio.Task[None] | None = None
         await self.ledger.start()
         try:
             await self._open_providers(channels)
@@ -216,6 +217,9 @@ class Engine:
             releaser = (
                 asyncio.create_task(self._release_due_every(run_id, 15.0), name="release-due") if service else None
             )
+            background = [releaser] if releaser else []
+            if self.siblings and getattr(self.progress, "enabled", False) and hasattr(self.progress, "sync"):
+                syncer = asyncio.create_task(self._sync_progress_every(run_id, 2.0), name="progress")
             for lane in self.lanes.values():
                 tasks.append(asyncio.create_task(self._feed(run_id, lane), name=f"feed-{lane.channel}"))
                 tasks.extend(asyncio.create_task(work, name=f"work-{lane.channel}") for work in self._lane_work(lane))
@@ -228,16 +232,22 @@ class Engine:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
             finally:
-                for task in [*self._retry_tasks, *([releaser] if releaser else [])]:
+                for task in [*self._retry_tasks, *background]:
                     task.cancel()
-                await asyncio.gather(*self._retry_tasks, *([releaser] if releaser else []), return_exceptions=True)
+                await asyncio.gather(*self._retry_tasks, *background, return_exceptions=True)
         finally:
             await self.ledger.stop()
             for provider in self._owned_providers:
                 with contextlib.suppress(Exception):
                     await provider.close()
-        for sibling in self.siblings:  # the other shards of this run, in their own processes
-            await sibling.wait()
+        try:
+            for sibling in self.siblings:  # the other shards of this run, in their own processes
+                await sibling.wait()
+        finally:
+            if syncer is not None:
+                syncer.cancel()
+                await asyncio.gather(syncer, return_exceptions=True)
+                getattr(self.progress, "sync")(runs.counts(self.conn, run_id))  # noqa: B009
         state = self._final_state(run_id)
         if not self.follow:
             with self.conn:
@@ -371,6 +381,14 @@ class Engine:
             await asyncio.sleep(every_s)
             await self.release_due(run_id)
 
+    async def _sync_progress_every(self, run_id: str, every_s: float) -> None:
+        """The progress bar of a run sent from several processes: the siblings' outcomes are only in
+        the database, so the bar is set from its counts now and then."""
+        sync = getattr(self.progress, "sync")  # noqa: B009 - not part of the Progress protocol
+        while True:
+            await asyncio.sleep(every_s)
+            sync(runs.counts(self.conn, run_id))
+
     async def _maybe_finish(self, lane: Lane) -> None:
         if lane.feeding_done and lane.outstanding == 0 and not lane.finished:
             lane.finished = True
@@ -416,8 +434,13 @@ class Engine:
             reroutable = len(lane.router.provider_names) > 1
             outcomes = await self.sender.transmit_batch(envelopes, provider_name, attempts, reroutable=reroutable)
             if outcomes[0].state == "reroute":  # its breaker opened while they waited: the router knows better
-                provider_name = lane.router.pick()
-                outcomes = await self.sender.transmit_batch(envelopes, provider_name, attempts)
+                outcomes = []
+                while len(outcomes) < len(envelopes):  # in calls the newly picked provider can take
+                    provider_name = lane.router.pick()
+                    done, size = len(outcomes), self.providers[provider_name].capabilities.batch_size
+                    outcomes += await self.sender.transmit_batch(
+                        envelopes[done : done + size], provider_name, attempts[done : done + size]
+                    )
             for (queued, _), attempt, outcome in zip(batch, attempts, outcomes, strict=True):
                 if outcome.state == "stopped":
                     continue  # not attempted, or attempted and left pending: resume picks it up
