@@ -127,9 +127,11 @@ class WebhookProvider:
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.connections, resolver=CheckedResolver(self.allow_hosts))
         # trust_env=False: an HTTP(S)_PROXY from the environment would resolve hosts itself,
-        # behind the guard's back.
+        # behind the guard's back. No cookie jar: a cookie one endpoint sets must never travel to
+        # another endpoint on the same host (and filtering the jar costs time on every request).
         self._session = aiohttp.ClientSession(
             connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             trust_env=False,
             headers={"User-Agent": USER_AGENT},
