@@ -1,7 +1,7 @@
 """Memory flat in the audience size: peak RSS of a broadcast to 1,000,000 recipients against one
 to 100,000 (targets: at most 150 MB, and within 15% of the smaller run).
 
-    python bench/memory.py [--small 100000] [--large 1000000] [--channel webhook|email-outbox|inapp]
+    python bench/memory.py [--small 100000] [--large 1000000] [--channel webhook|email-outbox|inapp] [--processes 1]
 
 Each size runs in its own workspace (users imported first, not counted); the broadcast's peak
 RSS is the child's ru_maxrss from wait4(). email-outbox writes one .eml per message into the
@@ -27,6 +27,13 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=1_000_000)
     parser.add_argument("--channel", choices=["email-outbox", "webhook", "inapp"], default="webhook")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="sender processes (NOTIFYCTL_PROCESSES; default 1: the peak is then the whole broadcast's; "
+        "with more, ru_maxrss is the largest single process's)",
+    )
     args = parser.parse_args()
     rows = []
     peaks = []
@@ -36,7 +43,7 @@ def main() -> None:
             print(f"{n:,} recipients: importing users…", file=sys.stderr)
             workspace, imported = prepare(Path(tmp), args.channel, n, args.concurrency, url, smtp_port)
             print(f"{n:,} recipients: broadcasting…", file=sys.stderr)
-            measured = broadcast(workspace)
+            measured = broadcast(workspace, args.processes)
             sent = states(workspace).get("sent", 0)
         peaks.append(measured.max_rss_mb)
         rows.append(
