@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from notifyctl.errors import ConfigError, PermanentError, ProviderError, TransientError
-from notifyctl.mime import build_message, domain_of
+from notifyctl.mime import build_message_bytes, domain_of
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Capabilities, ProviderContext
 
@@ -106,7 +106,7 @@ class OutboxProvider:
                 raise PermanentError(
                     f"message id {envelope.message_id!r} cannot be used as a file name", code="bad_message_id"
                 )
-            content = build_message(envelope, self.from_address, self.message_id_domain).as_bytes()
+            content = build_message_bytes(envelope, self.from_address, self.message_id_domain)
             file_name = f"{envelope.message_id}.eml"
             # fsync can take milliseconds; keep it off the event loop.
             await asyncio.to_thread(write_atomically, self.folder, file_name, content)

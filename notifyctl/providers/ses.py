@@ -24,7 +24,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from notifyctl.errors import ConfigError, PermanentError, ProviderError, RateLimited, TransientError
-from notifyctl.mime import build_message, domain_of
+from notifyctl.mime import build_message_bytes, domain_of
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Capabilities, ProviderContext
 
@@ -149,8 +149,8 @@ class SesProvider:
             raise RuntimeError(f"provider {self.name} used before open()")
         with _mapped_errors():
             if envelope.headers:
-                message = build_message(envelope, self.from_address, self.message_id_domain)
-                content: dict[str, Any] = {"Raw": {"Data": message.as_bytes()}}
+                data = build_message_bytes(envelope, self.from_address, self.message_id_domain)
+                content: dict[str, Any] = {"Raw": {"Data": data}}
             else:
                 content = _simple_content(envelope)
             request: dict[str, Any] = {

@@ -25,7 +25,7 @@ from aiosmtplib import (
 )
 
 from notifyctl.errors import ConfigError, PermanentError, ProviderError, RateLimited, TransientError
-from notifyctl.mime import build_message, domain_of
+from notifyctl.mime import RenderedEmail, build_message, domain_of, render_email
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Capabilities, ProviderContext
 
@@ -157,15 +157,23 @@ class SmtpProvider:
         if not self._opened or self.from_address is None or self.message_id_domain is None:
             raise RuntimeError(f"provider {self.name} used before open()")
         with _mapped_errors():
-            message = build_message(envelope, self.from_address, self.message_id_domain)
+            rendered = render_email(envelope, self.from_address, self.message_id_domain)
+            # An international address needs SMTPUTF8 and UTF-8 headers: aiosmtplib writes those
+            # from the message object. Everything else goes out as the 7-bit bytes.
+            message = None
+            if not (rendered.sender + rendered.recipient).isascii():
+                message = build_message(envelope, self.from_address, self.message_id_domain)
             async with self._slots:
                 client = await self._checkout()
-                await self._send_on(client, message)
-        return SendResult(provider=self.name, provider_message_id=str(message["Message-ID"]).strip().strip("<>"))
+                await self._send_on(client, rendered, message)
+        return SendResult(provider=self.name, provider_message_id=rendered.message_id)
 
-    async def _send_on(self, client: aiosmtplib.SMTP, message: EmailMessage) -> None:
+    async def _send_on(self, client: aiosmtplib.SMTP, rendered: RenderedEmail, message: EmailMessage | None) -> None:
         try:
-            await client.send_message(message)
+            if message is None:
+                await client.sendmail(rendered.sender, [rendered.recipient], rendered.data)
+            else:
+                await client.send_message(message)
         except BaseException as exc:
             self._checkin(client, usable=_still_usable(exc))
             raise
