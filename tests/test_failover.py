@@ -187,8 +187,8 @@ async def test_traffic_returns_to_the_primary_once_it_recovers_and_the_cooldown_
     sent_via = [provider for provider, outcome in attempts(ws) if outcome == "sent"]
     first_primary = sent_via.index("postmark")
     assert set(sent_via[:first_primary]) == {"smtp"}
+    # (That one overlapping secondary send may finish last: it waits for the slow secondary's token.)
     assert sent_via[first_primary:].count("smtp") <= 1
-    assert sent_via[-1] == "postmark"
 
 
 def sms_pool_workspace(tmp_path: Path, account_a: FakeTwilio, account_b: FakeTwilio, n: int) -> Workspace:
