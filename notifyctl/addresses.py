@@ -29,6 +29,17 @@ def _checked_domain(domain: str) -> tuple[str, str] | None:
     return result.domain, result.ascii_domain
 
 
+@lru_cache(maxsize=65536)
+def _domain_forms(domain: str) -> tuple[str, int] | None:
+    """The normalised form of a valid domain, and the most UTF-8 octets any of its three forms
+    (as given, normalised, IDNA ASCII) takes; None when invalid."""
+    checked = _checked_domain(domain)
+    if checked is None:
+        return None
+    unicode_domain, ascii_domain = checked
+    return unicode_domain, max(len(form.encode()) for form in (domain, unicode_domain, ascii_domain))
+
+
 @lru_cache(maxsize=1)
 def _local_part_rules() -> tuple[re.Pattern[str], int]:
     """email-validator's dot-atom pattern and its whole-address length limit (octets)."""
@@ -42,16 +53,19 @@ def _fast_email(address: str) -> str | None:
     cached domain), or None to let the full validator decide (and word the error)."""
     dot_atom, max_length = _local_part_rules()
     local, at, domain = address.partition("@")
-    if not at or "@" in domain or not dot_atom.match(local):
+    if not at or "@" in domain:
         return None
-    checked = _checked_domain(domain)
-    if checked is None:
+    # A non-empty ASCII letters-and-digits local part is a dot-atom; others ask the pattern.
+    if not (local.isalnum() and local.isascii()) and not dot_atom.match(local):
         return None
-    unicode_domain, ascii_domain = checked
-    # The whole-address length limits email-validator applies (UTF-8 octets, three forms).
-    for form in (address, f"{local}@{unicode_domain}", f"{local}@{ascii_domain}"):
-        if len(form.encode()) > max_length:
-            return None
+    forms = _domain_forms(domain)
+    if forms is None:
+        return None
+    unicode_domain, domain_octets = forms
+    # The whole-address length limit email-validator applies to each form (UTF-8 octets); a
+    # dot-atom local part is ASCII, one octet a character.
+    if len(local) + 1 + domain_octets > max_length:
+        return None
     # A dot-atom local part is its own normal form; the whole address is lower-cased below anyway.
     return f"{local}@{unicode_domain}"
 

@@ -889,38 +889,24 @@ class ImportResult:
 
 
 def import_users(ctx: Context, path: Path, *, skip_invalid: bool = False, batch: int = 5000) -> ImportResult:
-    """Validate the whole file first; then upsert in batches. Without --skip-invalid a bad row
-    means nothing is written."""
+    """Read and validate the whole file once, staging the valid rows; then upsert them in batches
+    of `batch`. Without --skip-invalid a bad row means nothing is written."""
     if not path.is_file():
         raise InputError(f"file not found: {path}")
-    errors: list[RowError] = []
-    count = 0
-    from notifyctl import audience  # here: a one-off send needs no parsers
+    from notifyctl import users_import  # here: a one-off send needs no parsers
 
-    for parsed in audience.iter_users(path):
-        if parsed.error is not None:
-            count += 1
-            if len(errors) < 1000:
-                errors.append(parsed.error)
-    if count and not skip_invalid:
-        raise InputError(
-            f"{path}: {count} invalid row(s); nothing was imported "
-            "(fix them, or pass --skip-invalid to import the valid rows)",
-            errors,
-        )
-    imported = 0
-    users: list[User] = []
-    for parsed in audience.iter_users(path):
-        if parsed.value is not None:
-            users.append(parsed.value)
-        if len(users) >= batch:
-            imported += directory.upsert_users(ctx.conn, users)
-            users = []
-    if users:
-        imported += directory.upsert_users(ctx.conn, users)
+    with users_import.staged_users(path, batch=batch) as staged:
+        count = staged.error_count
+        if count and not skip_invalid:
+            raise InputError(
+                f"{path}: {count} invalid row(s); nothing was imported "
+                "(fix them, or pass --skip-invalid to import the valid rows)",
+                staged.errors,
+            )
+        imported = staged.write(ctx.conn)
     with transaction(ctx.conn):
         record_event(ctx.conn, "users_import", str(path), {"imported": imported, "rejected": count})
-    return ImportResult(imported, errors, count)
+    return ImportResult(imported, staged.errors, count)
 
 
 def now_utc() -> datetime:

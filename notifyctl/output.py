@@ -8,19 +8,49 @@ import io
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from notifyctl import redact
 from notifyctl.errors import RowError
 
-console = Console()
-err_console = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
+    from notifyctl.redact import mask_address as mask_address
+
+    console: Console
+    err_console: Console
+
+
+def __getattr__(name: str) -> Any:
+    """`console`, `err_console` and `mask_address`, made on first use: Rich and the redaction
+    patterns cost tens of milliseconds of start-up that `send --json` never needs."""
+    value: Any
+    if name == "console":
+        from rich.console import Console
+
+        value = Console()
+    elif name == "err_console":
+        from rich.console import Console
+
+        value = Console(stderr=True)
+    elif name == "mask_address":
+        from notifyctl import redact
+
+        value = redact.mask_address
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def _console(name: str) -> Console:
+    """The module's `console` or `err_console` (a bare name inside this module skips __getattr__)."""
+    found: Console | None = globals().get(name)
+    return found if found is not None else __getattr__(name)
+
 
 OUTCOME_COLUMNS = ("sent", "skipped", "deferred", "dead", "in_doubt", "pending")
 
@@ -46,15 +76,20 @@ def emit_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    from rich.table import Table
+
     t = Table(title=title, show_lines=False)
     for column in columns:
         t.add_column(column)
     for row in rows:
         t.add_row(*["" if v is None else str(v) for v in row])
-    console.print(t)
+    _console("console").print(t)
 
 
 def error(message: str, rows: Sequence[RowError] = (), limit: int = 50) -> None:
+    from rich.markup import escape
+
+    err_console = _console("err_console")
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     for row in rows[:limit]:
         err_console.print(f"  {row}", highlight=False, markup=False)
@@ -71,40 +106,47 @@ class ChannelProgress:
         self.totals: dict[str, int] = {}
         self.done: dict[str, int] = {}
         self.by_state: dict[str, dict[str, int]] = {}
-        self._progress = Progress(
-            TextColumn("[bold]{task.fields[channel]:<8}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TextColumn(
-                "sent [green]{task.fields[sent]}[/] skipped {task.fields[skipped]} "
-                "failed [red]{task.fields[failed]}[/] {task.fields[rate]}/s"
-            ),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=False,
-            disable=not enabled,
-        )
+        self._progress: Progress | None = None  # Rich only when drawn (it costs start-up time)
+        if enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.fields[channel]:<8}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn(
+                    "sent [green]{task.fields[sent]}[/] skipped {task.fields[skipped]} "
+                    "failed [red]{task.fields[failed]}[/] {task.fields[rate]}/s"
+                ),
+                TimeElapsedColumn(),
+                console=_console("err_console"),
+                transient=False,
+            )
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> ChannelProgress:
-        self._progress.__enter__()
+        if self._progress is not None:
+            self._progress.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.__exit__(None, None, None)
+        if self._progress is not None:
+            self._progress.__exit__(None, None, None)
 
-    def _task(self, channel: str) -> TaskID:
+    def _task(self, progress: Progress, channel: str) -> TaskID:
         if channel not in self._tasks:
-            self._tasks[channel] = self._progress.add_task(
+            self._tasks[channel] = progress.add_task(
                 channel, total=0, channel=channel, sent=0, skipped=0, failed=0, rate=0
             )
         return self._tasks[channel]
 
     def _refresh(self, channel: str) -> None:
+        if self._progress is None:
+            return
         states = self.by_state.get(channel, {})
         elapsed = max(1e-6, time.monotonic() - self.started)
         self._progress.update(
-            self._task(channel),
+            self._task(self._progress, channel),
             total=self.totals.get(channel, 0),
             completed=self.done.get(channel, 0),
             sent=states.get("sent", 0),
@@ -145,6 +187,3 @@ def summary_table(title: str, counts: dict[str, dict[str, int]]) -> None:
         states = counts[channel]
         rows.append([channel, *[states.get(c, 0) for c in OUTCOME_COLUMNS]])
     table(title, ["channel", *OUTCOME_COLUMNS], rows)
-
-
-mask_address = redact.mask_address
