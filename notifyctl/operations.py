@@ -261,6 +261,9 @@ async def _drive(
 # core (at most AUTO_PROCESSES_MAX); below it, starting processes costs more than it saves.
 AUTO_PROCESSES_FROM = 10_000
 AUTO_PROCESSES_MAX = 4
+# ... and only when a channel's providers allow more than one process sends: below this many
+# messages a second, more processes would only split the rate (and add arrival jitter).
+AUTO_PROCESSES_RATE = 500.0
 
 
 def _lines_after(path: Path, offset: int) -> int:
@@ -275,7 +278,8 @@ def _lines_after(path: Path, offset: int) -> int:
 
 def _sender_processes(ctx: Context, run: runs.Run | None) -> int:
     """How many sender processes a run gets: the `processes` setting, or for "auto" one per core
-    (up to AUTO_PROCESSES_MAX) when the run has AUTO_PROCESSES_FROM deliveries or more to send."""
+    (up to AUTO_PROCESSES_MAX) when the run has AUTO_PROCESSES_FROM deliveries or more to send and
+    one of its channels may send at AUTO_PROCESSES_RATE a second or more."""
     setting = ctx.settings.processes
     if setting != "auto":
         return setting
@@ -284,6 +288,13 @@ def _sender_processes(ctx: Context, run: runs.Run | None) -> int:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     cores = min(usable, AUTO_PROCESSES_MAX)
     if cores < 2:
+        return 1
+    rates = [
+        sum(ctx.settings.providers[name].rate for name in route.names if name in ctx.settings.providers)
+        for channel, route in ctx.settings.channels.items()
+        if channel in run.channels
+    ]
+    if not rates or max(rates) < AUTO_PROCESSES_RATE:
         return 1
     expected = sum(by_state.get("pending", 0) for by_state in runs.counts(ctx.conn, run.run_id).values())
     path = Path(run.audience_path) if run.audience_path else None

@@ -56,6 +56,14 @@ def test_auto_gives_big_runs_a_process_per_core(tmp_path: Path, lines: int, chan
     ctx.conn.close()
 
 
+def test_auto_keeps_one_process_when_the_rate_limit_is_low(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path, providers={"outbox": {"type": "outbox", "path": "outbox", "rate": 200}})
+    ctx = Context.open(load_settings(ws.config))
+    run = a_run(ctx, tmp_path, operations.AUTO_PROCESSES_FROM * 2, ["email"])
+    assert operations._sender_processes(ctx, run) == 1  # 200/s: one process sends that easily
+    ctx.conn.close()
+
+
 def test_a_number_is_taken_as_given(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path, top="processes = 3")
     ctx = Context.open(load_settings(ws.config))
