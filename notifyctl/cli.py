@@ -88,12 +88,23 @@ RedisOpt = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    """`--version` is eager: it answers before click asks for a command."""
+    if value:
+        from notifyctl import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="Path to notifyctl.toml.", envvar="NOTIFYCTL_CONFIG")
     ] = None,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
     log_file: Annotated[
         Path | None,
         typer.Option("--log-file", help="Write structured JSON logs here (PII masked).", envvar="NOTIFYCTL_LOG"),
@@ -104,11 +115,6 @@ def _main(
     global _config_path, _log
     _config_path = config
     _log = (log_level, log_file)
-    if version:
-        from notifyctl import __version__
-
-        typer.echo(__version__)
-        raise typer.Exit(0)
 
 
 # --- plumbing -----------------------------------------------------------------------------------

@@ -161,3 +161,16 @@ def test_audit_csv_escapes_formula_cells(tmp_path: Path) -> None:
     )
     out = ws.cli("audit", "--format", "csv").stdout
     assert ",=cmd" not in out and "'=cmd" in out
+
+
+def test_version_prints_the_version_without_a_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from notifyctl import __version__
+
+    done = subprocess.run(
+        [sys.executable, "-m", "notifyctl.cli", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == __version__
