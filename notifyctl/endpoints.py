@@ -141,7 +141,7 @@ def record_failure(conn: sqlite3.Connection, user_id: str, now: datetime, disabl
 
 def record_success(conn: sqlite3.Connection, user_id: str) -> None:
     """The endpoint answered 2xx: its failure clock starts again at the next failure."""
-    conn.execute("UPDATE endpoints SET failing_since=NULL WHERE user_id=? AND failing_since IS NOT NULL", (user_id,))
+    record_successes(conn, [user_id])
 
 
 def record_successes(conn: sqlite3.Connection, user_ids: list[str]) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from notifyctl.addresses import AddressError, normalize_address
 from notifyctl.errors import InputError
-from notifyctl.store.db import dumps, iso, loads, record_event, transaction
+from notifyctl.store.db import dumps, in_chunks, iso, loads, record_event, transaction
 
 if TYPE_CHECKING:
     from notifyctl.settings import Settings
@@ -67,10 +67,7 @@ def hashed_suppressed_among(
         return {}
     by_hash = {address_hash(channel, a, key): a for a in normalized_addresses}
     found: dict[str, str] = {}
-    hashes = list(by_hash)
-    for start in range(0, len(hashes), 500):
-        chunk = hashes[start : start + 500]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks(list(by_hash)):
         for digest, reason in conn.execute(
             f"SELECT address_hash, reason FROM suppression_hashes WHERE channel=? AND address_hash IN ({marks})",
             [channel, *chunk],

@@ -277,14 +277,15 @@ def _lines_after(path: Path, offset: int) -> int:
 
 
 def _sender_processes(ctx: Context, run: runs.Run | None) -> int:
-    """How many sender processes a run gets: the `processes` setting, or for "auto" one per core
-    (up to AUTO_PROCESSES_MAX) when the run has AUTO_PROCESSES_FROM deliveries or more to send and
-    one of its channels may send at AUTO_PROCESSES_RATE a second or more."""
+    """How many sender processes a run gets: one for a one-off send; else the `processes` setting,
+    or for "auto" one per core (up to AUTO_PROCESSES_MAX) when the run has AUTO_PROCESSES_FROM
+    deliveries or more to send and one of its channels may send at AUTO_PROCESSES_RATE a second
+    or more."""
+    if run is None or run.kind == "send":  # a handful of rows: not worth starting processes
+        return 1
     setting = ctx.settings.processes
     if setting != "auto":
         return setting
-    if run is None or run.kind == "send":  # a handful of rows: not worth starting processes
-        return 1
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     cores = min(usable, AUTO_PROCESSES_MAX)
     if cores < 2:
@@ -308,8 +309,7 @@ async def _engine_for(ctx: Context, run_id: str, progress: Progress | None, allo
     engine = ctx.engine(progress)
     run = runs.get_run(ctx.conn, run_id)
     processes = _sender_processes(ctx, run)
-    one_off = run is not None and run.kind == "send"  # a handful of rows: not worth starting processes
-    if processes > 1 and type(engine) is Engine and not one_off:  # the cluster scales out with workers instead
+    if processes > 1 and type(engine) is Engine:  # the cluster scales out with workers instead
         engine = Engine(ctx.settings, ctx.conn, ctx.templates, clock=ctx.clock, progress=progress, shard=(0, processes))
         engine.siblings = await shards.spawn(ctx.settings, run_id, processes, allow_template_change)
     return engine

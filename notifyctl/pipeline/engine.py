@@ -485,12 +485,22 @@ class Engine:
         decision = self._decide(item, None)
         if decision.action == "send":
             return True
+        self._settle_by_policy(lane, envelope.delivery_id, decision, withdrawn_attempt=attempt)
+        return False
+
+    def _settle_by_policy(
+        self, lane: Lane, delivery_id: int, decision: Decision, withdrawn_attempt: int | None = None
+    ) -> None:
+        """Record a skip or deferral decided at dispatch (undoing the attempt's intent, if one was made)."""
+        assert self.ledger is not None
         state = "skipped" if decision.action == "skip" else "deferred"
         until = iso(decision.until) if decision.until else None
-        delivery_id = envelope.delivery_id
-        self.ledger.post(lambda c: runs.withdraw_intent(c, delivery_id, attempt, state, decision.reason, until))
+        if withdrawn_attempt is None:
+            self.ledger.post(lambda c: runs.mark_decided(c, delivery_id, state, decision.reason, until))
+        else:
+            attempt = withdrawn_attempt
+            self.ledger.post(lambda c: runs.withdraw_intent(c, delivery_id, attempt, state, decision.reason, until))
         self.progress.outcome(lane.channel, state)
-        return False
 
     async def _prepare(self, lane: Lane, item: dict[str, Any]) -> Envelope | None:
         """Policy again (an opt-out lands before the very next message), then rendering. Returns the
@@ -507,10 +517,7 @@ class Engine:
         unverified = view is not None and self.verify_at_intent
         decision = self._decide(item, view, verify=not unverified)
         if decision.action != "send":
-            state = "skipped" if decision.action == "skip" else "deferred"
-            until = iso(decision.until) if decision.until else None
-            self.ledger.post(lambda c: runs.mark_decided(c, delivery_id, state, decision.reason, until))
-            self.progress.outcome(lane.channel, state)
+            self._settle_by_policy(lane, delivery_id, decision)
             return None
         try:
             secrets, client_cert = item["endpoint"]

@@ -10,7 +10,7 @@ from typing import Any
 from notifyctl.errors import TemplateError
 from notifyctl.models import Envelope, User, trusted
 from notifyctl.settings import Settings
-from notifyctl.store.db import loads, parse_iso
+from notifyctl.store.db import in_chunks, loads, parse_iso
 from notifyctl.templates import Template, TemplateStore
 from notifyctl.unsubscribe import unsubscribe_url
 
@@ -20,9 +20,7 @@ def endpoint_credentials(
 ) -> dict[str, tuple[list[str], str | None]]:
     """{user_id: (signing secrets, "cert\\nkey" for mutual TLS or None)} in one query per 500 users."""
     found: dict[str, tuple[list[str], str | None]] = {}
-    for start in range(0, len(user_ids), 500):
-        chunk = user_ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks(user_ids):
         for row in conn.execute(
             "SELECT user_id, secret, previous_secret, previous_secret_until, client_cert, client_key FROM endpoints "
             f"WHERE user_id IN ({marks})",

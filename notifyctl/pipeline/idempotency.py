@@ -7,6 +7,8 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
+from notifyctl.store.db import in_chunks
+
 
 def idempotency_key(who: str, template: str, event_id: str, channel: str, address: str | None) -> str:
     raw = "\x1f".join((who, template, event_id, channel, address or ""))
@@ -24,9 +26,7 @@ class IdempotencyStore:
         cutoff = (now or time.time()) - self.window_s
         keys = list(keys)
         found: dict[str, int] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(keys):
             for key, delivery_id in conn.execute(
                 f"SELECT key, delivery_id FROM idempotency WHERE key IN ({marks}) AND created > ?", [*chunk, cutoff]
             ):

@@ -51,14 +51,12 @@ class LedgerRecorder:
         self.webhook_disable_after_s = webhook_disable_after_s
         self.guard = guard
 
-    def _endpoint_health(self, conn: sqlite3.Connection, envelope: Envelope, ok: bool) -> None:
-        """A webhook endpoint that keeps failing for the configured period is disabled (and audited)."""
+    def _endpoint_failed(self, conn: sqlite3.Connection, envelope: Envelope) -> None:
+        """A webhook endpoint that keeps failing for the configured period is disabled (and audited);
+        a success (Ledger.sent) starts its clock again."""
         if envelope.channel != "webhook" or not envelope.user_id:
             return
-        if ok:
-            endpoints.record_success(conn, envelope.user_id)
-        else:
-            endpoints.record_failure(conn, envelope.user_id, datetime.now(UTC), self.webhook_disable_after_s)
+        endpoints.record_failure(conn, envelope.user_id, datetime.now(UTC), self.webhook_disable_after_s)
 
     async def intent(self, envelope: Envelope, attempt: int, provider: str) -> None:
         version = await self.ledger.intent(envelope.delivery_id, attempt, provider)
@@ -80,7 +78,7 @@ class LedgerRecorder:
             runs.mark_retry(
                 conn, envelope.delivery_id, attempt, f.outcome, latency_ms, f.code, f.error_class, f.message, due
             )
-            self._endpoint_health(conn, envelope, ok=False)
+            self._endpoint_failed(conn, envelope)
 
         self.ledger.post(write)
 
@@ -105,6 +103,6 @@ class LedgerRecorder:
             if isinstance(error, PermanentError):
                 apply_side_effects(conn, envelope, error)
             else:
-                self._endpoint_health(conn, envelope, ok=False)
+                self._endpoint_failed(conn, envelope)
 
         self.ledger.post(write)

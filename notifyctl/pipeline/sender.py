@@ -136,14 +136,11 @@ class Sender:
         started = time.perf_counter()
         results: list[SendResult | ProviderError]
         async with self.semaphores[provider_name]:
-            if len(envelopes) == 1 or provider.capabilities.batch_size == 1:
-                # One at a time (also a batch rerouted from a batch API to a provider without one).
-                results = []
-                for envelope in envelopes:
-                    try:
-                        results.append(await provider.send(envelope))
-                    except Exception as exc:
-                        results.append(classify(exc))
+            if len(envelopes) == 1:
+                try:
+                    results = [await provider.send(envelopes[0])]
+                except Exception as exc:
+                    results = [classify(exc)]
             else:
                 try:
                     answers = await cast(BatchProvider, provider).send_batch(envelopes)

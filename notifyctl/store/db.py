@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from notifyctl.store.schema import MIGRATIONS
+
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -26,6 +28,16 @@ def iso(moment: datetime | None = None) -> str:
 
 def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text)
+
+
+IN_CHUNK = 500  # values per `IN (…)` list: well under SQLite's limit on bound parameters
+
+
+def in_chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[tuple[list[T], str]]:
+    """`values` in chunks for `WHERE x IN (…)`, each with its placeholders ("?,?,…")."""
+    for start in range(0, len(values), size):
+        chunk = list(values[start : start + size])
+        yield chunk, ",".join("?" * len(chunk))
 
 
 def dumps(value: Any) -> str:

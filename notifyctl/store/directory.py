@@ -10,7 +10,7 @@ from typing import Any
 
 from notifyctl.addresses import normalize_address
 from notifyctl.models import User, trusted
-from notifyctl.store.db import dumps, iso, loads, record_event, transaction
+from notifyctl.store.db import dumps, in_chunks, iso, loads, record_event, transaction
 
 SUPPRESSION_REASONS = ("manual", "unsubscribe", "bounce", "complaint", "stop")
 
@@ -79,9 +79,7 @@ def _users_from_rows(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> dict[
     ids = [row["user_id"] for row in rows]
     tokens: dict[str, list[str]] = {}
     endpoints: dict[str, sqlite3.Row] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks(ids):
         for user_id, token in conn.execute(
             f"SELECT user_id, token FROM devices WHERE user_id IN ({marks}) ORDER BY created, token", chunk
         ):
@@ -116,9 +114,7 @@ def get_users(conn: sqlite3.Connection, user_ids: Sequence[str]) -> dict[str, Us
     """Several users at once (for planning in batches)."""
     rows: list[sqlite3.Row] = []
     unique = list(dict.fromkeys(user_ids))
-    for start in range(0, len(unique), 500):
-        chunk = unique[start : start + 500]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks(unique):
         rows.extend(conn.execute(f"SELECT * FROM users WHERE user_id IN ({marks})", chunk))
     return _users_from_rows(conn, rows)
 
@@ -229,13 +225,6 @@ def is_suppressed(conn: sqlite3.Connection, channel: str, address: str) -> str |
     return None if row is None else str(row[0])
 
 
-def _chunks(values: Sequence[str], size: int = 500) -> Iterable[tuple[list[str], str]]:
-    """`values` in chunks for `IN (…)`, with the placeholders of each chunk."""
-    for start in range(0, len(values), size):
-        chunk = list(values[start : start + size])
-        yield chunk, ",".join("?" * len(chunk))
-
-
 def directory_version(conn: sqlite3.Connection) -> int:
     """A counter that every change to suppressions, hashed suppressions or preferences bumps (triggers)."""
     return int(conn.execute("SELECT n FROM directory_version").fetchone()[0])
@@ -244,7 +233,7 @@ def directory_version(conn: sqlite3.Connection) -> int:
 def suppressed_among(conn: sqlite3.Connection, channel: str, addresses: Sequence[str]) -> dict[str, str]:
     """{address: reason} for those of `addresses` (normalised) suppressed on the channel."""
     found: dict[str, str] = {}
-    for chunk, marks in _chunks(list(dict.fromkeys(addresses))):
+    for chunk, marks in in_chunks(list(dict.fromkeys(addresses))):
         for address, reason in conn.execute(
             f"SELECT address, reason FROM suppressions WHERE channel=? AND address IN ({marks})", [channel, *chunk]
         ):
@@ -255,7 +244,7 @@ def suppressed_among(conn: sqlite3.Connection, channel: str, addresses: Sequence
 def preferences_among(conn: sqlite3.Connection, user_ids: Sequence[str], channel: str) -> dict[tuple[str, str], bool]:
     """{(user_id, category): enabled} on one channel for several users ('*' rows included)."""
     found: dict[tuple[str, str], bool] = {}
-    for chunk, marks in _chunks(list(dict.fromkeys(user_ids))):
+    for chunk, marks in in_chunks(list(dict.fromkeys(user_ids))):
         for user_id, category, enabled in conn.execute(
             f"SELECT user_id, category, enabled FROM preferences WHERE channel=? AND user_id IN ({marks})",
             [channel, *chunk],

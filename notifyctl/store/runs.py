@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from notifyctl.store.db import dumps, iso, loads, transaction
+from notifyctl.store.db import dumps, in_chunks, iso, loads, transaction
 
 DELIVERY_COLUMNS = (
     "id, run_id, line, user_id, channel, address, idempotency_key, event_id, template, template_version, "
@@ -194,15 +194,7 @@ def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> sqlite3.Row | No
 
 
 def mark_inflight(conn: sqlite3.Connection, delivery_id: int, attempt: int, provider: str) -> None:
-    now = iso()
-    conn.execute(
-        "UPDATE deliveries SET state='inflight', attempts=?, provider=?, updated=? WHERE id=?",
-        (attempt, provider, now, delivery_id),
-    )
-    conn.execute(
-        "INSERT INTO attempts (delivery_id, number, started, outcome, provider) VALUES (?, ?, ?, 'inflight', ?)",
-        (delivery_id, attempt, now, provider),
-    )
+    mark_inflight_many(conn, [(delivery_id, attempt, provider)], iso())
 
 
 def mark_inflight_many(conn: sqlite3.Connection, intents: list[tuple[int, int, str]], now: str) -> None:
@@ -255,12 +247,7 @@ def mark_sent(
     provider_message_id: str | None,
     latency_ms: float,
 ) -> None:
-    conn.execute(
-        """UPDATE deliveries SET state='sent', provider=?, provider_message_id=?, error_class=NULL,
-             error_message=NULL, next_attempt_at=NULL, updated=? WHERE id=?""",
-        (provider, provider_message_id, iso(), delivery_id),
-    )
-    _finish_attempt(conn, delivery_id, attempt, "sent", latency_ms, None, None)
+    mark_sent_many(conn, [(delivery_id, attempt, provider, provider_message_id, latency_ms)], iso())
 
 
 def mark_retry(
@@ -316,10 +303,8 @@ def withdraw_intent(
 ) -> None:
     """Undo an intent that policy withdrew before the provider call: the attempt never happened."""
     conn.execute("DELETE FROM attempts WHERE delivery_id=? AND number=?", (delivery_id, attempt))
-    conn.execute(
-        "UPDATE deliveries SET state=?, reason=?, defer_until=?, attempts=?, updated=? WHERE id=?",
-        (state, reason, defer_until, attempt - 1, iso(), delivery_id),
-    )
+    conn.execute("UPDATE deliveries SET attempts=? WHERE id=?", (attempt - 1, delivery_id))
+    mark_decided(conn, delivery_id, state, reason, defer_until)
 
 
 def mark_decided(
@@ -380,9 +365,7 @@ def release_due_deferred(conn: sqlite3.Connection, run_id: str, now: datetime) -
 
 def deliveries_by_id(conn: sqlite3.Connection, ids: list[int]) -> list[sqlite3.Row]:
     rows: list[sqlite3.Row] = []
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks(ids):
         rows.extend(conn.execute(f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id IN ({marks}) ORDER BY id", chunk))
     return rows
 
