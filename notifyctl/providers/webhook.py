@@ -5,6 +5,9 @@ re-send), a fresh `webhook-timestamp` and a `webhook-signature` per signing secr
 come from customers, so every request goes through the SSRF guard: HTTPS only, hosts resolved
 once and refused when any address is not public, redirects never followed. The allowlist
 setting `allow_hosts` is the only way around that (tests, private deployments).
+
+The requests go through `http1.Http1Pool`, a lean keep-alive HTTP/1.1 client, rather than
+aiohttp's session: its module docstring says why and what it keeps.
 """
 
 from __future__ import annotations
@@ -17,15 +20,15 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-import aiohttp
 import orjson
 from yarl import URL
 
 from notifyctl.errors import PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult, trusted
 from notifyctl.providers.base import Capabilities, ProviderContext
+from notifyctl.providers.http1 import Http1Pool, Target
 from notifyctl.signing import signature_header
-from notifyctl.ssrf import CheckedResolver, SsrfRefused, check_ip, is_allowed_host, parse_host_ip
+from notifyctl.ssrf import SsrfRefused, check_ip, is_allowed_host, parse_host_ip
 
 MAX_RETRY_AFTER_S = 3600.0
 USER_AGENT = "notifyctl-webhooks/0.1"
@@ -74,34 +77,20 @@ def response_outcome(provider: str, envelope: Envelope, status: int, headers: Ma
     raise PermanentError(f"HTTP {status}: unexpected status", code=code)
 
 
-def _ssrf_refusal(exc: BaseException) -> SsrfRefused | None:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, SsrfRefused):
-            return seen
-        if isinstance(seen, aiohttp.ClientConnectorError) and isinstance(seen.os_error, SsrfRefused):
-            return seen.os_error
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
 @contextmanager
 def _mapped_errors() -> Iterator[None]:
-    """The one place where aiohttp and socket exceptions become provider errors."""
+    """The one place where connection, TLS and timeout exceptions become provider errors."""
     try:
         yield
     except ProviderError:
         raise
-    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
-        raise PermanentError(f"invalid webhook URL: {exc}", code="bad_url") from exc
     except TimeoutError as exc:
         raise TransientError("webhook request timed out", code="timeout") from exc
-    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+    except SsrfRefused as exc:
+        raise PermanentError(str(exc), code="ssrf") from exc
+    except ssl.SSLError as exc:
         raise TransientError(f"TLS failure: {exc}", code="tls") from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        refusal = _ssrf_refusal(exc)
-        if refusal is not None:
-            raise PermanentError(str(refusal), code="ssrf") from exc
+    except OSError as exc:
         raise TransientError(f"webhook request failed: {type(exc).__name__}: {exc}", code="connection") from exc
 
 
@@ -120,43 +109,33 @@ class WebhookProvider:
         self.connections = int(settings.get("connections", settings.get("concurrency", 64)))
         # A private CA to trust instead of the system store (tests, private deployments).
         self.ca_file: str | None = str(settings["ca_file"]) if settings.get("ca_file") else None
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Http1Pool | None = None
         self._tls: dict[tuple[str, str] | None, ssl.SSLContext] = {}
-        self._checked: dict[str, URL] = {}
+        self._checked: dict[str, Target] = {}
 
     async def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.connections, resolver=CheckedResolver(self.allow_hosts))
-        # trust_env=False: an HTTP(S)_PROXY from the environment would resolve hosts itself,
-        # behind the guard's back. No cookie jar: a cookie one endpoint sets must never travel to
-        # another endpoint on the same host (and filtering the jar costs time on every request).
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            trust_env=False,
-            headers={"User-Agent": USER_AGENT},
-        )
+        # No proxy from the environment (it would resolve hosts behind the guard's back) and no
+        # cookies (one endpoint's cookie must never travel to another on the same host): the pool
+        # has neither.
+        self._pool = Http1Pool(self.connections, self.timeout_s, self.allow_hosts)
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
 
     async def send(self, envelope: Envelope) -> SendResult:
-        session = self._session
-        if session is None:
+        pool = self._pool
+        if pool is None:
             raise RuntimeError(f"provider {self.name} used before open()")
-        url = self._checked_url(envelope.address)
+        target = self._checked_url(envelope.address)
         body = _json_body(envelope)
         headers = _signed_headers(envelope, body, int(time.time()))
-        tls = self._tls_context(envelope.client_cert) if url.scheme == "https" else None
+        tls = self._tls_context(envelope.client_cert) if target.https else None
         with _mapped_errors():
-            async with session.post(
-                url, data=body, headers=headers, allow_redirects=False, ssl=tls if tls is not None else True
-            ) as response:
-                # The body is not read: the status is the answer, and an endpoint that stalls
-                # or floods its response body must not turn an accepted delivery into a failure.
-                status, retry_after = response.status, response.headers.get("Retry-After")
+            # The body of the answer is not waited for: the status is the answer, and an endpoint
+            # that stalls or floods its response body must not turn an accepted delivery into a failure.
+            status, retry_after = await pool.post(target, tls, headers, body)
         response_headers = {"Retry-After": retry_after} if retry_after is not None else {}
         return response_outcome(self.name, envelope, status, response_headers)
 
@@ -189,17 +168,21 @@ class WebhookProvider:
         self._tls[pair] = context
         return context
 
-    def _checked_url(self, address: str) -> URL:
-        """The endpoint URL if the HTTPS and address rules allow it, else PermanentError. The answer
+    def _checked_url(self, address: str) -> Target:
+        """The endpoint if the HTTPS and address rules allow it, else PermanentError. The answer
         depends only on the address and the provider's allowlist: kept per address (host names are
         still checked at every connection, by the resolver)."""
-        url = self._checked.get(address)
-        if url is None:
+        target = self._checked.get(address)
+        if target is None:
             url = self._check_url(address)
+            try:
+                target = Target.of(url, USER_AGENT)
+            except ValueError as exc:  # also UnicodeEncodeError
+                raise PermanentError(f"invalid webhook URL: {exc}", code="bad_url") from exc
             if len(self._checked) >= 65536:
                 self._checked.clear()
-            self._checked[address] = url
-        return url
+            self._checked[address] = target
+        return target
 
     def _check_url(self, address: str) -> URL:
         try:
@@ -212,7 +195,7 @@ class WebhookProvider:
         allowed = is_allowed_host(host, self.allow_hosts)
         if url.scheme != "https" and not allowed:
             raise PermanentError("webhook URL must use https://", code="bad_url")
-        # aiohttp does not consult the resolver for IP literals, so they are checked here.
+        # The pool does not resolve IP literals (there is nothing to resolve), so they are checked here.
         literal = parse_host_ip(host)
         if literal is not None and not allowed:
             reason = check_ip(literal)
@@ -230,7 +213,7 @@ def _json_body(envelope: Envelope) -> bytes:
         raise PermanentError(f"webhook body is not JSON-serializable: {exc}", code="bad_part") from exc
 
 
-def _signed_headers(envelope: Envelope, body: bytes, timestamp: int) -> dict[str, str]:
+def _signed_headers(envelope: Envelope, body: bytes, timestamp: int) -> bytes:
     msg_id = envelope.message_id
     if not msg_id or "." in msg_id or any(char.isspace() for char in msg_id) or not msg_id.isascii():
         # The id is part of the signed string "{id}.{timestamp}.{body}"; a '.' would make it ambiguous.
@@ -241,9 +224,8 @@ def _signed_headers(envelope: Envelope, body: bytes, timestamp: int) -> dict[str
         signature = signature_header(envelope.signing_secrets, msg_id, timestamp, body)
     except ValueError as exc:
         raise PermanentError(f"invalid webhook signing secret: {exc}", code="bad_secret") from exc
-    return {
-        "content-type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature,
-    }
+    # Header lines as sent: the id was checked above (ASCII, no whitespace), the signature is base64.
+    return (
+        f"Content-Type: application/json\r\nwebhook-id: {msg_id}\r\n"
+        f"webhook-timestamp: {timestamp}\r\nwebhook-signature: {signature}\r\n"
+    ).encode("ascii")
