@@ -110,3 +110,23 @@ async def test_a_failing_change_does_not_take_its_batch_with_it(tmp_path: Path) 
     assert rows(ctx.conn) == {ids[0]: ("sent", 1, "inapp"), ids[1]: ("inflight", 1, "inapp")}
     assert [type(e).__name__ for e in ledger.failures] == ["OperationalError"]
     ctx.conn.close()
+
+
+async def test_batches_larger_than_one_statement_write_every_row(tmp_path: Path) -> None:
+    n = runs.ROWS_PER_STATEMENT * 2 + 7  # three multi-row statements per change
+    ctx, ids = planned(tmp_path, n)
+    ledger = Ledger(ctx.settings.database_path)
+    await ledger.start()
+    await asyncio.gather(*(ledger.intent(i, 1, "inapp") for i in ids))
+    for i in ids[1:]:
+        ledger.sent(i, 1, "inapp", f"m{i}", i / 10)
+    await ledger.stop()
+    written = {
+        r["id"]: (r["state"], r["attempts"], r["provider"], r["provider_message_id"])
+        for r in ctx.conn.execute("SELECT * FROM deliveries")
+    }
+    assert written == {i: ("inflight", 1, "inapp", None) if i == ids[0] else ("sent", 1, "inapp", f"m{i}") for i in ids}
+    latencies = dict(ctx.conn.execute("SELECT delivery_id, latency_ms FROM attempts WHERE outcome='sent'").fetchall())
+    assert latencies == {i: i / 10 for i in ids[1:]}
+    assert attempts(ctx.conn)[0] == (ids[0], 1, "inflight") and len(attempts(ctx.conn)) == n
+    ctx.conn.close()

@@ -34,7 +34,7 @@ from notifyctl.policy import Policy, PolicyView
 from notifyctl.providers.base import Provider
 from notifyctl.settings import Settings
 from notifyctl.store import directory, runs
-from notifyctl.store.db import connect, iso
+from notifyctl.store.db import WriteLock, connect, iso
 from notifyctl.templates import TemplateStore
 
 Clock = Callable[[], datetime]
@@ -290,6 +290,7 @@ class Engine:
     async def _plan(self, run_id: str, source: PlanSource) -> None:
         conn = connect(self.settings.database_path)
         planner = Planner(conn, Policy(self.settings, conn, self.clock), self.idempotency, self.clock)
+        planner.write_lock = WriteLock(self.settings.database_path)  # it writes beside the ledgers
 
         def step() -> PlanResult | None:
             batch = next(source, None)
@@ -311,6 +312,7 @@ class Engine:
                 await asyncio.sleep(0)
         finally:
             conn.close()
+            planner.write_lock.close()
             self._planning_done = True
             for lane in self.lanes.values():
                 lane.wake.set()

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from notifyctl import endpoints
 from notifyctl.store import runs
-from notifyctl.store.db import connect, iso
+from notifyctl.store.db import WriteLock, connect, iso
 from notifyctl.store.directory import directory_version
 
 T = TypeVar("T")
@@ -70,6 +70,7 @@ class Ledger:
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifyctl-ledger")
         self._conn: sqlite3.Connection | None = None
+        self._write_lock = WriteLock(db_path)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.failures: list[BaseException] = []
@@ -128,6 +129,7 @@ class Ledger:
         if self._conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
         self._executor.shutdown(wait=True)
+        self._write_lock.close()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -160,6 +162,10 @@ class Ledger:
                 return
 
     def _commit(self, batch: list[Entry]) -> list[tuple[bool, Any]]:
+        with self._write_lock.held():
+            return self._commit_batch(batch)
+
+    def _commit_batch(self, batch: list[Entry]) -> list[tuple[bool, Any]]:
         """All changes in one transaction; if one fails, the batch is redone with a savepoint per
         change so that a single bad one (a constraint, a bug) does not take its neighbours with it."""
         conn = self._conn

@@ -8,6 +8,7 @@ resumes from the last committed row without re-reading or re-planning anything b
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from notifyctl.models import User
 from notifyctl.pipeline.idempotency import IdempotencyStore, idempotency_key
 from notifyctl.policy import Policy
 from notifyctl.signing import webhook_id
-from notifyctl.store.db import dumps, iso, transaction
+from notifyctl.store.db import WriteLock, dumps, iso, transaction
 from notifyctl.store.directory import get_users
 
 PLAN_BATCH = 1000
@@ -80,6 +81,8 @@ class Planner:
         self.policy = policy
         self.idempotency = idempotency
         self.clock = clock
+        # Set by a planner that writes beside busy ledgers (Engine._plan): see store.db.WriteLock.
+        self.write_lock: WriteLock | None = None
 
     def plan_batch(
         self, run_id: str, items: list[PlanItem], *, cursor: tuple[int, int] | None = None, planned: bool = False
@@ -124,7 +127,7 @@ class Planner:
                 state = {"send": "pending", "skip": "skipped", "defer": "deferred"}[decision.action]
                 until = iso(decision.until) if decision.until else None
                 drafts.append(self._draft(run_id, item, who, channel, address, locale, state, decision.reason, until))
-        with transaction(self.conn):
+        with self.write_lock.held() if self.write_lock else contextlib.nullcontext(), transaction(self.conn):
             live = [d for d in drafts if d["state"] in ("pending", "deferred")]
             seen = self.idempotency.seen(self.conn, [d["idempotency_key"] for d in live], now.timestamp())
             next_id = int(self.conn.execute("SELECT COALESCE(max(id), 0) FROM deliveries").fetchone()[0]) + 1

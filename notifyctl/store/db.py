@@ -12,6 +12,11 @@ from typing import Any, TypeVar
 
 import orjson
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 from notifyctl.store.schema import MIGRATIONS
 
 T = TypeVar("T")
@@ -70,6 +75,46 @@ def connect(path: Path, *, migrate: bool = True) -> sqlite3.Connection:
     if migrate:
         run_migrations(conn)
     return conn
+
+
+class WriteLock:
+    """A queue for the busiest writers of one database file, across processes (flock on
+    `<database>-writelock`), taken before their BEGIN IMMEDIATE.
+
+    Several writers commit many times a second during a broadcast — a ledger per sender process
+    and the planner. Left to SQLite, a writer that finds the database locked sleeps in its busy
+    handler in growing steps (1, 2, 5, 10 … 100 ms) and misses the moment the lock is free: with
+    two sender processes the ledgers spent about half of their time asleep there. Queued on a
+    flock, a waiting writer wakes as soon as the holder commits. Only an optimisation: SQLite's own
+    locking keeps the data correct, and writers that do not take this lock (or a system without
+    flock) simply fall back to the busy handler. Never held while waiting for anything but SQLite.
+    """
+
+    def __init__(self, db_path: Path | str) -> None:
+        self._fd: int | None = None
+        if str(db_path) == ":memory:" or fcntl is None:
+            return
+        try:
+            self._fd = os.open(f"{db_path}-writelock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            self._fd = None  # a read-only directory, say: the busy handler alone will do
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        fd = self._fd
+        if fd is None or fcntl is None:
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 @contextmanager

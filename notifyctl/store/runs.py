@@ -197,31 +197,58 @@ def mark_inflight(conn: sqlite3.Connection, delivery_id: int, attempt: int, prov
     mark_inflight_many(conn, [(delivery_id, attempt, provider)], iso())
 
 
+ROWS_PER_STATEMENT = 250  # rows per multi-row VALUES list (4 parameters each: far below SQLite's limit)
+
+
+def _values(rows: int, columns: int) -> str:
+    return ",".join([f"({','.join('?' * columns)})"] * rows)
+
+
 def mark_inflight_many(conn: sqlite3.Connection, intents: list[tuple[int, int, str]], now: str) -> None:
-    """`mark_inflight` for many (delivery_id, attempt, provider) at once, in delivery order."""
+    """`mark_inflight` for many (delivery_id, attempt, provider) at once, in delivery order.
+
+    One multi-row statement per change and chunk rather than `executemany`: each executed statement
+    is a hand-off of the GIL, and this runs in the ledger's thread beside a busy event loop."""
     intents = sorted(intents)
-    conn.executemany(
-        "UPDATE deliveries SET state='inflight', attempts=?, provider=?, updated=? WHERE id=?",
-        [(attempt, provider, now, delivery_id) for delivery_id, attempt, provider in intents],
-    )
-    conn.executemany(
-        "INSERT INTO attempts (delivery_id, number, started, outcome, provider) VALUES (?, ?, ?, 'inflight', ?)",
-        [(delivery_id, attempt, now, provider) for delivery_id, attempt, provider in intents],
-    )
+    for start in range(0, len(intents), ROWS_PER_STATEMENT):
+        chunk = intents[start : start + ROWS_PER_STATEMENT]
+        conn.execute(
+            "UPDATE deliveries SET state='inflight', attempts=v.column2, provider=v.column3, updated=? "
+            f"FROM (VALUES {_values(len(chunk), 3)}) AS v WHERE deliveries.id=v.column1",
+            [now, *[value for intent in chunk for value in intent]],
+        )
+        conn.execute(
+            "INSERT INTO attempts (delivery_id, number, started, outcome, provider) VALUES "
+            + ",".join(["(?, ?, ?, 'inflight', ?)"] * len(chunk)),
+            [value for delivery_id, attempt, provider in chunk for value in (delivery_id, attempt, now, provider)],
+        )
 
 
 def mark_sent_many(conn: sqlite3.Connection, sent: list[tuple[int, int, str, str | None, float]], now: str) -> None:
-    """`mark_sent` for many (delivery_id, attempt, provider, provider_message_id, latency_ms) at once."""
+    """`mark_sent` for many (delivery_id, attempt, provider, provider_message_id, latency_ms) at once
+    (multi-row statements, as `mark_inflight_many`)."""
     sent = sorted(sent)
-    conn.executemany(
-        """UPDATE deliveries SET state='sent', provider=?, provider_message_id=?, error_class=NULL,
-             error_message=NULL, next_attempt_at=NULL, updated=? WHERE id=?""",
-        [(provider, message_id, now, delivery_id) for delivery_id, _, provider, message_id, _ in sent],
-    )
-    conn.executemany(
-        "UPDATE attempts SET outcome='sent', latency_ms=?, code=NULL, message=NULL WHERE delivery_id=? AND number=?",
-        [(latency_ms, delivery_id, attempt) for delivery_id, attempt, _, _, latency_ms in sent],
-    )
+    for start in range(0, len(sent), ROWS_PER_STATEMENT):
+        chunk = sent[start : start + ROWS_PER_STATEMENT]
+        conn.execute(
+            "UPDATE deliveries SET state='sent', provider=v.column2, provider_message_id=v.column3, "
+            "error_class=NULL, error_message=NULL, next_attempt_at=NULL, updated=? "
+            f"FROM (VALUES {_values(len(chunk), 3)}) AS v WHERE deliveries.id=v.column1",
+            [
+                now,
+                *[
+                    value
+                    for delivery_id, _, provider, message_id, _ in chunk
+                    for value in (delivery_id, provider, message_id)
+                ],
+            ],
+        )
+        conn.execute(
+            "UPDATE attempts SET outcome='sent', latency_ms=v.column3, code=NULL, message=NULL "
+            f"FROM (VALUES {_values(len(chunk), 3)}) AS v "
+            "WHERE attempts.delivery_id=v.column1 AND attempts.number=v.column2",
+            [value for delivery_id, attempt, _, _, latency_ms in chunk for value in (delivery_id, attempt, latency_ms)],
+        )
 
 
 def _finish_attempt(
