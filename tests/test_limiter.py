@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiolimiter import AsyncLimiter
 
 from notifyctl.pipeline.limiter import TokenBucket
@@ -23,3 +25,19 @@ async def test_a_slowed_bucket_still_starts_empty() -> None:
     bucket.slow_down(None, for_s=60)  # a 429 before the first send: two tokens per message
     await bucket.acquire()
     assert not bucket._bucket.has_capacity(1)
+
+
+async def test_pace_holds_a_call_while_a_second_already_has_rate_plus_burst() -> None:
+    bucket = TokenBucket(rate=10, burst=2)
+    await bucket.pace(12)  # 12 calls (rate + burst) bunched together, e.g. behind a slow commit
+    assert bucket._sent is not None and len(bucket._sent) == 12
+    held = asyncio.ensure_future(bucket.pace())
+    await asyncio.sleep(0.3)
+    assert not held.done()  # the 13th waits for the first of them to leave the window
+    held.cancel()
+
+
+async def test_pace_is_free_below_the_limit_and_off_for_very_high_rates() -> None:
+    bucket = TokenBucket(rate=10, burst=2)
+    await asyncio.wait_for(bucket.pace(11), 5)  # would hang if it waited at all
+    assert TokenBucket(rate=1_000_000, burst=100)._sent is None

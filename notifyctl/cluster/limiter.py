@@ -89,6 +89,10 @@ class RedisTokenBucket:
                 return
             await asyncio.sleep(wait_us / 1_000_000)
 
+    async def pace(self, n: int = 1) -> None:
+        """Nothing more to do: the shared bucket counts whole seconds in Redis at the token."""
+        return None
+
     def slow_down(self, retry_after_s: float | None, for_s: float) -> None:
         # The protocol's slow_down is synchronous (the embedded bucket needs no I/O); the shared one
         # is written in the background, and the next acquire anywhere sees it.

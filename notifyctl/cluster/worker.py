@@ -85,6 +85,9 @@ class _Prepaid:
     async def acquire(self) -> None:
         return None
 
+    async def pace(self, n: int = 1) -> None:
+        return None
+
     def slow_down(self, retry_after_s: float | None, for_s: float) -> None:
         self.bucket.slow_down(retry_after_s, for_s)
 

@@ -124,10 +124,12 @@ class Sender:
             kept = [i for i in range(len(envelopes)) if i not in withdrawn]
             outcomes = [Outcome("withdrawn") for _ in envelopes]
             if kept:
+                await limiter.pace(len(kept))
                 sent = await self._call([envelopes[i] for i in kept], provider_name, [attempts[i] for i in kept])
                 for i, outcome in zip(kept, sent, strict=True):
                     outcomes[i] = outcome
             return outcomes
+        await limiter.pace(len(envelopes))
         return await self._call(envelopes, provider_name, attempts)
 
     async def _call(self, envelopes: list[Envelope], provider_name: str, attempts: list[int]) -> list[Outcome]:
