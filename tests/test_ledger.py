@@ -7,6 +7,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from notifyctl.models import User
 from notifyctl.operations import Context
 from notifyctl.pipeline.idempotency import IdempotencyStore
@@ -129,4 +131,20 @@ async def test_batches_larger_than_one_statement_write_every_row(tmp_path: Path)
     latencies = dict(ctx.conn.execute("SELECT delivery_id, latency_ms FROM attempts WHERE outcome='sent'").fetchall())
     assert latencies == {i: i / 10 for i in ids[1:]}
     assert attempts(ctx.conn)[0] == (ids[0], 1, "inflight") and len(attempts(ctx.conn)) == n
+    ctx.conn.close()
+
+
+@pytest.mark.parametrize("update_from", [True, False], ids=["update-from", "sqlite-before-3.33"])
+def test_bulk_changes_respect_a_small_bound_values_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, update_from: bool
+) -> None:
+    ctx, ids = planned(tmp_path, 50)
+    monkeypatch.setattr(runs, "UPDATE_FROM", update_from)
+    ctx.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 20)  # as old SQLite builds (999) but smaller
+    with ctx.conn:
+        ctx.conn.execute("BEGIN IMMEDIATE")
+        runs.mark_inflight_many(ctx.conn, [(i, 1, "inapp") for i in ids], "2026-11-22T00:00:00+00:00")
+        runs.mark_sent_many(ctx.conn, [(i, 1, "inapp", f"m{i}", 2.0) for i in ids[:30]], "2026-11-22T00:00:01+00:00")
+    assert rows(ctx.conn) == {i: ("sent" if i in ids[:30] else "inflight", 1, "inapp") for i in ids}
+    assert attempts(ctx.conn) == [(i, 1, "sent" if i in ids[:30] else "inflight") for i in ids]
     ctx.conn.close()

@@ -19,7 +19,7 @@ from notifyctl.models import User
 from notifyctl.pipeline.idempotency import IdempotencyStore, idempotency_key
 from notifyctl.policy import Policy
 from notifyctl.signing import webhook_id
-from notifyctl.store.db import WriteLock, dumps, iso, transaction
+from notifyctl.store.db import WriteLock, dumps, iso, rows_per_statement, transaction
 from notifyctl.store.directory import get_users
 
 PLAN_BATCH = 1000
@@ -71,6 +71,29 @@ def _addresses(channel: str, item: PlanItem, user: User | None) -> tuple[list[st
     if channel == "webhook":
         return ([user.webhook_url], None) if user and user.webhook_url else ([], "no_address")
     return [], "unknown_channel"
+
+
+_COLUMNS = (
+    "id",
+    "run_id",
+    "line",
+    "user_id",
+    "channel",
+    "address",
+    "idempotency_key",
+    "event_id",
+    "template",
+    "template_version",
+    "category",
+    "locale",
+    "state",
+    "reason",
+    "defer_until",
+    "message_id",
+    "data",
+)
+_ROW_MARKS = f"({','.join('?' * (len(_COLUMNS) + 2))})"
+INSERT_ROWS = 500  # rows per INSERT (fewer where SQLite allows fewer bound values)
 
 
 class Planner:
@@ -146,15 +169,15 @@ class Planner:
                         keys.append((key, draft["id"], run_id))
                 slot = (draft["channel"], draft["state"])
                 result.by_channel_state[slot] = result.by_channel_state.get(slot, 0) + 1
-            self.conn.executemany(
-                """INSERT INTO deliveries (id, run_id, line, user_id, channel, address, idempotency_key, event_id,
-                     template, template_version, category, locale, state, reason, defer_until, message_id, data,
-                     created, updated)
-                   VALUES (:id, :run_id, :line, :user_id, :channel, :address, :idempotency_key, :event_id,
-                     :template, :template_version, :category, :locale, :state, :reason, :defer_until, :message_id,
-                     :data, :now, :now)""",
-                [{**d, "now": now_iso} for d in drafts],
-            )
+            # Multi-row statements with positional values: a fraction of the cost of executemany over dicts.
+            per_statement = rows_per_statement(self.conn, len(_COLUMNS) + 2, INSERT_ROWS)
+            for start in range(0, len(drafts), per_statement):
+                chunk = drafts[start : start + per_statement]
+                self.conn.execute(
+                    f"INSERT INTO deliveries ({', '.join(_COLUMNS)}, created, updated) VALUES "
+                    + ",".join([_ROW_MARKS] * len(chunk)),
+                    [value for d in chunk for value in (*(d[column] for column in _COLUMNS), now_iso, now_iso)],
+                )
             self.idempotency.record(self.conn, keys, now.timestamp())
             if cursor is not None:
                 self.conn.execute(

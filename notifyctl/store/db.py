@@ -45,6 +45,16 @@ def in_chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[tuple[list[
         yield chunk, ",".join("?" * len(chunk))
 
 
+# UPDATE … FROM (VALUES …) needs SQLite 3.33; older libraries get one statement per row.
+UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+
+
+def rows_per_statement(conn: sqlite3.Connection, columns: int, wanted: int) -> int:
+    """How many rows of `columns` bound values one multi-row statement may carry (SQLite before
+    3.32 allows only 999 values per statement)."""
+    return max(1, min(wanted, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // columns - 1))
+
+
 def dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from notifyctl.store.db import dumps, in_chunks, iso, loads, transaction
+from notifyctl.store.db import UPDATE_FROM, dumps, in_chunks, iso, loads, rows_per_statement, transaction
+
+T = TypeVar("T")
 
 DELIVERY_COLUMNS = (
     "id, run_id, line, user_id, channel, address, idempotency_key, event_id, template, template_version, "
@@ -197,11 +199,17 @@ def mark_inflight(conn: sqlite3.Connection, delivery_id: int, attempt: int, prov
     mark_inflight_many(conn, [(delivery_id, attempt, provider)], iso())
 
 
-ROWS_PER_STATEMENT = 250  # rows per multi-row VALUES list (4 parameters each: far below SQLite's limit)
+ROWS_PER_STATEMENT = 250  # rows per multi-row statement (fewer where SQLite allows fewer bound values)
 
 
 def _values(rows: int, columns: int) -> str:
     return ",".join([f"({','.join('?' * columns)})"] * rows)
+
+
+def _chunks(conn: sqlite3.Connection, rows: list[T], columns: int) -> Iterator[list[T]]:
+    size = rows_per_statement(conn, columns, ROWS_PER_STATEMENT)
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
 
 
 def mark_inflight_many(conn: sqlite3.Connection, intents: list[tuple[int, int, str]], now: str) -> None:
@@ -210,13 +218,18 @@ def mark_inflight_many(conn: sqlite3.Connection, intents: list[tuple[int, int, s
     One multi-row statement per change and chunk rather than `executemany`: each executed statement
     is a hand-off of the GIL, and this runs in the ledger's thread beside a busy event loop."""
     intents = sorted(intents)
-    for start in range(0, len(intents), ROWS_PER_STATEMENT):
-        chunk = intents[start : start + ROWS_PER_STATEMENT]
-        conn.execute(
-            "UPDATE deliveries SET state='inflight', attempts=v.column2, provider=v.column3, updated=? "
-            f"FROM (VALUES {_values(len(chunk), 3)}) AS v WHERE deliveries.id=v.column1",
-            [now, *[value for intent in chunk for value in intent]],
+    if not UPDATE_FROM:
+        conn.executemany(
+            "UPDATE deliveries SET state='inflight', attempts=?, provider=?, updated=? WHERE id=?",
+            [(attempt, provider, now, delivery_id) for delivery_id, attempt, provider in intents],
         )
+    for chunk in _chunks(conn, intents, 4):
+        if UPDATE_FROM:
+            conn.execute(
+                "UPDATE deliveries SET state='inflight', attempts=v.column2, provider=v.column3, updated=? "
+                f"FROM (VALUES {_values(len(chunk), 3)}) AS v WHERE deliveries.id=v.column1",
+                [now, *[value for intent in chunk for value in intent]],
+            )
         conn.execute(
             "INSERT INTO attempts (delivery_id, number, started, outcome, provider) VALUES "
             + ",".join(["(?, ?, ?, 'inflight', ?)"] * len(chunk)),
@@ -228,8 +241,19 @@ def mark_sent_many(conn: sqlite3.Connection, sent: list[tuple[int, int, str, str
     """`mark_sent` for many (delivery_id, attempt, provider, provider_message_id, latency_ms) at once
     (multi-row statements, as `mark_inflight_many`)."""
     sent = sorted(sent)
-    for start in range(0, len(sent), ROWS_PER_STATEMENT):
-        chunk = sent[start : start + ROWS_PER_STATEMENT]
+    if not UPDATE_FROM:
+        conn.executemany(
+            """UPDATE deliveries SET state='sent', provider=?, provider_message_id=?, error_class=NULL,
+                 error_message=NULL, next_attempt_at=NULL, updated=? WHERE id=?""",
+            [(provider, message_id, now, delivery_id) for delivery_id, _, provider, message_id, _ in sent],
+        )
+        conn.executemany(
+            "UPDATE attempts SET outcome='sent', latency_ms=?, code=NULL, message=NULL "
+            "WHERE delivery_id=? AND number=?",
+            [(latency_ms, delivery_id, attempt) for delivery_id, attempt, _, _, latency_ms in sent],
+        )
+        return
+    for chunk in _chunks(conn, sent, 3):
         conn.execute(
             "UPDATE deliveries SET state='sent', provider=v.column2, provider_message_id=v.column3, "
             "error_class=NULL, error_message=NULL, next_attempt_at=NULL, updated=? "
