@@ -30,6 +30,7 @@ from notifyctl.providers.webhook import WebhookProvider
 OK = b"HTTP/1.1 204 No Content\r\n\r\n"
 
 Reply = list[bytes | float]  # byte pieces to send, and pauses (seconds) between them; [] hangs up
+HANG_UP = b""  # in a reply: close the connection there
 
 
 @dataclass
@@ -96,6 +97,8 @@ class RawServer:
                 for piece in reply:
                     if isinstance(piece, float):
                         time.sleep(piece)
+                    elif piece == HANG_UP:
+                        return
                     else:
                         try:
                             conn.sendall(piece)
@@ -197,6 +200,24 @@ async def test_a_hang_up_and_garbage_are_connection_errors(pool: Http1Pool, serv
     with pytest.raises(ProtocolError, match="invalid HTTP response"):
         await post(pool, server)
     assert await post(pool, server) == (204, None)
+
+
+async def test_a_kept_alive_connection_closed_by_the_server_is_replaced_once(
+    pool: Http1Pool, server: RawServer
+) -> None:
+    server.replies.extend([[OK], []])  # the second request, on the kept-alive connection, is dropped
+    assert await post(pool, server, b'{"n":1}') == (204, None)
+    assert await post(pool, server, b'{"n":2}') == (204, None)  # sent again on a new connection
+    assert [r.body for r in server.received] == [b'{"n":1}', b'{"n":2}', b'{"n":2}']
+    assert server.connections == 2
+
+
+async def test_no_second_try_after_part_of_an_answer(pool: Http1Pool, server: RawServer) -> None:
+    server.replies.extend([[OK], [b"HTTP/1.1 200 OK\r\nContent-Le", HANG_UP]])
+    assert await post(pool, server) == (204, None)
+    with pytest.raises(ProtocolError):
+        await post(pool, server)
+    assert len(server.received) == 2
 
 
 async def test_endless_headers_are_refused(pool: Http1Pool, server: RawServer) -> None:
