@@ -15,9 +15,10 @@ request (bench/README.md). What aiohttp gave the webhook provider is kept:
 - one total timeout per request (connection set-up included), redirects never followed (the
   status is returned as it is), no cookies, no proxies from the environment;
 - at most `limit` requests at once; idle connections are kept (LIFO, at most `limit`, closed after
-  `keepalive_s`) and a connection is reused only after its previous response ended cleanly; a
-  request that a reused connection loses without a byte of answer (the server's idle timeout
-  closing it as we write) is sent once more on a new connection.
+  `keepalive_s`) and a connection is reused only after its previous response ended cleanly;
+- no request is ever sent twice: one that a kept-alive connection loses (the server's idle
+  timeout closing it just as we write) fails like any lost connection, and the engine's retry,
+  recorded as an attempt, sends it again (README: "No hidden retries").
 
 The response body is not waited for: the status line and headers are the answer. A body still
 arriving is drained in the background (the connection returns to the pool once it ends), and a
@@ -242,27 +243,15 @@ class Http1Pool:
         deadline = self.loop.time() + self.timeout_s
         async with self._slots:
             conn = self._take_idle(key)
-            if conn is not None:
-                try:
-                    return await self._exchange(conn, request, deadline)
-                except ProtocolError:
-                    if conn.head_bytes:
-                        raise
-                    # A kept-alive connection the server closed as we wrote (its idle timeout):
-                    # nothing came back, so send again once on a new connection. Webhooks are
-                    # idempotent by their webhook-id, which receivers use to drop a repeat.
-            conn = await self._connect(target, key, deadline)
-            return await self._exchange(conn, request, deadline)
-
-    @staticmethod
-    async def _exchange(conn: _Connection, request: bytes, deadline: float) -> tuple[int, str | None]:
-        try:
-            status = await conn.send(request, deadline)
-        except BaseException:
-            conn.abort()
-            raise
-        retry_after = conn.retry_after
-        conn.answered()
+            if conn is None:
+                conn = await self._connect(target, key, deadline)
+            try:
+                status = await conn.send(request, deadline)
+            except BaseException:
+                conn.abort()
+                raise
+            retry_after = conn.retry_after
+            conn.answered()
         return status, retry_after
 
     async def close(self) -> None:
