@@ -344,7 +344,8 @@ class Engine:
     async def _enqueue(self, lane: Lane, rows: list[sqlite3.Row]) -> None:
         """Pending rows into the lane's queue (or the retry timer), with their users and endpoints."""
         user_ids = [r["user_id"] for r in rows if r["user_id"]]
-        users = directory.get_users(self.conn, user_ids)
+        # Without push tokens and endpoints: the address is in the row, the secrets come just below.
+        users = directory.get_users(self.conn, user_ids, contacts=False)
         endpoints = endpoint_credentials(self.conn, user_ids, self.clock()) if lane.channel == "webhook" else {}
         # The page's suppressions and preferences in a few queries; each dispatch-time decision
         # re-reads only the directory's change counter (see Policy.view).

@@ -74,12 +74,13 @@ def upsert_users(conn: sqlite3.Connection, users: Iterable[User]) -> int:
     return len(user_rows)
 
 
-def _users_from_rows(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> dict[str, User]:
-    """Users with their devices and endpoints, in three queries whatever the number of users."""
+def _users_from_rows(conn: sqlite3.Connection, rows: list[sqlite3.Row], contacts: bool = True) -> dict[str, User]:
+    """Users with their devices and endpoints, in three queries whatever the number of users
+    (one without `contacts`: no push tokens, no webhook endpoint)."""
     ids = [row["user_id"] for row in rows]
     tokens: dict[str, list[str]] = {}
     endpoints: dict[str, sqlite3.Row] = {}
-    for chunk, marks in in_chunks(ids):
+    for chunk, marks in in_chunks(ids if contacts else []):
         for user_id, token in conn.execute(
             f"SELECT user_id, token FROM devices WHERE user_id IN ({marks}) ORDER BY created, token", chunk
         ):
@@ -110,13 +111,15 @@ def get_user(conn: sqlite3.Connection, user_id: str) -> User | None:
     return get_users(conn, [user_id]).get(user_id)
 
 
-def get_users(conn: sqlite3.Connection, user_ids: Sequence[str]) -> dict[str, User]:
-    """Several users at once (for planning in batches)."""
+def get_users(conn: sqlite3.Connection, user_ids: Sequence[str], *, contacts: bool = True) -> dict[str, User]:
+    """Several users at once (for planning in batches). `contacts=False` leaves out push tokens and
+    the webhook endpoint, for callers that have the address already (the engine's feeder: it is in
+    the delivery row)."""
     rows: list[sqlite3.Row] = []
     unique = list(dict.fromkeys(user_ids))
     for chunk, marks in in_chunks(unique):
         rows.extend(conn.execute(f"SELECT * FROM users WHERE user_id IN ({marks})", chunk))
-    return _users_from_rows(conn, rows)
+    return _users_from_rows(conn, rows, contacts)
 
 
 def user_attribute_keys(conn: sqlite3.Connection) -> set[str]:
