@@ -2,10 +2,11 @@
 
 A webhook URL is chosen by a customer, so it may point at our own network (the cloud metadata
 service at 169.254.169.254 or fd00:ec2::254, a database on 10.0.0.5, localhost). The guard
-resolves the host once, refuses the request when any resolved address is not public, and hands
-exactly the checked addresses to the connector, so a second DNS answer (rebinding) is never
-used. `ipaddress.is_global` alone is not enough: NAT64, 6to4 and IPv4-mapped forms of a private
-IPv4 address pass it, so those are unwrapped and the embedded IPv4 address is checked too.
+resolves the host once, refuses the request when any resolved address is not public, and the
+webhook client (providers/http1.py) connects to exactly the checked addresses, so a second DNS
+answer (rebinding) is never used. `ipaddress.is_global` alone is not enough: NAT64, 6to4 and
+IPv4-mapped forms of a private IPv4 address pass it, so those are unwrapped and the embedded IPv4
+address is checked too.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import ipaddress
 import re
 import socket
 from collections.abc import Iterable
-
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -71,8 +70,8 @@ _TEREDO = _V6("2001::/32")
 class SsrfRefused(OSError):
     """A host resolved to an address that outbound requests may not reach.
 
-    An OSError so that aiohttp treats it as a resolution failure and stops before connecting;
-    the webhook provider recognises it and reports a permanent `ssrf` error.
+    An OSError, like any failure to connect; the webhook provider recognises it and reports a
+    permanent `ssrf` error.
     """
 
     def __init__(self, host: str, reason: str) -> None:
@@ -200,57 +199,26 @@ def is_allowed_host(host: str, allow_hosts: Iterable[str]) -> bool:
     return any(wanted == normalize_host(allowed) for allowed in allow_hosts)
 
 
-async def _resolve(host: str, port: int, family: int, allow_hosts: Iterable[str]) -> list[tuple[int, str, int, int]]:
-    """(family, address, proto, flags) for each address of `host`; raises SsrfRefused."""
+async def resolve_checked(host: str, port: int, allow_hosts: Iterable[str]) -> list[str]:
+    """Resolve `host` once; its addresses, or SsrfRefused if any is not public (unless allowlisted)."""
     allowed = is_allowed_host(host, allow_hosts)
     literal = parse_host_ip(host)
     if literal is not None:
         reason = None if allowed else check_ip(literal)
         if reason is not None:
             raise SsrfRefused(host, reason)
-        literal_family = socket.AF_INET if literal.version == 4 else socket.AF_INET6
-        return [(literal_family, str(literal), socket.IPPROTO_TCP, socket.AI_NUMERICHOST)]
+        return [str(literal)]
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, family=family)
-    results: list[tuple[int, str, int, int]] = []
-    for info_family, _, proto, _, sockaddr in infos:
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, family=socket.AF_UNSPEC)
+    addresses: list[str] = []
+    for _, _, _, _, sockaddr in infos:
         address = str(sockaddr[0])
         if not allowed:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-            reason = check_ip(ip)
+            reason = check_ip(ipaddress.ip_address(address.split("%", 1)[0]))
             if reason is not None:
-                # One bad answer refuses them all: otherwise the connector could pick it.
+                # One bad answer refuses them all: otherwise the connection could pick it.
                 raise SsrfRefused(host, reason)
-        results.append((int(info_family), address, proto, socket.AI_NUMERICHOST | socket.AI_NUMERICSERV))
-    if not results:
+        addresses.append(address)
+    if not addresses:
         raise OSError(f"{host} did not resolve to any address")
-    return results
-
-
-async def resolve_checked(host: str, port: int, allow_hosts: Iterable[str]) -> list[str]:
-    """Resolve `host` once; its addresses, or SsrfRefused if any is not public (unless allowlisted)."""
-    return [address for _, address, _, _ in await _resolve(host, port, socket.AF_UNSPEC, allow_hosts)]
-
-
-class CheckedResolver(AbstractResolver):
-    """An aiohttp resolver that only ever returns checked addresses.
-
-    The connector connects to exactly what this returns, so the address checked is the address
-    used. aiohttp skips resolvers for IP-literal hosts; callers check those themselves
-    (parse_host_ip + check_ip) before making the request.
-    """
-
-    def __init__(self, allow_hosts: Iterable[str] = ()) -> None:
-        self.allow_hosts = tuple(allow_hosts)
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        resolved = await _resolve(host, port, family, self.allow_hosts)
-        return [
-            ResolveResult(hostname=host, host=address, port=port, family=fam, proto=proto, flags=flags)
-            for fam, address, proto, flags in resolved
-        ]
-
-    async def close(self) -> None:
-        return None
+    return addresses

@@ -7,10 +7,11 @@ import ipaddress
 import socket
 from typing import Any
 
-import aiohttp
 import pytest
+from yarl import URL
 
-from notifyctl.ssrf import CheckedResolver, SsrfRefused, check_ip, parse_host_ip, resolve_checked
+from notifyctl.providers.http1 import Http1Pool, Target
+from notifyctl.ssrf import SsrfRefused, check_ip, parse_host_ip, resolve_checked
 from tests.webhook_sink import WebhookSink
 
 REFUSED = [
@@ -191,22 +192,26 @@ async def test_mapped_answer_from_dns_is_refused(monkeypatch: pytest.MonkeyPatch
         await resolve_checked("aaaa-only.example", 443, [])
 
 
+# The webhook client's connections (providers/http1.py) resolve through the guard.
+
+
+async def post_through_pool(url: str, allow_hosts: tuple[str, ...], timeout_s: float = 5.0) -> int:
+    pool = Http1Pool(limit=4, timeout_s=timeout_s, allow_hosts=allow_hosts)
+    try:
+        status, _ = await pool.post(Target.of(URL(url), "notifyctl-test"), None, b"", b"{}")
+        return status
+    finally:
+        await pool.close()
+
+
 async def test_connector_refuses_a_name_that_resolves_to_loopback(webhook_sink: WebhookSink) -> None:
-    connector = aiohttp.TCPConnector(resolver=CheckedResolver([]))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        with pytest.raises(aiohttp.ClientConnectorError) as caught:
-            await session.get(f"http://localhost:{webhook_sink.port}/hook")
-    assert isinstance(caught.value.os_error, SsrfRefused)
+    with pytest.raises(SsrfRefused):
+        await post_through_pool(f"http://localhost:{webhook_sink.port}/hook", ())
     assert webhook_sink.requests == []
 
 
 async def test_connector_reaches_an_allowlisted_name(webhook_sink: WebhookSink) -> None:
-    connector = aiohttp.TCPConnector(resolver=CheckedResolver(["localhost"]))
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.post(f"http://localhost:{webhook_sink.port}/hook", data=b"{}") as response,
-    ):
-        assert response.status == 200
+    assert await post_through_pool(f"http://localhost:{webhook_sink.port}/hook", ("localhost",)) == 200
     assert len(webhook_sink.requests) == 1
 
 
@@ -214,10 +219,7 @@ async def test_dns_rebinding_gets_no_second_lookup(webhook_sink: WebhookSink, mo
     # First answer passes the check; a second lookup would get loopback, where the sink listens.
     dns = FakeDns(["8.8.8.8"], ["127.0.0.1"])
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", dns.getaddrinfo)
-    connector = aiohttp.TCPConnector(resolver=CheckedResolver([]))
-    timeout = aiohttp.ClientTimeout(total=0.5)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        with pytest.raises((aiohttp.ClientError, TimeoutError)):
-            await session.get(f"http://rebind.example:{webhook_sink.port}/hook")
+    with pytest.raises((OSError, TimeoutError)):
+        await post_through_pool(f"http://rebind.example:{webhook_sink.port}/hook", (), timeout_s=0.5)
     assert dns.calls == 1
     assert webhook_sink.requests == []
