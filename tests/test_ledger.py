@@ -17,6 +17,7 @@ from notifyctl.pipeline.planner import PlanItem, Planner
 from notifyctl.policy import Policy
 from notifyctl.settings import load_settings
 from notifyctl.store import directory, runs
+from notifyctl.store.db import MULTIROW
 from tests.workspace import make_workspace
 
 
@@ -115,7 +116,7 @@ async def test_a_failing_change_does_not_take_its_batch_with_it(tmp_path: Path) 
 
 
 async def test_batches_larger_than_one_statement_write_every_row(tmp_path: Path) -> None:
-    n = runs.ROWS_PER_STATEMENT * 2 + 7  # three multi-row statements per change
+    n = MULTIROW * 2 + 7  # three multi-row statements per change
     ctx, ids = planned(tmp_path, n)
     ledger = Ledger(ctx.settings.database_path)
     await ledger.start()

@@ -289,8 +289,9 @@ class Engine:
 
     async def _plan(self, run_id: str, source: PlanSource) -> None:
         conn = connect(self.settings.database_path)
-        planner = Planner(conn, Policy(self.settings, conn, self.clock), self.idempotency, self.clock)
-        planner.write_lock = WriteLock(self.settings.database_path)  # it writes beside the ledgers
+        # It writes beside the ledgers: queued with them on the write lock.
+        write_lock = WriteLock(self.settings.database_path)
+        planner = Planner(conn, Policy(self.settings, conn, self.clock), self.idempotency, self.clock, write_lock)
 
         def step() -> PlanResult | None:
             batch = next(source, None)
@@ -312,7 +313,7 @@ class Engine:
                 await asyncio.sleep(0)
         finally:
             conn.close()
-            planner.write_lock.close()
+            write_lock.close()
             self._planning_done = True
             for lane in self.lanes.values():
                 lane.wake.set()

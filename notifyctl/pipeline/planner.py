@@ -8,7 +8,6 @@ resumes from the last committed row without re-reading or re-planning anything b
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from notifyctl.models import User
 from notifyctl.pipeline.idempotency import IdempotencyStore, idempotency_key
 from notifyctl.policy import Policy
 from notifyctl.signing import webhook_id
-from notifyctl.store.db import WriteLock, dumps, iso, rows_per_statement, transaction
+from notifyctl.store.db import WriteLock, dumps, iso, multirow_chunks, transaction
 from notifyctl.store.directory import get_users
 
 PLAN_BATCH = 1000
@@ -92,20 +91,24 @@ _COLUMNS = (
     "message_id",
     "data",
 )
-_ROW_MARKS = f"({','.join('?' * (len(_COLUMNS) + 2))})"
 INSERT_ROWS = 500  # rows per INSERT (fewer where SQLite allows fewer bound values)
 
 
 class Planner:
     def __init__(
-        self, conn: sqlite3.Connection, policy: Policy, idempotency: IdempotencyStore, clock: Callable[[], datetime]
+        self,
+        conn: sqlite3.Connection,
+        policy: Policy,
+        idempotency: IdempotencyStore,
+        clock: Callable[[], datetime],
+        write_lock: WriteLock | None = None,
     ) -> None:
+        """`write_lock`: for a planner that writes beside busy ledgers (Engine._plan); see store.db.WriteLock."""
         self.conn = conn
         self.policy = policy
         self.idempotency = idempotency
         self.clock = clock
-        # Set by a planner that writes beside busy ledgers (Engine._plan): see store.db.WriteLock.
-        self.write_lock: WriteLock | None = None
+        self.write_lock = write_lock or WriteLock(None)
 
     def plan_batch(
         self, run_id: str, items: list[PlanItem], *, cursor: tuple[int, int] | None = None, planned: bool = False
@@ -150,7 +153,7 @@ class Planner:
                 state = {"send": "pending", "skip": "skipped", "defer": "deferred"}[decision.action]
                 until = iso(decision.until) if decision.until else None
                 drafts.append(self._draft(run_id, item, who, channel, address, locale, state, decision.reason, until))
-        with self.write_lock.held() if self.write_lock else contextlib.nullcontext(), transaction(self.conn):
+        with self.write_lock.held(), transaction(self.conn):
             live = [d for d in drafts if d["state"] in ("pending", "deferred")]
             seen = self.idempotency.seen(self.conn, [d["idempotency_key"] for d in live], now.timestamp())
             next_id = int(self.conn.execute("SELECT COALESCE(max(id), 0) FROM deliveries").fetchone()[0]) + 1
@@ -170,12 +173,9 @@ class Planner:
                 slot = (draft["channel"], draft["state"])
                 result.by_channel_state[slot] = result.by_channel_state.get(slot, 0) + 1
             # Multi-row statements with positional values: a fraction of the cost of executemany over dicts.
-            per_statement = rows_per_statement(self.conn, len(_COLUMNS) + 2, INSERT_ROWS)
-            for start in range(0, len(drafts), per_statement):
-                chunk = drafts[start : start + per_statement]
+            for chunk, values in multirow_chunks(self.conn, drafts, len(_COLUMNS) + 2, INSERT_ROWS):
                 self.conn.execute(
-                    f"INSERT INTO deliveries ({', '.join(_COLUMNS)}, created, updated) VALUES "
-                    + ",".join([_ROW_MARKS] * len(chunk)),
+                    f"INSERT INTO deliveries ({', '.join(_COLUMNS)}, created, updated) VALUES {values}",
                     [value for d in chunk for value in (*(d[column] for column in _COLUMNS), now_iso, now_iso)],
                 )
             self.idempotency.record(self.conn, keys, now.timestamp())

@@ -8,8 +8,8 @@ webhook needs, on asyncio's transports (uvloop's when installed) with httptools,
 parser uvicorn uses, for the response; measured against the same nginx, it spends ~0.05 ms per
 request (bench/README.md). What aiohttp gave the webhook provider is kept:
 
-- the SSRF guard: every new connection resolves its host through `ssrf.resolve_checked` and
-  connects to exactly the checked addresses (IP literals are checked by the provider first);
+- the SSRF guard: every new connection resolves its host (or checks its IP literal) through
+  `ssrf.resolve_checked` and connects to exactly the checked addresses;
 - TLS with the system store or a private CA, and client certificates (mutual TLS), via the
   `ssl.SSLContext` the caller passes, with SNI and hostname checks;
 - one total timeout per request (connection set-up included), redirects never followed (the
@@ -37,7 +37,7 @@ from typing import cast
 import httptools
 from yarl import URL
 
-from notifyctl.ssrf import parse_host_ip, resolve_checked
+from notifyctl.ssrf import resolve_checked
 
 MAX_HEAD_BYTES = 64 * 1024  # status line + headers
 MAX_DRAIN_BYTES = 1024 * 1024  # a response body larger than this is not drained: the connection closes
@@ -278,10 +278,8 @@ class Http1Pool:
     async def _connect(self, target: Target, key: PoolKey, deadline: float) -> _Connection:
         tls = key[2]
         async with asyncio.timeout_at(deadline):
-            if parse_host_ip(target.host) is not None:
-                addresses = [target.host]  # an IP literal, checked by the caller
-            else:
-                addresses = await resolve_checked(target.host, target.port, self.allow_hosts)
+            # Names and IP literals alike: only addresses the guard allows are ever connected to.
+            addresses = await resolve_checked(target.host, target.port, self.allow_hosts)
             last: OSError | None = None
             for address in addresses:
                 try:

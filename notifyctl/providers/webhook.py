@@ -28,7 +28,7 @@ from notifyctl.models import Envelope, SendResult, trusted
 from notifyctl.providers.base import Capabilities, ProviderContext
 from notifyctl.providers.http1 import Http1Pool, Target
 from notifyctl.signing import signature_header
-from notifyctl.ssrf import SsrfRefused, check_ip, is_allowed_host, parse_host_ip
+from notifyctl.ssrf import SsrfRefused, is_allowed_host
 
 MAX_RETRY_AFTER_S = 3600.0
 USER_AGENT = "notifyctl-webhooks/0.1"
@@ -169,39 +169,28 @@ class WebhookProvider:
         return context
 
     def _checked_url(self, address: str) -> Target:
-        """The endpoint if the HTTPS and address rules allow it, else PermanentError. The answer
-        depends only on the address and the provider's allowlist: kept per address (host names are
-        still checked at every connection, by the resolver)."""
+        """The endpoint if its URL is usable and the HTTPS rule allows it, else PermanentError. The
+        answer depends only on the address and the provider's allowlist: kept per address. Where it
+        may connect is the pool's to check, at every new connection (ssrf.resolve_checked)."""
         target = self._checked.get(address)
         if target is None:
-            url = self._check_url(address)
-            try:
-                target = Target.of(url, USER_AGENT)
-            except ValueError as exc:  # also UnicodeEncodeError
-                raise PermanentError(f"invalid webhook URL: {exc}", code="bad_url") from exc
+            target = self._check_url(address)
             if len(self._checked) >= 65536:
                 self._checked.clear()
             self._checked[address] = target
         return target
 
-    def _check_url(self, address: str) -> URL:
+    def _check_url(self, address: str) -> Target:
         try:
             url = URL(address)
-        except (ValueError, TypeError) as exc:
+            host = url.raw_host
+            if not url.is_absolute() or not host or url.scheme not in ("https", "http"):
+                raise PermanentError("webhook URL must be an absolute https:// URL", code="bad_url")
+            if url.scheme != "https" and not is_allowed_host(host, self.allow_hosts):
+                raise PermanentError("webhook URL must use https://", code="bad_url")
+            return Target.of(url, USER_AGENT)
+        except (ValueError, TypeError) as exc:  # also UnicodeEncodeError
             raise PermanentError(f"invalid webhook URL: {exc}", code="bad_url") from exc
-        host = url.raw_host
-        if not url.is_absolute() or not host or url.scheme not in ("https", "http"):
-            raise PermanentError("webhook URL must be an absolute https:// URL", code="bad_url")
-        allowed = is_allowed_host(host, self.allow_hosts)
-        if url.scheme != "https" and not allowed:
-            raise PermanentError("webhook URL must use https://", code="bad_url")
-        # The pool does not resolve IP literals (there is nothing to resolve), so they are checked here.
-        literal = parse_host_ip(host)
-        if literal is not None and not allowed:
-            reason = check_ip(literal)
-            if reason is not None:
-                raise PermanentError(f"refused to connect to {host}: {reason}", code="ssrf")
-        return url
 
 
 def _json_body(envelope: Envelope) -> bytes:

@@ -49,10 +49,20 @@ def in_chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[tuple[list[
 UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
 
 
-def rows_per_statement(conn: sqlite3.Connection, columns: int, wanted: int) -> int:
-    """How many rows of `columns` bound values one multi-row statement may carry (SQLite before
-    3.32 allows only 999 values per statement)."""
-    return max(1, min(wanted, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // columns - 1))
+MULTIROW = 250  # rows per multi-row statement, where SQLite allows that many bound values
+
+
+def multirow_chunks(
+    conn: sqlite3.Connection, rows: Sequence[T], columns: int, wanted: int = MULTIROW
+) -> Iterator[tuple[list[T], str]]:
+    """`rows` in chunks for multi-row statements of `columns` bound values a row, each with its
+    `VALUES` list ("(?,?),(?,?),…"). A chunk keeps one row's worth of room for other values of the
+    statement; SQLite before 3.32 allows only 999 values per statement."""
+    size = max(1, min(wanted, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // columns - 1))
+    row_marks = f"({','.join('?' * columns)})"
+    for start in range(0, len(rows), size):
+        chunk = list(rows[start : start + size])
+        yield chunk, ",".join([row_marks] * len(chunk))
 
 
 def dumps(value: Any) -> str:
@@ -100,9 +110,10 @@ class WriteLock:
     flock) simply fall back to the busy handler. Never held while waiting for anything but SQLite.
     """
 
-    def __init__(self, db_path: Path | str) -> None:
+    def __init__(self, db_path: Path | str | None) -> None:
+        """`None` (or an in-memory database): a lock that locks nothing."""
         self._fd: int | None = None
-        if str(db_path) == ":memory:" or fcntl is None:
+        if db_path is None or str(db_path) == ":memory:" or fcntl is None:
             return
         try:
             self._fd = os.open(f"{db_path}-writelock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

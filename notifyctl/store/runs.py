@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from notifyctl.store.db import UPDATE_FROM, dumps, in_chunks, iso, loads, rows_per_statement, transaction
-
-T = TypeVar("T")
+from notifyctl.store.db import UPDATE_FROM, dumps, in_chunks, iso, loads, multirow_chunks, transaction
 
 DELIVERY_COLUMNS = (
     "id, run_id, line, user_id, channel, address, idempotency_key, event_id, template, template_version, "
@@ -199,41 +197,28 @@ def mark_inflight(conn: sqlite3.Connection, delivery_id: int, attempt: int, prov
     mark_inflight_many(conn, [(delivery_id, attempt, provider)], iso())
 
 
-ROWS_PER_STATEMENT = 250  # rows per multi-row statement (fewer where SQLite allows fewer bound values)
-
-
-def _values(rows: int, columns: int) -> str:
-    return ",".join([f"({','.join('?' * columns)})"] * rows)
-
-
-def _chunks(conn: sqlite3.Connection, rows: list[T], columns: int) -> Iterator[list[T]]:
-    size = rows_per_statement(conn, columns, ROWS_PER_STATEMENT)
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
-
-
 def mark_inflight_many(conn: sqlite3.Connection, intents: list[tuple[int, int, str]], now: str) -> None:
     """`mark_inflight` for many (delivery_id, attempt, provider) at once, in delivery order.
 
     One multi-row statement per change and chunk rather than `executemany`: each executed statement
     is a hand-off of the GIL, and this runs in the ledger's thread beside a busy event loop."""
     intents = sorted(intents)
-    if not UPDATE_FROM:
+    if UPDATE_FROM:
+        for chunk, values in multirow_chunks(conn, intents, 3):
+            conn.execute(
+                "UPDATE deliveries SET state='inflight', attempts=v.column2, provider=v.column3, updated=? "
+                f"FROM (VALUES {values}) AS v WHERE deliveries.id=v.column1",
+                [now, *[value for intent in chunk for value in intent]],
+            )
+    else:
         conn.executemany(
             "UPDATE deliveries SET state='inflight', attempts=?, provider=?, updated=? WHERE id=?",
             [(attempt, provider, now, delivery_id) for delivery_id, attempt, provider in intents],
         )
-    for chunk in _chunks(conn, intents, 4):
-        if UPDATE_FROM:
-            conn.execute(
-                "UPDATE deliveries SET state='inflight', attempts=v.column2, provider=v.column3, updated=? "
-                f"FROM (VALUES {_values(len(chunk), 3)}) AS v WHERE deliveries.id=v.column1",
-                [now, *[value for intent in chunk for value in intent]],
-            )
+    for chunk, values in multirow_chunks(conn, intents, 5):
         conn.execute(
-            "INSERT INTO attempts (delivery_id, number, started, outcome, provider) VALUES "
-            + ",".join(["(?, ?, ?, 'inflight', ?)"] * len(chunk)),
-            [value for delivery_id, attempt, provider in chunk for value in (delivery_id, attempt, now, provider)],
+            f"INSERT INTO attempts (delivery_id, number, started, outcome, provider) VALUES {values}",
+            [value for d, attempt, provider in chunk for value in (d, attempt, now, "inflight", provider)],
         )
 
 
@@ -253,25 +238,17 @@ def mark_sent_many(conn: sqlite3.Connection, sent: list[tuple[int, int, str, str
             [(latency_ms, delivery_id, attempt) for delivery_id, attempt, _, _, latency_ms in sent],
         )
         return
-    for chunk in _chunks(conn, sent, 3):
+    for chunk, values in multirow_chunks(conn, sent, 3):
         conn.execute(
             "UPDATE deliveries SET state='sent', provider=v.column2, provider_message_id=v.column3, "
             "error_class=NULL, error_message=NULL, next_attempt_at=NULL, updated=? "
-            f"FROM (VALUES {_values(len(chunk), 3)}) AS v WHERE deliveries.id=v.column1",
-            [
-                now,
-                *[
-                    value
-                    for delivery_id, _, provider, message_id, _ in chunk
-                    for value in (delivery_id, provider, message_id)
-                ],
-            ],
+            f"FROM (VALUES {values}) AS v WHERE deliveries.id=v.column1",
+            [now, *[value for d, _, provider, message_id, _ in chunk for value in (d, provider, message_id)]],
         )
         conn.execute(
             "UPDATE attempts SET outcome='sent', latency_ms=v.column3, code=NULL, message=NULL "
-            f"FROM (VALUES {_values(len(chunk), 3)}) AS v "
-            "WHERE attempts.delivery_id=v.column1 AND attempts.number=v.column2",
-            [value for delivery_id, attempt, _, _, latency_ms in chunk for value in (delivery_id, attempt, latency_ms)],
+            f"FROM (VALUES {values}) AS v WHERE attempts.delivery_id=v.column1 AND attempts.number=v.column2",
+            [value for d, attempt, _, _, latency_ms in chunk for value in (d, attempt, latency_ms)],
         )
 
 
