@@ -26,7 +26,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 from functools import lru_cache
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from notifyctl.errors import PermanentError
 from notifyctl.models import Envelope
@@ -110,8 +110,16 @@ def _add_extra_header(message: EmailMessage, name: str, value: str) -> None:
         message[name] = value
 
 
-def _empty_body() -> PermanentError:
-    return PermanentError("email has neither a text nor an HTML part", code="empty_body")
+def _email_parts(envelope: Envelope) -> tuple[str, Any, Any]:
+    """(subject, text, html) of an email envelope, the subject checked for line breaks; raises
+    PermanentError(code="empty_body") when there is neither text nor HTML."""
+    parts = envelope.parts
+    subject = str(parts.get("subject") or "")
+    text, html = parts.get("text"), parts.get("html")
+    if not text and not html:
+        raise PermanentError("email has neither a text nor an HTML part", code="empty_body")
+    _check_value("Subject", subject)
+    return subject, text, html
 
 
 def _date_header(now: datetime | None) -> str:
@@ -138,15 +146,8 @@ def build_message(
     Raises PermanentError(code="bad_header") on header injection or malformed addresses, and
     PermanentError(code="empty_body") when the envelope has neither text nor HTML.
     """
-    parts = envelope.parts
-    subject = str(parts.get("subject") or "")
-    text = parts.get("text")
-    html = parts.get("html")
-    if not text and not html:
-        raise _empty_body()
-
+    subject, text, html = _email_parts(envelope)
     message = EmailMessage(policy=MESSAGE_POLICY)
-    _check_value("Subject", subject)
     message["Subject"] = subject
     message["From"] = _single_address("From", from_address)
     message["To"] = _single_address("To", envelope.address)
@@ -354,13 +355,7 @@ class _Unusual(Exception):
 
 
 def _render(envelope: Envelope, from_address: str, message_id_domain: str, now: datetime | None) -> RenderedEmail:
-    parts = envelope.parts
-    subject = str(parts.get("subject") or "")
-    text = parts.get("text")
-    html = parts.get("html")
-    if not text and not html:
-        raise _empty_body()
-    _check_value("Subject", subject)
+    subject, text, html = _email_parts(envelope)
     from_line, sender = _from_header(from_address)
     to_line, recipient = _to_header(envelope.address)
     date = _date_now() if now is None else _date_header(now)
