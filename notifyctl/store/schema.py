@@ -233,4 +233,16 @@ MIGRATIONS: list[tuple[str, str | list[str]]] = [
         "0003_directory_version",
         _directory_version(),
     ),
+    (
+        # Provider message ids are looked up only by delivery receipts, for email (SES) and SMS
+        # (Twilio), each query naming its channel. An index over every channel's ids put a random
+        # key (a webhook-id, say) into one B-tree per message sent: half of what recording a webhook
+        # delivery cost SQLite. Partial indexes keep the receipts' lookups and skip the rest.
+        "0004_receipt_indexes",
+        """
+        DROP INDEX IF EXISTS deliveries_provider_msg;
+        CREATE INDEX deliveries_email_msg ON deliveries(provider_message_id) WHERE channel = 'email';
+        CREATE INDEX deliveries_sms_msg ON deliveries(provider_message_id) WHERE channel = 'sms';
+        """,
+    ),
 ]
