@@ -79,6 +79,9 @@ class CategoryRule(_Strict):
     list_unsubscribe: bool = False  # email carries RFC 8058 one-click List-Unsubscribe headers
 
 
+_DEFAULT_CATEGORY = CategoryRule()
+
+
 class QuietHours(_Strict):
     start: time = time(21, 0)  # sends not allowed from start ...
     end: time = time(8, 0)  # ... until end, recipient's local time
@@ -177,7 +180,10 @@ class Settings(_Strict):
         return self.path(self.templates_dir)
 
     def category(self, name: str) -> CategoryRule:
-        return self.categories.get(name, CategoryRule())
+        """The rules of a category; an unknown one has the defaults (one shared instance, not a
+        model validated per message)."""
+        rule = self.categories.get(name)
+        return rule if rule is not None else _DEFAULT_CATEGORY
 
 
 DEFAULTS: dict[str, Any] = {

@@ -407,7 +407,7 @@ class Template:
     def _render_json(self, part: _Part, variables: dict[str, Any]) -> Any:
         text = self._render_part(part, variables)
         try:
-            return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+            return _JSON_PART.decode(text)
         except ValueError as exc:
             raise TemplateError(f"did not render to valid JSON: {exc}", template=self.name, part=part.label) from exc
 
@@ -475,6 +475,10 @@ def _unique_keys(pairs: builtins.list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# One decoder for every JSON part: `json.loads` with hooks builds a new decoder per call.
+_JSON_PART = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
 
 
 # --- the store ---------------------------------------------------------------------------------

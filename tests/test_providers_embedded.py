@@ -480,6 +480,10 @@ async def test_webhook_refuses_unsafe_urls(
     [
         pytest.param({"message_id": "msg_with.dot"}, None, "bad_message_id", id="dot-in-id"),
         pytest.param({"message_id": ""}, None, "bad_message_id", id="empty-id"),
+        pytest.param({"message_id": "msg_a b"}, None, "bad_message_id", id="space-in-id"),
+        pytest.param({"message_id": "msg_a\r\nX: y"}, None, "bad_message_id", id="crlf-in-id"),
+        pytest.param({"message_id": "msg_a\x01"}, None, "bad_message_id", id="control-in-id"),
+        pytest.param({"message_id": "msg_\u00e9"}, None, "bad_message_id", id="non-ascii-id"),
         pytest.param({}, [], "no_secret", id="no-secret"),
         pytest.param({}, ["whsec_***"], "bad_secret", id="bad-secret"),
         pytest.param({"parts": {"text": "no body part"}}, None, "missing_part", id="no-body"),

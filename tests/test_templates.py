@@ -7,8 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jinja2 import DictLoader
+from jinja2.utils import htmlsafe_json_dumps
 
 from notifyctl.errors import TemplateError
+from notifyctl.template_sandbox import TemplateSandbox
 from notifyctl.templates import BUILTIN_VARIABLES, Template, TemplateStore, locale_chain
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "templates"
@@ -396,6 +401,32 @@ def test_webhook_body_parses(tmp_path: Path) -> None:
     )
     body = template.render("webhook", None, {"name": 'Ada "</script>', "n": 3, "tags": ["a", "b"]})["body"]
     assert body == {"type": "t", "name": 'Ada "</script>', "n": 3, "tags": ["a", "b"]}
+
+
+def test_webhook_body_undefined_variable_in_tojson_is_named(tmp_path: Path) -> None:
+    template = write_template(
+        tmp_path, {"webhook/body.json.j2": '{"name": {{ first_name|tojson }}, "tags": {{ [1, nope]|tojson }}}'}
+    )
+    error = render_error(template, "webhook", {})
+    assert "'first_name' is undefined" in str(error)
+    assert error.part == "webhook/body.json"
+    error = render_error(template, "webhook", {"first_name": "Ada"})
+    assert "'nope' is undefined" in str(error)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=JSON_VALUES, indent=st.sampled_from([None, 2]))
+def test_tojson_is_jinjas_tojson(value: Any, indent: int | None) -> None:
+    """The sandbox's own `|tojson` (one shared encoder) prints exactly what Jinja's does."""
+    ours = TemplateSandbox(DictLoader({}), autoescape=False).filters["tojson"]
+    assert ours(value, indent) == htmlsafe_json_dumps(value, sort_keys=True, indent=indent)
 
 
 @pytest.mark.parametrize(

@@ -204,8 +204,9 @@ def _json_body(envelope: Envelope) -> bytes:
 
 def _signed_headers(envelope: Envelope, body: bytes, timestamp: int) -> bytes:
     msg_id = envelope.message_id
-    if not msg_id or "." in msg_id or any(char.isspace() for char in msg_id) or not msg_id.isascii():
+    if not msg_id or not msg_id.isascii() or not msg_id.isprintable() or " " in msg_id or "." in msg_id:
         # The id is part of the signed string "{id}.{timestamp}.{body}"; a '.' would make it ambiguous.
+        # Printable ASCII without spaces: no whitespace or control character can reach the header.
         raise PermanentError(f"unusable webhook-id {msg_id!r}", code="bad_message_id")
     if not envelope.signing_secrets:
         raise PermanentError("no signing secret for this webhook endpoint", code="no_secret")
