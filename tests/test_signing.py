@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
@@ -136,6 +139,15 @@ def test_webhook_id_format(idempotency_key: str) -> None:
     assert re.fullmatch(r"msg_[a-z2-7]{26}", derived)
     assert "." not in derived
     assert webhook_id(idempotency_key) == derived
+
+
+@settings(max_examples=300, deadline=None)
+@given(idempotency_key=st.text())
+def test_webhook_id_is_the_base32_of_the_keys_sha256(idempotency_key: str) -> None:
+    """The id computed from an integer is the first 26 characters of the lower-cased base32 of the
+    key's SHA-256, as the first version computed it: ids of planned rows do not change."""
+    digest = hashlib.sha256(idempotency_key.encode()).digest()
+    assert webhook_id(idempotency_key) == "msg_" + base64.b32encode(digest).decode().lower()[:26]
 
 
 def test_webhook_ids_differ_per_key() -> None:
