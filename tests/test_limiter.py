@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiolimiter import AsyncLimiter
 
 from notifyctl.pipeline.limiter import TokenBucket
@@ -35,6 +36,15 @@ async def test_pace_holds_a_call_while_a_second_already_has_rate_plus_burst() ->
     await asyncio.sleep(0.3)
     assert not held.done()  # the 13th waits for the first of them to leave the window
     held.cancel()
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(200, 20), (1000, 10), (10, 2), (5000, 1)])
+def test_pace_never_holds_a_steady_stream_at_the_rate(rate: float, burst: float) -> None:
+    """At exactly R a second the oldest of the last R + burst calls is (R + burst) / R seconds old:
+    the guard must be shorter than that, or pace() alone would keep the rate under R."""
+    bucket = TokenBucket(rate=rate, burst=burst)
+    assert 0 < bucket.guard_s < bucket.burst / rate
+    assert int(rate + bucket.burst) / rate > 1 + bucket.guard_s
 
 
 async def test_pace_is_free_below_the_limit_and_off_for_very_high_rates() -> None:

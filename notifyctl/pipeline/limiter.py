@@ -27,8 +27,10 @@ class Limiter(Protocol):
 
 
 # Sends are spread over a little more than a second (see TokenBucket): what leaves together does not
-# arrive together, and this much spread keeps a receiver's one-second windows within R + burst.
-WINDOW_GUARD_S = 0.05
+# arrive together, and this much spread keeps a receiver's one-second windows within R + burst. It
+# stays under burst / R (times GUARD_SHARE), else the guard itself would hold a steady stream at R.
+WINDOW_GUARD_S = 0.08
+GUARD_SHARE = 0.8
 # Above this many sends a second the per-send window record is not kept (memory); the bucket alone paces.
 MAX_WINDOWED = 10_000
 
@@ -42,9 +44,9 @@ class TokenBucket:
     taken, before the intent's commit: requests that wait longer behind a commit than their
     neighbours leave together, and the receiver sees them in one window with the next ones. So
     `pace()`, called right before the provider call, keeps the last rate + burst call times too and
-    holds a call until the oldest of them is more than a second and WINDOW_GUARD_S old; at a steady
-    rate that delays nothing (the oldest is then (rate + burst) / rate seconds old), it only evens
-    out what a slow commit bunched together."""
+    holds a call until the oldest of them is more than a second and `guard_s` old; at a steady
+    rate that delays nothing (the oldest is then (rate + burst) / rate seconds old, more than
+    1 + guard_s), it only evens out what a slow commit bunched together."""
 
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate
@@ -53,6 +55,7 @@ class TokenBucket:
         self._started = False
         self._paused_until = 0.0
         self._slow_until = 0.0
+        self.guard_s = min(WINDOW_GUARD_S, GUARD_SHARE * self.burst / rate)
         per_window = int(rate + self.burst)
         self._sent: deque[float] | None = deque(maxlen=per_window) if per_window <= MAX_WINDOWED else None
 
@@ -69,13 +72,13 @@ class TokenBucket:
 
     async def pace(self, n: int = 1) -> None:
         """Just before the provider call (after the intent's commit): wait while the last rate + burst
-        calls all fall within the last second and WINDOW_GUARD_S, then count `n` more."""
+        calls all fall within the last second and `guard_s`, then count `n` more."""
         sent = self._sent
         if sent is None:
             return
         for _ in range(n):
             # Checked again after every wait: other senders may have taken the room meanwhile.
-            while len(sent) == sent.maxlen and (wait := sent[0] + 1.0 + WINDOW_GUARD_S - time.monotonic()) > 0:
+            while len(sent) == sent.maxlen and (wait := sent[0] + 1.0 + self.guard_s - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
             sent.append(time.monotonic())
 
