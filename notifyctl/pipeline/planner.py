@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from notifyctl.models import User
 from notifyctl.pipeline.idempotency import IdempotencyStore, idempotency_key
 from notifyctl.policy import Policy
 from notifyctl.signing import webhook_id
 from notifyctl.store.db import WriteLock, dumps, iso, multirow_chunks, transaction
-from notifyctl.store.directory import get_users
+from notifyctl.store.directory import Contact, get_contacts
 
 PLAN_BATCH = 1000
 
@@ -52,7 +51,7 @@ class PlanResult:
     by_channel_state: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
-def _addresses(channel: str, item: PlanItem, user: User | None) -> tuple[list[str], str | None]:
+def _addresses(channel: str, item: PlanItem, user: Contact | None) -> tuple[list[str], str | None]:
     """The addresses of a recipient on a channel, or a skip reason."""
     if item.user_id and user is None and not (item.email or item.phone or item.push_tokens):
         return [], "unknown_user"
@@ -114,14 +113,15 @@ class Planner:
         self, run_id: str, items: list[PlanItem], *, cursor: tuple[int, int] | None = None, planned: bool = False
     ) -> PlanResult:
         """Insert the deliveries of `items` and advance the run's cursor, atomically."""
-        users = get_users(self.conn, [i.user_id for i in items if i.user_id])
+        push = any("push" in item.channels for item in items)
+        users = get_contacts(self.conn, [i.user_id for i in items if i.user_id], push_tokens=push)
         now = self.clock()
         now_iso = iso(now)
         result = PlanResult()
         drafts: list[dict[str, Any]] = []
         # First the addresses of every (recipient, channel), then the directory's answers for the
         # whole batch per channel (a few queries), then the decisions.
-        wanted: list[tuple[PlanItem, User | None, str, str, list[str], str | None]] = []
+        wanted: list[tuple[PlanItem, Contact | None, str, str, list[str], str | None]] = []
         by_channel: dict[str, list[str]] = {}
         for item in items:
             user = users.get(item.user_id) if item.user_id else None
