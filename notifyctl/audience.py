@@ -906,12 +906,25 @@ def _add_columns(columns: set[str], fields: Mapping[str, Any]) -> None:
 
 
 def _dedupe_key(recipient: Recipient) -> bytes:
-    if recipient.user_id or recipient.email or recipient.phone:
-        identity = recipient.identity()
-    elif recipient.push_tokens:
-        identity = "push:" + "|".join(sorted(recipient.push_tokens))
+    return _dedupe_identity(
+        recipient.user_id, recipient.email, recipient.phone, recipient.push_tokens, recipient.webhook_url
+    )
+
+
+def _dedupe_identity(
+    user_id: str | None, email: str | None, phone: str | None, push_tokens: list[str], webhook_url: str | None
+) -> bytes:
+    """What makes two valid rows the same recipient (as Recipient.identity, push tokens in any order)."""
+    if user_id:
+        identity = f"user:{user_id}"
+    elif email:
+        identity = f"email:{email}"
+    elif phone:
+        identity = f"phone:{phone}"
+    elif push_tokens:
+        identity = "push:" + "|".join(sorted(push_tokens))
     else:
-        identity = f"webhook:{recipient.webhook_url}"
+        identity = f"webhook:{webhook_url}"
     # 128-bit digests keep the temporary database small whatever the identities look like.
     return hashlib.blake2b(identity.encode(), digest_size=16).digest()
 
@@ -951,39 +964,74 @@ class _DuplicateFinder:
         self.conn.close()
 
 
+# Each row of an audience, as validation sees it: its line and either its error or, for a valid
+# row, its recipient's dedupe key.
+_Outcome = tuple[int, "RowError | bytes"]
+
+
 def validate_audience(
     path: Path, *, max_field_chars: int = 4096, default_region: str | None = None
 ) -> ValidationReport:
-    """Parse every row in one streaming pass: errors, columns, sha256 and duplicate recipients."""
+    """Parse every row in one streaming pass: errors, columns, sha256 and duplicate recipients.
+
+    A CSV file goes through the fast path (large pieces into csv.reader, cheap checks per row, the
+    full builder only for rows that fail them, so every error is worded and placed as by
+    `iter_recipients`); a file that holds something only the line-by-line reader reports (a NUL,
+    a stray BOM, invalid UTF-8, an over-long line, malformed CSV) is read again that way."""
     fmt = detect_format(path)
-    hasher = hashlib.sha256()
+    if fmt == "csv":
+        header: list[str] = []
+        try:
+            return _tally(_fast_csv_outcomes(path, max_field_chars, default_region, header), path, set(), header)
+        except (_SlowPath, csv.Error):
+            pass
+    return _validate_line_by_line(path, fmt, max_field_chars, default_region)
+
+
+def _validate_line_by_line(path: Path, fmt: str, max_field_chars: int, default_region: str | None) -> ValidationReport:
+    """`validate_audience` through `iter_recipients`' reader, record by record (JSONL, odd CSV)."""
     build = _recipient_builder(fmt == "csv", default_region)
     header: list[str] = []
+    columns: set[str] = set()
 
     def check(names: list[str]) -> None:
         _require_columns(path, any_of=("user_id", *_CONTACT_FIELDS))(names)
         header.extend(names)
 
-    columns: set[str] = set()
-    sampled = rows = valid = error_count = 0
+    def outcomes() -> Iterator[_Outcome]:
+        sampled = 0
+        for record in _records(path, max_field_chars=max_field_chars, check_header=check, fmt=fmt):
+            if fmt == "jsonl" and record.fields is not None and sampled < COLUMN_SAMPLE_OBJECTS:
+                _add_columns(columns, record.fields)
+                sampled += 1
+            parsed = _parse(record, build)
+            if parsed.value is None:
+                yield record.line, parsed.error or RowError(record.line, "bad row")
+            else:
+                yield parsed.line, _dedupe_key(parsed.value)
+
+    return _tally(outcomes(), path, columns, header)
+
+
+def _tally(
+    outcomes: Iterator[_Outcome], path: Path, columns: set[str], header: list[str] | None = None
+) -> ValidationReport:
+    """Count the rows' outcomes into a report; duplicates are found in a temporary SQLite file.
+    `header`: a CSV header read while the outcomes are (its names are the columns)."""
+    rows = valid = error_count = 0
     errors: list[RowError] = []
     with tempfile.TemporaryDirectory(prefix="notifyctl-audience-") as scratch:
         finder = _DuplicateFinder(scratch)
         try:
-            records = _records(path, max_field_chars=max_field_chars, hasher=hasher, check_header=check, fmt=fmt)
-            for record in records:
+            for line, outcome in outcomes:
                 rows += 1
-                if fmt == "jsonl" and record.fields is not None and sampled < COLUMN_SAMPLE_OBJECTS:
-                    _add_columns(columns, record.fields)
-                    sampled += 1
-                parsed = _parse(record, build)
-                if parsed.value is None:
+                if isinstance(outcome, RowError):
                     error_count += 1
-                    if parsed.error is not None and len(errors) < MAX_REPORTED_ERRORS:
-                        errors.append(parsed.error)
+                    if len(errors) < MAX_REPORTED_ERRORS:
+                        errors.append(outcome)
                     continue
                 valid += 1
-                finder.add(_dedupe_key(parsed.value), parsed.line)
+                finder.add(outcome, line)
             duplicate_lines: set[int] = set()
             for line, first_line in finder.duplicates():
                 duplicate_lines.add(line)
@@ -997,11 +1045,97 @@ def validate_audience(
         valid=valid - len(duplicate_lines),
         errors=errors[:MAX_REPORTED_ERRORS],
         error_count=error_count + len(duplicate_lines),
-        columns=set(header) if fmt == "csv" else columns,
-        sha256=hasher.hexdigest(),
+        columns=set(header) if header else columns,
+        sha256=_file_sha256(path),
         duplicates=len(duplicate_lines),
         duplicate_lines=duplicate_lines,
     )
+
+
+def _file_sha256(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with _open(path) as fh:
+        while chunk := fh.read(1 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _fast_csv_outcomes(
+    path: Path, max_field_chars: int, default_region: str | None, header_out: list[str]
+) -> Iterator[_Outcome]:
+    """The outcome of each CSV record, read as `_fast_csv_users` reads users; raises _SlowPath or
+    csv.Error where the line-by-line reader must take over. The header goes to `header_out`."""
+    build = _recipient_builder(True, default_region)
+    zones = _zones()
+    with _open(path) as fh:
+        feed = _CsvFeed(_LineSource(fh, 0, 0))
+        header = _csv_header(feed, path)
+        _require_columns(path, any_of=("user_id", *_CONTACT_FIELDS))(header)
+        header_out.extend(header)
+        columns = len(header)
+        at = {name: i for i, name in enumerate(header)}
+        # An absent column reads the "" appended to every row: the same as an empty cell.
+        i_user, i_email, i_phone, i_locale, i_timezone, i_tokens, i_url, i_secret = (
+            at.get(name, columns) for name in _USER_COLUMNS
+        )
+        first = end = feed.source.line
+        fh.seek(feed.source.offset)
+        pieces = _Pieces(fh)
+        reader = csv.reader(itertools.chain.from_iterable(pieces), strict=True)
+        for cells in reader:
+            line, end = end + 1, first + reader.line_num
+            cells.append("")
+            outcome: RowError | bytes | None
+            try:
+                if len(cells) != columns + 1:
+                    raise _Unusual
+                if (pieces.longest > max_field_chars or end != line) and max(map(len, cells)) > max_field_chars:
+                    raise _Unusual
+                if cells[i_secret].strip():
+                    raise _Unusual  # refused in audience files: the builder says so
+                user_id = cells[i_user].strip() or None
+                if user_id is not None and not user_id.isprintable():  # isprintable: no control characters
+                    raise _Unusual
+                email: str | None = cells[i_email].strip() or None
+                if email is not None:
+                    email = normalize_email(email)
+                phone: str | None = cells[i_phone].strip() or None
+                if phone is not None:
+                    phone = normalize_phone(phone, default_region)
+                if locale := cells[i_locale].strip():
+                    _locale(locale)
+                if (timezone := cells[i_timezone].strip()) and timezone not in zones:
+                    raise _Unusual
+                tokens = cells[i_tokens]
+                push_tokens = _push_tokens(tokens, from_csv=True) if tokens else []
+                url: str | None = cells[i_url].strip() or None
+                if url is not None:
+                    url = _webhook_url(url)
+                if not (user_id or email or phone or push_tokens or url):
+                    raise _Unusual  # blank, or no way to reach anyone: the builder decides
+                outcome = _dedupe_identity(user_id, email, phone, push_tokens, url)
+            except (_Unusual, _FieldError, AddressError):
+                outcome = _recipient_outcome(header, cells[:-1], line, end, max_field_chars, build)
+                if outcome is None:
+                    continue
+            yield line, outcome
+
+
+def _recipient_outcome(
+    header: list[str],
+    cells: list[str],
+    line: int,
+    end_line: int,
+    max_field_chars: int,
+    build: Callable[[Mapping[str, Any], int], Recipient],
+) -> RowError | bytes | None:
+    """One CSV row as `iter_recipients` reads it (None: a blank row, skipped)."""
+    if not any(cell.strip() for cell in cells):
+        return None
+    parsed = _parse(_csv_record(header, cells, line, end_line, 0, max_field_chars), build)
+    if parsed.value is not None:
+        return _dedupe_key(parsed.value)
+    return parsed.error or RowError(line, "bad row")
 
 
 def spool_stdin(stream: BinaryIO, directory: Path | None = None) -> Path:
