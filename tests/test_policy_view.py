@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -193,4 +194,66 @@ async def test_an_opt_out_that_lands_while_a_delivery_is_queued_stops_it(tmp_pat
         "ORDER BY d.user_id"
     ).fetchall()
     assert [tuple(a) for a in attempts] == [("u1", 1, "sent"), ("u3", 1, "sent")]  # no attempt for u2
+    ctx.conn.close()
+
+
+async def test_pages_are_read_in_the_reader_thread_not_on_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feeder's SQLite reads let the GIL go; made on the event loop's thread they would leave it
+    waiting behind the planner's thread. They run in the engine's reader thread, on its connection."""
+    ws = make_workspace(tmp_path, providers={"inapp": {"type": "inapp", "rate": 5000, "concurrency": 2}})
+    settings = load_settings(ws.config)
+    ctx = Context.open(settings)
+    directory.upsert_users(ctx.conn, [User(user_id=f"u{i}", email=f"u{i}@example.com") for i in range(5)])
+    template = ctx.templates.get("welcome")
+    runs.create_run(
+        ctx.conn,
+        run_id="svc",
+        kind="api",
+        template="(api)",
+        template_version="-",
+        category="-",
+        channels=["inapp"],
+        state="running",
+    )
+    readers: list[str] = []
+    pending_page = runs.pending_page
+
+    def recorded(conn: sqlite3.Connection, *args: Any, **kwargs: Any) -> list[sqlite3.Row]:
+        readers.append(threading.current_thread().name)
+        assert conn is not ctx.conn  # the reader's own connection
+        return pending_page(conn, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "pending_page", recorded)
+    inbox = GatedInbox()
+    inbox.gate.set()
+    engine = Engine(settings, ctx.conn, ctx.templates, providers={"inapp": inbox})
+    task = asyncio.create_task(engine.run("svc", service=True))
+    await engine.ready()
+    engine.submit(
+        "svc",
+        [
+            PlanItem(
+                line=i,
+                end_offset=0,
+                template="welcome",
+                template_version=template.version,
+                category="marketing",
+                event_id=f"e{i}",
+                channels=["inapp"],
+                user_id=f"u{i}",
+                data={"product_name": "Acme", "first_name": f"User {i}"},
+            )
+            for i in range(5)
+        ],
+    )
+    for _ in range(250):
+        if runs.counts(ctx.conn, "svc") == {"inapp": {"sent": 5}}:
+            break
+        await asyncio.sleep(0.02)
+    engine.stop()
+    await task
+    assert sorted(inbox.received) == [f"u{i}" for i in range(5)]
+    assert readers and all(name.startswith("notifyctl-reader") for name in readers), readers
     ctx.conn.close()

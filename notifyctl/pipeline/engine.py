@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -70,6 +71,16 @@ class PlanBatch:
 
 # Batches to plan, read (parsed, validated) in the planning thread together with their planning.
 PlanSource = Iterator[PlanBatch]
+
+
+@dataclass
+class Page:
+    """A page of pending rows with what dispatching them needs from the directory."""
+
+    rows: list[sqlite3.Row]
+    users: dict[str, User]
+    endpoints: dict[str, tuple[list[str], str | None]]
+    view: PolicyView
 
 
 @dataclass
@@ -134,6 +145,10 @@ class Engine:
         # Dispatch-time decisions made on a page's policy answers, to check at the intent's commit.
         self.verify_at_intent = True
         self._unverified: dict[int, tuple[int, Lane, dict[str, Any]]] = {}
+        # The feeders' reads run in a thread of their own, on a connection of their own (see _feed).
+        self._reader: ThreadPoolExecutor | None = None
+        self._reader_conn: sqlite3.Connection | None = None
+        self._reader_policy: Policy | None = None
 
     async def ready(self) -> None:
         """Wait until the run's lanes are open (for `submit` in service mode)."""
@@ -189,6 +204,9 @@ class Engine:
         self.builder = EnvelopeBuilder(self.settings, self.templates, run.data, allow_template_change)
         self.ledger = Ledger(self.settings.database_path)
         syncer: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        self._reader = reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifyctl-reader")
+        await loop.run_in_executor(reader, self._open_reader)
         await self.ledger.start()
         try:
             await self._open_providers(channels)
@@ -237,6 +255,8 @@ class Engine:
                 await asyncio.gather(*self._retry_tasks, *background, return_exceptions=True)
         finally:
             await self.ledger.stop()
+            await loop.run_in_executor(reader, self._close_reader)
+            reader.shutdown(wait=False)
             for provider in self._owned_providers:
                 with contextlib.suppress(Exception):
                     await provider.close()
@@ -319,15 +339,21 @@ class Engine:
                 lane.wake.set()
 
     async def _feed(self, run_id: str, lane: Lane) -> None:
-        """Read pending rows in id order into the lane's bounded queue, with their users."""
+        """Read pending rows in id order into the lane's bounded queue, with their users.
+
+        The pages are read in the reader thread, on its own connection: SQLite lets the GIL go while
+        it works, and the event loop's thread, had it made the call, would then wait for the GIL
+        behind the planner's thread (for up to the switch interval) before sending anything more."""
         after_id = 0
+        loop, reader = asyncio.get_running_loop(), self._reader
+        assert reader is not None
         while not self.stopping.is_set():
             lane.wake.clear()
             done_planning = self._planning_done
-            page = runs.pending_page(self.conn, run_id, lane.channel, after_id, FEED_PAGE, self.shard)
-            if page:
-                after_id = page[-1]["id"]
-                await self._enqueue(lane, page)
+            page = await loop.run_in_executor(reader, self._read_page, run_id, lane.channel, after_id)
+            if page is not None:
+                after_id = page.rows[-1]["id"]
+                await self._enqueue(lane, page.rows, page)
                 continue
             if done_planning:
                 break
@@ -342,15 +368,38 @@ class Engine:
         lane.feeding_done = True
         await self._maybe_finish(lane)
 
-    async def _enqueue(self, lane: Lane, rows: list[sqlite3.Row]) -> None:
-        """Pending rows into the lane's queue (or the retry timer), with their users and endpoints."""
+    def _open_reader(self) -> None:
+        """In the reader thread: its connection and its Policy (for the pages' answers)."""
+        self._reader_conn = connect(self.settings.database_path)
+        self._reader_policy = Policy(self.settings, self._reader_conn, self.clock)
+
+    def _close_reader(self) -> None:
+        if self._reader_conn is not None:
+            self._reader_conn.close()
+            self._reader_conn = None
+
+    def _read_page(self, run_id: str, channel: str, after_id: int) -> Page | None:
+        """In the reader thread: the next page of pending rows and their directory answers."""
+        assert self._reader_conn is not None and self._reader_policy is not None
+        rows = runs.pending_page(self._reader_conn, run_id, channel, after_id, FEED_PAGE, self.shard)
+        return self._page(self._reader_conn, self._reader_policy, channel, rows) if rows else None
+
+    def _page(self, conn: sqlite3.Connection, policy: Policy, channel: str, rows: list[sqlite3.Row]) -> Page:
         user_ids = [r["user_id"] for r in rows if r["user_id"]]
         # Without push tokens and endpoints: the address is in the row, the secrets come just below.
-        users = directory.get_users(self.conn, user_ids, contacts=False)
-        endpoints = endpoint_credentials(self.conn, user_ids, self.clock()) if lane.channel == "webhook" else {}
+        users = directory.get_users(conn, user_ids, contacts=False)
+        endpoints = endpoint_credentials(conn, user_ids, self.clock()) if channel == "webhook" else {}
         # The page's suppressions and preferences in a few queries; each dispatch-time decision
         # re-reads only the directory's change counter (see Policy.view).
-        view = self.policy.view(lane.channel, [r["address"] for r in rows if r["address"]], list(users))
+        view = policy.view(channel, [r["address"] for r in rows if r["address"]], list(users))
+        return Page(rows, users, endpoints, view)
+
+    async def _enqueue(self, lane: Lane, rows: list[sqlite3.Row], page: Page | None = None) -> None:
+        """Pending rows into the lane's queue (or the retry timer), with their users and endpoints
+        (read here, on the engine's connection, unless the reader thread read them with the rows)."""
+        if page is None:
+            page = self._page(self.conn, self.policy, lane.channel, rows)
+        users, endpoints, view = page.users, page.endpoints, page.view
         now = time.time()
         for row in rows:
             if self.stopping.is_set():
