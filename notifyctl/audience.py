@@ -731,6 +731,70 @@ class _Pieces:
             yield io.StringIO(text, newline="\n")
 
 
+# A valid row's contact cells, normalised: user_id, email, phone, locale, timezone, push_tokens,
+# webhook_url, webhook_secret (None where empty).
+_ContactCells = tuple[str | None, str | None, str | None, str | None, str | None, list[str], str | None, str | None]
+
+
+class _FastCsv:
+    """A CSV file read as `_fast_csv_users` and `_fast_csv_outcomes` read it: the header as every
+    reader reads it (its errors too), then the records from large pieces, each with "" appended (an
+    absent column reads that cell: the same as an empty one). Raises _SlowPath or csv.Error."""
+
+    def __init__(self, fh: BinaryIO, path: Path, check_header: Callable[[list[str]], None]) -> None:
+        feed = _CsvFeed(_LineSource(fh, 0, 0))
+        self.header = _csv_header(feed, path)
+        check_header(self.header)
+        at = {name: i for i, name in enumerate(self.header)}
+        self.at = tuple(at.get(name, len(self.header)) for name in _USER_COLUMNS)
+        self._first = feed.source.line
+        fh.seek(feed.source.offset)
+        self._fh = fh
+
+    def records(self, max_field_chars: int) -> Iterator[tuple[int, int, list[str], bool]]:
+        """(start line, end line, cells + [""], whether the record has the header's shape and no
+        over-long cell: if not, only the full builder may word its error)."""
+        columns = len(self.header)
+        first = end = self._first
+        pieces = _Pieces(self._fh)
+        reader = csv.reader(itertools.chain.from_iterable(pieces), strict=True)
+        for cells in reader:
+            line, end = end + 1, first + reader.line_num
+            cells.append("")
+            # No cell is longer than the record's line; a record of several lines is measured.
+            shaped = len(cells) == columns + 1 and not (
+                (pieces.longest > max_field_chars or end != line) and max(map(len, cells)) > max_field_chars
+            )
+            yield line, end, cells, shaped
+
+    def contact(self, cells: list[str], zones: frozenset[str], default_region: str | None) -> _ContactCells:
+        """The contact cells of a record, checked and normalised as `_contact` does; raises _Unusual,
+        _FieldError or AddressError where the full builder must decide (and word the error)."""
+        i_user, i_email, i_phone, i_locale, i_timezone, i_tokens, i_url, i_secret = self.at
+        user_id = cells[i_user].strip() or None
+        if user_id is not None and not user_id.isprintable():  # isprintable: no control characters
+            raise _Unusual
+        email: str | None = cells[i_email].strip() or None
+        if email is not None:
+            email = normalize_email(email)
+        phone: str | None = cells[i_phone].strip() or None
+        if phone is not None:
+            phone = normalize_phone(phone, default_region)
+        locale: str | None = cells[i_locale].strip() or None
+        if locale is not None:
+            locale = _locale(locale)
+        timezone = cells[i_timezone].strip() or None
+        if timezone is not None and timezone not in zones:
+            raise _Unusual
+        tokens = cells[i_tokens]
+        push_tokens = _push_tokens(tokens, from_csv=True) if tokens else []
+        url: str | None = cells[i_url].strip() or None
+        if url is not None:
+            url = _webhook_url(url)
+        secret = cells[i_secret].strip() or None
+        return user_id, email, phone, locale, timezone, push_tokens, url, secret
+
+
 def _fast_csv_users(
     path: Path, max_field_chars: int, default_region: str | None
 ) -> Iterator[tuple[int, UserFields | RowError]]:
@@ -738,53 +802,19 @@ def _fast_csv_users(
     build = _user_builder(True, default_region)
     zones = _zones()
     with _open(path) as fh:
-        # The header as every reader reads it (its errors too); then the rest in large pieces.
-        feed = _CsvFeed(_LineSource(fh, 0, 0))
-        header = _csv_header(feed, path)
-        _require_columns(path, all_of=("user_id",))(header)
-        columns = len(header)
-        at = {name: i for i, name in enumerate(header)}
-        # An absent column reads the "" appended to every row: the same as an empty cell.
-        i_user, i_email, i_phone, i_locale, i_timezone, i_tokens, i_url, i_secret = (
-            at.get(name, columns) for name in _USER_COLUMNS
-        )
-        extras = [(name, i) for i, name in enumerate(header) if name not in _USER_FIELDS]
-        attributes_of = _attributes_getter(extras)
-        first = end = feed.source.line
-        fh.seek(feed.source.offset)
-        pieces = _Pieces(fh)
-        reader = csv.reader(itertools.chain.from_iterable(pieces), strict=True)
-        for cells in reader:
-            line, end = end + 1, first + reader.line_num
-            cells.append("")
+        csv_file = _FastCsv(fh, path, _require_columns(path, all_of=("user_id",)))
+        header = csv_file.header
+        attributes_of = _attributes_getter([(name, i) for i, name in enumerate(header) if name not in _USER_FIELDS])
+        for line, end, cells, shaped in csv_file.records(max_field_chars):
             item: UserFields | RowError | None
             try:
-                if len(cells) != columns + 1:
+                if not shaped:
                     raise _Unusual
-                # No cell is longer than the record's line; a record of several lines is measured.
-                if (pieces.longest > max_field_chars or end != line) and max(map(len, cells)) > max_field_chars:
+                user_id, email, phone, locale, timezone, push_tokens, url, secret = csv_file.contact(
+                    cells, zones, default_region
+                )
+                if user_id is None:
                     raise _Unusual
-                user_id = cells[i_user].strip()
-                if not user_id or not user_id.isprintable():  # isprintable: no control characters
-                    raise _Unusual
-                email: str | None = cells[i_email].strip() or None
-                if email is not None:
-                    email = normalize_email(email)
-                phone: str | None = cells[i_phone].strip() or None
-                if phone is not None:
-                    phone = normalize_phone(phone, default_region)
-                locale: str | None = cells[i_locale].strip() or None
-                if locale is not None:
-                    locale = _locale(locale)
-                timezone = cells[i_timezone].strip() or None
-                if timezone is not None and timezone not in zones:
-                    raise _Unusual
-                tokens = cells[i_tokens]
-                push_tokens = _push_tokens(tokens, from_csv=True) if tokens else []
-                url: str | None = cells[i_url].strip() or None
-                if url is not None:
-                    url = _webhook_url(url)
-                secret = cells[i_secret].strip() or None
                 if secret is not None and not (secret.startswith("whsec_") and len(secret) > 6):  # _good_secret
                     raise _Unusual
                 item = (user_id, email, phone, locale, timezone, push_tokens, url, secret, attributes_of(cells))
@@ -1068,54 +1098,21 @@ def _fast_csv_outcomes(
     build = _recipient_builder(True, default_region)
     zones = _zones()
     with _open(path) as fh:
-        feed = _CsvFeed(_LineSource(fh, 0, 0))
-        header = _csv_header(feed, path)
-        _require_columns(path, any_of=("user_id", *_CONTACT_FIELDS))(header)
-        header_out.extend(header)
-        columns = len(header)
-        at = {name: i for i, name in enumerate(header)}
-        # An absent column reads the "" appended to every row: the same as an empty cell.
-        i_user, i_email, i_phone, i_locale, i_timezone, i_tokens, i_url, i_secret = (
-            at.get(name, columns) for name in _USER_COLUMNS
-        )
-        first = end = feed.source.line
-        fh.seek(feed.source.offset)
-        pieces = _Pieces(fh)
-        reader = csv.reader(itertools.chain.from_iterable(pieces), strict=True)
-        for cells in reader:
-            line, end = end + 1, first + reader.line_num
-            cells.append("")
+        csv_file = _FastCsv(fh, path, _require_columns(path, any_of=("user_id", *_CONTACT_FIELDS)))
+        header_out.extend(csv_file.header)
+        for line, end, cells, shaped in csv_file.records(max_field_chars):
             outcome: RowError | bytes | None
             try:
-                if len(cells) != columns + 1:
+                if not shaped:
                     raise _Unusual
-                if (pieces.longest > max_field_chars or end != line) and max(map(len, cells)) > max_field_chars:
-                    raise _Unusual
-                if cells[i_secret].strip():
+                user_id, email, phone, _, _, push_tokens, url, secret = csv_file.contact(cells, zones, default_region)
+                if secret is not None:
                     raise _Unusual  # refused in audience files: the builder says so
-                user_id = cells[i_user].strip() or None
-                if user_id is not None and not user_id.isprintable():  # isprintable: no control characters
-                    raise _Unusual
-                email: str | None = cells[i_email].strip() or None
-                if email is not None:
-                    email = normalize_email(email)
-                phone: str | None = cells[i_phone].strip() or None
-                if phone is not None:
-                    phone = normalize_phone(phone, default_region)
-                if locale := cells[i_locale].strip():
-                    _locale(locale)
-                if (timezone := cells[i_timezone].strip()) and timezone not in zones:
-                    raise _Unusual
-                tokens = cells[i_tokens]
-                push_tokens = _push_tokens(tokens, from_csv=True) if tokens else []
-                url: str | None = cells[i_url].strip() or None
-                if url is not None:
-                    url = _webhook_url(url)
                 if not (user_id or email or phone or push_tokens or url):
                     raise _Unusual  # blank, or no way to reach anyone: the builder decides
                 outcome = _dedupe_identity(user_id, email, phone, push_tokens, url)
             except (_Unusual, _FieldError, AddressError):
-                outcome = _recipient_outcome(header, cells[:-1], line, end, max_field_chars, build)
+                outcome = _recipient_outcome(csv_file.header, cells[:-1], line, end, max_field_chars, build)
                 if outcome is None:
                     continue
             yield line, outcome

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,37 @@ def test_a_stale_view_is_not_trusted(tmp_path: Path) -> None:
     assert policy.decide(**args, view=view, verify=False).action == "send"  # what the caller then checks itself
 
 
+def _service_run(conn: sqlite3.Connection) -> None:
+    """An open service-mode run ("svc") on the in-app channel, as `serve` keeps one."""
+    runs.create_run(
+        conn,
+        run_id="svc",
+        kind="api",
+        template="(api)",
+        template_version="-",
+        category="-",
+        channels=["inapp"],
+        state="running",
+    )
+
+
+def _welcome_items(version: str, numbers: Iterable[int]) -> list[PlanItem]:
+    return [
+        PlanItem(
+            line=i,
+            end_offset=0,
+            template="welcome",
+            template_version=version,
+            category="marketing",
+            event_id=f"e{i}",
+            channels=["inapp"],
+            user_id=f"u{i}",
+            data={"product_name": "Acme", "first_name": f"User {i}"},
+        )
+        for i in numbers
+    ]
+
+
 class GatedInbox:
     """An in-app provider whose first send waits for the test to open the gate."""
 
@@ -142,35 +174,12 @@ async def test_an_opt_out_that_lands_while_a_delivery_is_queued_stops_it(tmp_pat
     ctx = Context.open(settings)
     directory.upsert_users(ctx.conn, [User(user_id=f"u{i}", email=f"u{i}@example.com") for i in (1, 2, 3)])
     template = ctx.templates.get("welcome")
-    runs.create_run(
-        ctx.conn,
-        run_id="svc",
-        kind="api",
-        template="(api)",
-        template_version="-",
-        category="-",
-        channels=["inapp"],
-        state="running",
-    )
+    _service_run(ctx.conn)
     inbox = GatedInbox()
     engine = Engine(settings, ctx.conn, ctx.templates, providers={"inapp": inbox})
     task = asyncio.create_task(engine.run("svc", service=True))
     await engine.ready()
-    items = [
-        PlanItem(
-            line=i,
-            end_offset=0,
-            template="welcome",
-            template_version=template.version,
-            category="marketing",
-            event_id=f"e{i}",
-            channels=["inapp"],
-            user_id=f"u{i}",
-            data={"product_name": "Acme", "first_name": f"User {i}"},
-        )
-        for i in (1, 2, 3)
-    ]
-    engine.submit("svc", items)
+    engine.submit("svc", _welcome_items(template.version, (1, 2, 3)))
     await asyncio.wait_for(inbox.entered.wait(), 5)  # u1 is at the provider; u2 and u3 wait in the queue,
     # decided on their page's answers, read before this opt-out:
     directory.set_preference(ctx.conn, "u2", "inapp", "*", False)
@@ -207,16 +216,7 @@ async def test_pages_are_read_in_the_reader_thread_not_on_the_event_loop(
     ctx = Context.open(settings)
     directory.upsert_users(ctx.conn, [User(user_id=f"u{i}", email=f"u{i}@example.com") for i in range(5)])
     template = ctx.templates.get("welcome")
-    runs.create_run(
-        ctx.conn,
-        run_id="svc",
-        kind="api",
-        template="(api)",
-        template_version="-",
-        category="-",
-        channels=["inapp"],
-        state="running",
-    )
+    _service_run(ctx.conn)
     readers: list[str] = []
     pending_page = runs.pending_page
 
@@ -231,23 +231,7 @@ async def test_pages_are_read_in_the_reader_thread_not_on_the_event_loop(
     engine = Engine(settings, ctx.conn, ctx.templates, providers={"inapp": inbox})
     task = asyncio.create_task(engine.run("svc", service=True))
     await engine.ready()
-    engine.submit(
-        "svc",
-        [
-            PlanItem(
-                line=i,
-                end_offset=0,
-                template="welcome",
-                template_version=template.version,
-                category="marketing",
-                event_id=f"e{i}",
-                channels=["inapp"],
-                user_id=f"u{i}",
-                data={"product_name": "Acme", "first_name": f"User {i}"},
-            )
-            for i in range(5)
-        ],
-    )
+    engine.submit("svc", _welcome_items(template.version, range(5)))
     for _ in range(250):
         if runs.counts(ctx.conn, "svc") == {"inapp": {"sent": 5}}:
             break
