@@ -137,17 +137,14 @@ class _Line:
 class _LineSource:
     """Decoded physical lines of a binary file; a bad line carries an error instead of text."""
 
-    def __init__(self, fh: BinaryIO, offset: int, line: int, hasher: Any = None) -> None:
+    def __init__(self, fh: BinaryIO, offset: int, line: int) -> None:
         self.fh = fh
         self.offset = offset
         self.line = line
-        self.hasher = hasher
 
     def _read(self, limit: int) -> bytes:
         chunk = self.fh.readline(limit)
         self.offset += len(chunk)
-        if self.hasher is not None:
-            self.hasher.update(chunk)
         return chunk
 
     def __iter__(self) -> Iterator[_Line]:
@@ -391,10 +388,9 @@ def _csv_records(
     start_offset: int,
     start_line: int,
     max_field_chars: int,
-    hasher: Any,
     check_header: Callable[[list[str]], None],
 ) -> Iterator[_Record]:
-    feed = _CsvFeed(_LineSource(fh, 0, 0, hasher))
+    feed = _CsvFeed(_LineSource(fh, 0, 0))
     header = _csv_header(feed, path)
     check_header(header)
     if start_offset > feed.source.offset:
@@ -430,7 +426,6 @@ def _records(
     start_offset: int = 0,
     start_line: int = 0,
     max_field_chars: int,
-    hasher: Any = None,
     check_header: Callable[[list[str]], None] = lambda names: None,
     fmt: str | None = None,
 ) -> Generator[_Record, None, None]:
@@ -443,14 +438,13 @@ def _records(
                 start_offset=start_offset,
                 start_line=start_line,
                 max_field_chars=max_field_chars,
-                hasher=hasher,
                 check_header=check_header,
             )
             return
         if start_offset and not start_line:
             start_line = _count_lines(fh, start_offset)
         fh.seek(start_offset)
-        yield from _jsonl_records(_LineSource(fh, start_offset, start_line, hasher), max_field_chars)
+        yield from _jsonl_records(_LineSource(fh, start_offset, start_line), max_field_chars)
 
 
 # --- fields ---------------------------------------------------------------------------------
@@ -819,9 +813,10 @@ def _fast_csv_users(
                     raise _Unusual
                 item = (user_id, email, phone, locale, timezone, push_tokens, url, secret, attributes_of(cells))
             except (_Unusual, _FieldError, AddressError):
-                item = _user_row(header, cells[:-1], line, end, max_field_chars, build)
-                if item is None:
+                user = _full_row(header, cells[:-1], line, end, max_field_chars, build)
+                if user is None:
                     continue
+                item = user if isinstance(user, RowError) else user_fields(user)
             yield line, item
 
 
@@ -837,20 +832,21 @@ def _attributes_getter(extras: list[tuple[str, int]]) -> Callable[[list[str]], d
     return lambda cells: dict(zip(names, values(cells), strict=True))
 
 
-def _user_row(
+def _full_row(
     header: list[str],
     cells: list[str],
     line: int,
     end_line: int,
     max_field_chars: int,
-    build: Callable[[Mapping[str, Any], int], User],
-) -> UserFields | RowError | None:
-    """One CSV row as `iter_users` reads it (None: a blank row, skipped)."""
+    build: Callable[[Mapping[str, Any], int], T],
+) -> T | RowError | None:
+    """One CSV row through the full builder, as the line-by-line readers read it: its value, its
+    error, or None for a blank row (skipped)."""
     if not any(cell.strip() for cell in cells):
         return None
     parsed = _parse(_csv_record(header, cells, line, end_line, 0, max_field_chars), build)
     if parsed.value is not None:
-        return user_fields(parsed.value)
+        return parsed.value
     return parsed.error or RowError(line, "bad row")
 
 
@@ -1112,27 +1108,11 @@ def _fast_csv_outcomes(
                     raise _Unusual  # blank, or no way to reach anyone: the builder decides
                 outcome = _dedupe_identity(user_id, email, phone, push_tokens, url)
             except (_Unusual, _FieldError, AddressError):
-                outcome = _recipient_outcome(csv_file.header, cells[:-1], line, end, max_field_chars, build)
-                if outcome is None:
+                recipient = _full_row(csv_file.header, cells[:-1], line, end, max_field_chars, build)
+                if recipient is None:
                     continue
+                outcome = recipient if isinstance(recipient, RowError) else _dedupe_key(recipient)
             yield line, outcome
-
-
-def _recipient_outcome(
-    header: list[str],
-    cells: list[str],
-    line: int,
-    end_line: int,
-    max_field_chars: int,
-    build: Callable[[Mapping[str, Any], int], Recipient],
-) -> RowError | bytes | None:
-    """One CSV row as `iter_recipients` reads it (None: a blank row, skipped)."""
-    if not any(cell.strip() for cell in cells):
-        return None
-    parsed = _parse(_csv_record(header, cells, line, end_line, 0, max_field_chars), build)
-    if parsed.value is not None:
-        return _dedupe_key(parsed.value)
-    return parsed.error or RowError(line, "bad row")
 
 
 def spool_stdin(stream: BinaryIO, directory: Path | None = None) -> Path:

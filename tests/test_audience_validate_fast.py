@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from notifyctl import audience
 from notifyctl.audience import validate_audience
 from notifyctl.errors import InputError
-from tests.test_users_import import CELLS, RAW, csv_files
+from tests.test_users_import import CELLS, RAW, csv_files, fast_path_limits
 
 
 def _report(read: Any) -> tuple[str, Any]:
@@ -29,17 +29,9 @@ def assert_same(content: bytes, *, max_field_chars: int = 4096, piece_bytes: int
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "audience.csv"
         path.write_bytes(content)
-        patches = [mock.patch.object(audience, "_FAST_PIECE_BYTES", piece_bytes)]
-        if max_line:
-            patches.append(mock.patch.object(audience, "MAX_LINE_BYTES", max_line))
-        for patch in patches:
-            patch.start()
-        try:
+        with fast_path_limits(piece_bytes, max_line):
             fast = _report(lambda: validate_audience(path, max_field_chars=max_field_chars))
             slow = _report(lambda: audience._validate_line_by_line(path, "csv", max_field_chars, None))
-        finally:
-            for patch in patches:
-                patch.stop()
     assert fast == slow
 
 

@@ -3,6 +3,7 @@ staged users are written all or nothing, as `directory.upsert_users` would write
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import sqlite3
@@ -52,20 +53,23 @@ def _fast(path: Path, max_field_chars: int) -> list[Any]:
     return list(iter_user_fields(path, max_field_chars=max_field_chars))
 
 
+@contextlib.contextmanager
+def fast_path_limits(piece_bytes: int, max_line: int = 0) -> Iterator[None]:
+    """The fast CSV readers with pieces of `piece_bytes` and, if given, lines of at most `max_line`
+    bytes (small values make the piece and line edges show up in small files)."""
+    with contextlib.ExitStack() as patches:
+        patches.enter_context(mock.patch.object(audience, "_FAST_PIECE_BYTES", piece_bytes))
+        if max_line:
+            patches.enter_context(mock.patch.object(audience, "MAX_LINE_BYTES", max_line))
+        yield
+
+
 def assert_same(content: bytes, *, max_field_chars: int = 4096, piece_bytes: int = 1 << 18, max_line: int = 0) -> None:
     with tempfile.TemporaryDirectory() as directory_:
         path = Path(directory_) / "users.csv"
         path.write_bytes(content)
-        patches = [mock.patch.object(audience, "_FAST_PIECE_BYTES", piece_bytes)]
-        if max_line:
-            patches.append(mock.patch.object(audience, "MAX_LINE_BYTES", max_line))
-        for patch in patches:
-            patch.start()
-        try:
+        with fast_path_limits(piece_bytes, max_line):
             assert _outcome(lambda: _fast(path, max_field_chars)) == _outcome(lambda: _full(path, max_field_chars))
-        finally:
-            for patch in patches:
-                patch.stop()
 
 
 COLUMNS = [

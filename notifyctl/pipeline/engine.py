@@ -353,7 +353,7 @@ class Engine:
             page = await loop.run_in_executor(reader, self._read_page, run_id, lane.channel, after_id)
             if page is not None:
                 after_id = page.rows[-1]["id"]
-                await self._enqueue(lane, page.rows, page)
+                await self._enqueue(lane, page)
                 continue
             if done_planning:
                 break
@@ -370,7 +370,7 @@ class Engine:
 
     def _open_reader(self) -> None:
         """In the reader thread: its connection and its Policy (for the pages' answers)."""
-        self._reader_conn = connect(self.settings.database_path)
+        self._reader_conn = connect(self.settings.database_path, migrate=False)  # the engine's connection did
         self._reader_policy = Policy(self.settings, self._reader_conn, self.clock)
 
     def _close_reader(self) -> None:
@@ -394,14 +394,11 @@ class Engine:
         view = policy.view(channel, [r["address"] for r in rows if r["address"]], list(users))
         return Page(rows, users, endpoints, view)
 
-    async def _enqueue(self, lane: Lane, rows: list[sqlite3.Row], page: Page | None = None) -> None:
-        """Pending rows into the lane's queue (or the retry timer), with their users and endpoints
-        (read here, on the engine's connection, unless the reader thread read them with the rows)."""
-        if page is None:
-            page = self._page(self.conn, self.policy, lane.channel, rows)
+    async def _enqueue(self, lane: Lane, page: Page) -> None:
+        """A page's pending rows into the lane's queue (or the retry timer), with their users and endpoints."""
         users, endpoints, view = page.users, page.endpoints, page.view
         now = time.time()
-        for row in rows:
+        for row in page.rows:
             if self.stopping.is_set():
                 return
             item = {
@@ -426,7 +423,7 @@ class Engine:
         for channel, lane in self.lanes.items():
             rows = [r for r in released if r["channel"] == channel]
             if rows:
-                await self._enqueue(lane, rows)
+                await self._enqueue(lane, self._page(self.conn, self.policy, channel, rows))
         return len(released)
 
     async def _release_due_every(self, run_id: str, every_s: float) -> None:

@@ -74,6 +74,16 @@ def upsert_users(conn: sqlite3.Connection, users: Iterable[User]) -> int:
     return len(user_rows)
 
 
+def _push_tokens(conn: sqlite3.Connection, chunk: Sequence[str], marks: str) -> dict[str, list[str]]:
+    """The push tokens of a chunk of users (`marks`: its placeholders), in device order."""
+    tokens: dict[str, list[str]] = {}
+    for user_id, token in conn.execute(
+        f"SELECT user_id, token FROM devices WHERE user_id IN ({marks}) ORDER BY created, token", chunk
+    ):
+        tokens.setdefault(user_id, []).append(token)
+    return tokens
+
+
 def _users_from_rows(conn: sqlite3.Connection, rows: list[sqlite3.Row], contacts: bool = True) -> dict[str, User]:
     """Users with their devices and endpoints, in three queries whatever the number of users
     (one without `contacts`: no push tokens, no webhook endpoint)."""
@@ -81,10 +91,7 @@ def _users_from_rows(conn: sqlite3.Connection, rows: list[sqlite3.Row], contacts
     tokens: dict[str, list[str]] = {}
     endpoints: dict[str, sqlite3.Row] = {}
     for chunk, marks in in_chunks(ids if contacts else []):
-        for user_id, token in conn.execute(
-            f"SELECT user_id, token FROM devices WHERE user_id IN ({marks}) ORDER BY created, token", chunk
-        ):
-            tokens.setdefault(user_id, []).append(token)
+        tokens.update(_push_tokens(conn, chunk, marks))
         for row in conn.execute(f"SELECT * FROM endpoints WHERE user_id IN ({marks})", chunk):
             endpoints[row["user_id"]] = row
     users: dict[str, User] = {}
@@ -141,12 +148,7 @@ def get_contacts(conn: sqlite3.Connection, user_ids: Sequence[str], *, push_toke
     and should leave the GIL to the senders as much as it can."""
     contacts: dict[str, Contact] = {}
     for chunk, marks in in_chunks(list(dict.fromkeys(user_ids))):
-        tokens: dict[str, list[str]] = {}
-        if push_tokens:
-            for user_id, token in conn.execute(
-                f"SELECT user_id, token FROM devices WHERE user_id IN ({marks}) ORDER BY created, token", chunk
-            ):
-                tokens.setdefault(user_id, []).append(token)
+        tokens = _push_tokens(conn, chunk, marks) if push_tokens else {}
         for user_id, email, phone, locale, timezone, url in conn.execute(
             "SELECT u.user_id, u.email, u.phone, u.locale, u.timezone, "
             "CASE WHEN e.disabled_at IS NULL THEN e.url END "
