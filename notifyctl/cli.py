@@ -175,11 +175,9 @@ def run_async(coro: Coroutine[Any, Any, T], engines: list[Engine] | None = None)
             loop.add_signal_handler(sig, on_signal)
         return await coro
 
-    try:
-        import uvloop
-    except ImportError:  # not on every platform
-        return asyncio.run(main())
-    return uvloop.run(main())
+    from notifyctl import aio
+
+    return aio.run(main())
 
 
 def fail(exc: NotifyctlError) -> None:

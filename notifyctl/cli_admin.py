@@ -144,12 +144,10 @@ def doctor(
 
     Example: notifyctl doctor
     """
-    import asyncio
-
-    from notifyctl import cli, output
+    from notifyctl import aio, cli, output
     from notifyctl.doctor import diagnose, failed
 
-    checks = asyncio.run(diagnose(cli._config_path, probe_providers=not offline))
+    checks = aio.run(diagnose(cli._config_path, probe_providers=not offline))
     if json_out:
         output.emit_json({"ok": not failed(checks), "checks": [c.as_dict() for c in checks]})
     else:

@@ -54,8 +54,7 @@ def open_context(redis_url: str | None) -> Iterator[Context]:
 
 def mirror_suppression(redis_url: str, channel: str, address: str, reason: str | None) -> None:
     """After `suppress add/remove` wrote SQLite: tell every worker now (reason None lifts it)."""
-    import asyncio
-
+    from notifyctl import aio
     from notifyctl.cluster.streams import connect
     from notifyctl.cluster.suppressions import mirror_add, mirror_remove
 
@@ -69,7 +68,7 @@ def mirror_suppression(redis_url: str, channel: str, address: str, reason: str |
         finally:
             await client.aclose()
 
-    asyncio.run(mirror())
+    aio.run(mirror())
 
 
 def _host_of(redis_url: str) -> str:
@@ -137,13 +136,12 @@ def status(redis: RedisOpt, json_out: JsonOpt = False) -> None:
 
     Example: notifyctl cluster status --redis redis://10.0.0.5:6379/0 --json
     """
-    import asyncio
-
+    from notifyctl import aio
     from notifyctl.cli import machine_output
     from notifyctl.cluster.status import cluster_status
 
     with _reachable(redis):
-        snapshot = asyncio.run(cluster_status(redis))
+        snapshot = aio.run(cluster_status(redis))
     if machine_output(json_out):
         from notifyctl import output
 

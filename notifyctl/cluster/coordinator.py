@@ -425,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     from pathlib import Path
 
+    from notifyctl import aio
     from notifyctl.campaigns import load_campaign
     from notifyctl.operations import ResumeSkipped, broadcast, resume
     from notifyctl.settings import load_settings
@@ -452,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         return await resume(ctx, args.target, on_engine=engines.append)
 
     try:
-        result = asyncio.run(go())
+        result = aio.run(go())
     finally:
         ctx.conn.close()
     if isinstance(result, ResumeSkipped) or not isinstance(result, RunOutcome):

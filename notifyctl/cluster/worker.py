@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from notifyctl import aio
 from notifyctl.cluster.idempotency import IdempotencyClaims, owner
 from notifyctl.cluster.limiter import RedisTokenBucket
 from notifyctl.cluster.streams import (
@@ -492,7 +493,7 @@ def run_worker(settings: Settings, options: WorkerOptions, install_signals: bool
                 loop.add_signal_handler(sig, worker.stop)
         await worker.run()
 
-    asyncio.run(go())
+    aio.run(go())
     return worker
 
 

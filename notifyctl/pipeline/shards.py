@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-template-change", action="store_true")
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
-    return asyncio.run(_main(args))
+    from notifyctl import aio
+
+    return aio.run(_main(args))
 
 
 if __name__ == "__main__":
