@@ -125,3 +125,8 @@ class PermanentError(ProviderError):
 class Withdrawn(Exception):
     """Raised by a Recorder's `intent` when policy no longer allows the delivery (an opt-out landed
     between the decision and the intent's commit); the delivery is settled and not sent."""
+
+
+class Taken(Withdrawn):
+    """Raised by a Recorder's `intent` when the row was no longer pending as read: another sender
+    process of the run claimed it first (see Engine._feed). Not sent here; that process reports it."""

@@ -345,17 +345,27 @@ class Engine:
         it works, and the event loop's thread, had it made the call, would then wait for the GIL
         behind the planner's thread (for up to the switch interval) before sending anything more."""
         after_id = 0
+        before_id: int | None = None  # once this shard is done: helping the others, from their end
         loop, reader = asyncio.get_running_loop(), self._reader
         assert reader is not None
         while not self.stopping.is_set():
             lane.wake.clear()
             done_planning = self._planning_done
-            page = await loop.run_in_executor(reader, self._read_page, run_id, lane.channel, after_id)
+            page = await loop.run_in_executor(reader, self._read_page, run_id, lane.channel, after_id, before_id)
             if page is not None:
-                after_id = page.rows[-1]["id"]
+                if before_id is None:
+                    after_id = page.rows[-1]["id"]
+                else:
+                    before_id = page.rows[-1]["id"]
                 await self._enqueue(lane, page)
                 continue
             if done_planning:
+                if before_id is None and self.shard[1] > 1:
+                    # This process's shard is all queued while another process still has rows to
+                    # send (the planning parent falls behind its siblings): take theirs from the end
+                    # down. Where both reach the same row, the first intent to commit claims it.
+                    before_id = 1 << 62
+                    continue
                 break
             if self.follow:
                 # The planner is in the parent process: poll for its rows and for the end of planning.
@@ -378,10 +388,15 @@ class Engine:
             self._reader_conn.close()
             self._reader_conn = None
 
-    def _read_page(self, run_id: str, channel: str, after_id: int) -> Page | None:
-        """In the reader thread: the next page of pending rows and their directory answers."""
+    def _read_page(self, run_id: str, channel: str, after_id: int, before_id: int | None) -> Page | None:
+        """In the reader thread: the next page of pending rows (this shard's after `after_id`, or with
+        `before_id` the other shards' below it) and their directory answers."""
         assert self._reader_conn is not None and self._reader_policy is not None
-        rows = runs.pending_page(self._reader_conn, run_id, channel, after_id, FEED_PAGE, self.shard)
+        conn = self._reader_conn
+        if before_id is None:
+            rows = runs.pending_page(conn, run_id, channel, after_id, FEED_PAGE, self.shard)
+        else:
+            rows = runs.others_pending_page(conn, run_id, channel, before_id, FEED_PAGE, self.shard)
         return self._page(self._reader_conn, self._reader_policy, channel, rows) if rows else None
 
     def _page(self, conn: sqlite3.Connection, policy: Policy, channel: str, rows: list[sqlite3.Row]) -> Page:
@@ -494,7 +509,8 @@ class Engine:
             for (queued, _), attempt, outcome in zip(batch, attempts, outcomes, strict=True):
                 if outcome.state == "stopped":
                     continue  # not attempted, or attempted and left pending: resume picks it up
-                if outcome.state == "withdrawn":  # settled and reported by _still_allowed
+                if outcome.state == "withdrawn":  # settled and reported by _still_allowed, or taken
+                    self._unverified.pop(queued["row"]["id"], None)  # by another sender process
                     await self._finished(lane)
                     continue
                 queued["attempts"] = attempt

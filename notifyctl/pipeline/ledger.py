@@ -45,9 +45,9 @@ def _as_op(kind: int, payload: Any) -> Op:
         return payload  # type: ignore[no-any-return]
     if kind == INTENT:
 
-        def intent(conn: sqlite3.Connection) -> int:
-            runs.mark_inflight(conn, payload[0], payload[1], payload[2])
-            return directory_version(conn)
+        def intent(conn: sqlite3.Connection) -> int | None:
+            claimed = runs.mark_inflight_many(conn, [payload], iso(), claim=True)
+            return directory_version(conn) if claimed else None
 
         return intent
     delivery_id, attempt, provider, message_id, latency_ms, endpoint_user = payload
@@ -100,9 +100,10 @@ class Ledger:
         `self.failures`."""
         self._add(OP, op, wait=False)
 
-    async def intent(self, delivery_id: int, attempt: int, provider: str) -> int:
+    async def intent(self, delivery_id: int, attempt: int, provider: str) -> int | None:
         """The delivery is in flight on `provider` (attempt counts from 1); returns after the commit,
-        with the directory's change counter as of that commit (see Policy.view)."""
+        with the directory's change counter as of that commit (see Policy.view). None: the row was
+        no longer pending after attempt - 1 attempts (another sender process took it); not claimed."""
         future = self._add(INTENT, (delivery_id, attempt, provider), wait=True)
         assert future is not None
         return await future  # type: ignore[no-any-return]
@@ -180,13 +181,13 @@ class Ledger:
                 endpoints.record_successes(conn, [record[5] for record in sent if record[5]])
             intents = [record for kind, record, _ in batch if kind == INTENT]
             if intents:
-                runs.mark_inflight_many(conn, intents, now)
+                claimed = runs.mark_inflight_many(conn, intents, now, claim=True)
                 # Read under the write lock: no opt-out can commit between this read and the intents.
                 version = directory_version(conn)
-                outcomes = [
-                    (True, version) if entry[0] == INTENT else outcome
-                    for entry, outcome in zip(batch, outcomes, strict=True)
-                ]
+                for i, (kind, record, _) in enumerate(batch):
+                    if kind == INTENT:  # None: not claimed (a row has one claim per batch at most)
+                        outcomes[i] = (True, version if record[0] in claimed else None)
+                        claimed.discard(record[0])
             conn.execute("COMMIT")
             return outcomes
         except Exception:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from notifyctl import endpoints
 from notifyctl.addresses import AddressError
-from notifyctl.errors import PermanentError, ProviderError, TransientError, Withdrawn
+from notifyctl.errors import PermanentError, ProviderError, Taken, TransientError, Withdrawn
 from notifyctl.models import Envelope, SendResult
 from notifyctl.pipeline.ledger import Ledger
 from notifyctl.pipeline.sender import Failure
@@ -60,6 +60,8 @@ class LedgerRecorder:
 
     async def intent(self, envelope: Envelope, attempt: int, provider: str) -> None:
         version = await self.ledger.intent(envelope.delivery_id, attempt, provider)
+        if version is None:
+            raise Taken(f"delivery {envelope.delivery_id} was taken by another sender process")
         if self.guard is not None and not self.guard(envelope, attempt, version):
             raise Withdrawn(f"delivery {envelope.delivery_id} withdrawn by policy")
 

@@ -179,6 +179,22 @@ def pending_page(
     )
 
 
+def others_pending_page(
+    conn: sqlite3.Connection, run_id: str, channel: str, before_id: int, limit: int, shard: tuple[int, int]
+) -> list[sqlite3.Row]:
+    """The other shards' pending deliveries of a channel never attempted yet, from the highest id
+    below `before_id` down: what a sender process whose own shard is done takes on, from the end
+    its owner reaches last (its retries stay with the process that made the attempt)."""
+    return list(
+        conn.execute(
+            f"""SELECT {DELIVERY_COLUMNS} FROM deliveries
+            WHERE run_id=? AND state='pending' AND channel=? AND id<? AND id % ? != ? AND next_attempt_at IS NULL
+            ORDER BY id DESC LIMIT ?""",
+            (run_id, channel, before_id, shard[1], shard[0], limit),
+        )
+    )
+
+
 def sent_count(conn: sqlite3.Connection, run_id: str) -> int:
     return int(conn.execute("SELECT count(*) FROM deliveries WHERE run_id=? AND state='sent'", (run_id,)).fetchone()[0])
 
@@ -197,12 +213,23 @@ def mark_inflight(conn: sqlite3.Connection, delivery_id: int, attempt: int, prov
     mark_inflight_many(conn, [(delivery_id, attempt, provider)], iso())
 
 
-def mark_inflight_many(conn: sqlite3.Connection, intents: list[tuple[int, int, str]], now: str) -> None:
-    """`mark_inflight` for many (delivery_id, attempt, provider) at once, in delivery order.
+def mark_inflight_many(
+    conn: sqlite3.Connection, intents: list[tuple[int, int, str]], now: str, *, claim: bool = False
+) -> set[int]:
+    """`mark_inflight` for many (delivery_id, attempt, provider) at once, in delivery order; returns
+    the delivery ids marked.
+
+    `claim=True` (the ledger's intents): only the rows still pending after exactly attempt - 1
+    attempts are marked, as one sender's claim on them. A run's sender processes may read the same
+    pending row (one helps another with its shard once its own is done, see Engine._feed); the
+    first intent to commit takes it, the other finds it changed and does not send it. Run inside the
+    batch's write transaction, so the read and the change are one step.
 
     One multi-row statement per change and chunk rather than `executemany`: each executed statement
     is a hand-off of the GIL, and this runs in the ledger's thread beside a busy event loop."""
     intents = sorted(intents)
+    if claim:
+        intents = _claimable(conn, intents)
     if UPDATE_FROM:
         for chunk, values in multirow_chunks(conn, intents, 3):
             conn.execute(
@@ -220,6 +247,24 @@ def mark_inflight_many(conn: sqlite3.Connection, intents: list[tuple[int, int, s
             f"INSERT INTO attempts (delivery_id, number, started, outcome, provider) VALUES {values}",
             [value for d, attempt, provider in chunk for value in (d, attempt, now, "inflight", provider)],
         )
+    return {delivery_id for delivery_id, _, _ in intents}
+
+
+def _claimable(conn: sqlite3.Connection, intents: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """The intents whose row is pending after attempt - 1 attempts (one per delivery: the first)."""
+    found: dict[int, int] = {}
+    for chunk, marks in in_chunks([delivery_id for delivery_id, _, _ in intents]):
+        found.update(
+            conn.execute(
+                f"SELECT id, attempts FROM deliveries WHERE id IN ({marks}) AND state='pending'", chunk
+            ).fetchall()
+        )
+    claimable = []
+    for delivery_id, attempt, provider in intents:
+        if found.get(delivery_id) == attempt - 1:
+            claimable.append((delivery_id, attempt, provider))
+            del found[delivery_id]  # a second intent for the same row in this batch: not claimable
+    return claimable
 
 
 def mark_sent_many(conn: sqlite3.Connection, sent: list[tuple[int, int, str, str | None, float]], now: str) -> None:
