@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from notifyctl.addresses import AddressError, normalize_email, normalize_phone
 from notifyctl.errors import InputError, RowError
-from notifyctl.models import CHANNELS, Recipient, User
+from notifyctl.models import CHANNELS, Recipient, User, trusted
 
 T = TypeVar("T")
 
@@ -696,6 +696,7 @@ class _Pieces:
     def __init__(self, fh: BinaryIO) -> None:
         self.fh = fh
         self.longest = 0
+        self.ascii = True  # the piece being read: its lines' lengths are their byte lengths
 
     def __iter__(self) -> Iterator[io.StringIO]:
         rest = b""
@@ -722,6 +723,7 @@ class _Pieces:
                 text = piece.decode("utf-8")
             except UnicodeDecodeError:
                 raise _SlowPath from None
+            self.ascii = piece.isascii()
             yield io.StringIO(text, newline="\n")
 
 
@@ -735,23 +737,36 @@ class _FastCsv:
     reader reads it (its errors too), then the records from large pieces, each with "" appended (an
     absent column reads that cell: the same as an empty one). Raises _SlowPath or csv.Error."""
 
-    def __init__(self, fh: BinaryIO, path: Path, check_header: Callable[[list[str]], None]) -> None:
+    def __init__(
+        self,
+        fh: BinaryIO,
+        path: Path,
+        check_header: Callable[[list[str]], None],
+        start_offset: int = 0,
+        start_line: int = 0,
+    ) -> None:
+        """`start_offset`, `start_line`: read the records from there (as `_csv_records` does)."""
         feed = _CsvFeed(_LineSource(fh, 0, 0))
         self.header = _csv_header(feed, path)
         check_header(self.header)
         at = {name: i for i, name in enumerate(self.header)}
         self.at = tuple(at.get(name, len(self.header)) for name in _USER_COLUMNS)
-        self._first = feed.source.line
-        fh.seek(feed.source.offset)
+        self._first, self.end_offset = feed.source.line, feed.source.offset
+        if start_offset > self.end_offset:
+            self._first = start_line or _count_lines(fh, start_offset)
+            self.end_offset = start_offset
+        fh.seek(self.end_offset)
         self._fh = fh
 
-    def records(self, max_field_chars: int) -> Iterator[tuple[int, int, list[str], bool]]:
+    def records(self, max_field_chars: int, track_offset: bool = False) -> Iterator[tuple[int, int, list[str], bool]]:
         """(start line, end line, cells + [""], whether the record has the header's shape and no
-        over-long cell: if not, only the full builder may word its error)."""
+        over-long cell: if not, only the full builder may word its error). With `track_offset`,
+        `self.end_offset` is the byte offset just after each record as it is given."""
         columns = len(self.header)
         first = end = self._first
         pieces = _Pieces(self._fh)
-        reader = csv.reader(itertools.chain.from_iterable(pieces), strict=True)
+        lines = self._counted(pieces) if track_offset else itertools.chain.from_iterable(pieces)
+        reader = csv.reader(lines, strict=True)
         for cells in reader:
             line, end = end + 1, first + reader.line_num
             cells.append("")
@@ -760,6 +775,19 @@ class _FastCsv:
                 (pieces.longest > max_field_chars or end != line) and max(map(len, cells)) > max_field_chars
             )
             yield line, end, cells, shaped
+
+    def _counted(self, pieces: _Pieces) -> Iterator[str]:
+        """The pieces' lines, counting their bytes into `end_offset` (csv.reader takes a record's
+        lines and no more before it gives the record)."""
+        for piece in pieces:
+            if pieces.ascii:
+                for text in piece:
+                    self.end_offset += len(text)
+                    yield text
+            else:
+                for text in piece:
+                    self.end_offset += len(text.encode("utf-8"))
+                    yield text
 
     def contact(self, cells: list[str], zones: frozenset[str], default_region: str | None) -> _ContactCells:
         """The contact cells of a record, checked and normalised as `_contact` does; raises _Unusual,
@@ -872,14 +900,28 @@ def iter_recipients(
     max_field_chars: int = 4096,
     skip_lines: Container[int] = (),
     default_region: str | None = None,
-) -> Iterator[Parsed[Recipient]]:
+) -> Generator[Parsed[Recipient], None, None]:
     """Audience rows from `start_offset` (after the CSV header); `skip_lines` are left out.
 
     `start_line` is the number of physical lines before `start_offset`; when 0 and the offset is
     not, it is counted.
+
+    CSV is read as `iter_user_fields` reads it, in large pieces with cheap checks per row, and
+    gives the same rows, errors and offsets as the line-by-line reader; should the file hold
+    something only that reader reports exactly, it takes over after the last row given.
     """
     fmt = detect_format(path)
     check = _require_columns(path, any_of=("user_id", *_CONTACT_FIELDS))
+    if fmt == "csv":
+        try:
+            for parsed in _fast_csv_recipients(
+                path, start_offset, start_line, max_field_chars, skip_lines, default_region, check
+            ):
+                start_offset, start_line = parsed.end_offset, parsed.end_line
+                yield parsed
+            return
+        except (_SlowPath, csv.Error):
+            pass
     records = _records(
         path,
         start_offset=start_offset,
@@ -888,7 +930,60 @@ def iter_recipients(
         check_header=check,
         fmt=fmt,
     )
-    return _convert(records, _recipient_builder(fmt == "csv", default_region), skip_lines)
+    yield from _convert(records, _recipient_builder(fmt == "csv", default_region), skip_lines)
+
+
+def _fast_csv_recipients(
+    path: Path,
+    start_offset: int,
+    start_line: int,
+    max_field_chars: int,
+    skip_lines: Container[int],
+    default_region: str | None,
+    check_header: Callable[[list[str]], None],
+) -> Iterator[Parsed[Recipient]]:
+    """Each CSV record's recipient or error with its end offset; raises _SlowPath or csv.Error."""
+    build = _recipient_builder(True, default_region)
+    zones = _zones()
+    with _open(path) as fh:
+        csv_file = _FastCsv(fh, path, check_header, start_offset, start_line)
+        header = csv_file.header
+        known = _RECIPIENT_FIELDS | {"webhook_secret"}
+        data_of = _attributes_getter([(name, i) for i, name in enumerate(header) if name not in known])
+        for line, end, cells, shaped in csv_file.records(max_field_chars, track_offset=True):
+            if line in skip_lines:
+                continue
+            value: Recipient | RowError | None
+            try:
+                if not shaped:
+                    raise _Unusual
+                user_id, email, phone, locale, timezone, push_tokens, url, secret = csv_file.contact(
+                    cells, zones, default_region
+                )
+                if secret is not None:
+                    raise _Unusual  # refused in audience files: the builder says so
+                if not (user_id or email or phone or push_tokens or url):
+                    raise _Unusual  # blank, or no way to reach anyone: the builder decides
+                value = trusted(
+                    Recipient,
+                    line=line,
+                    user_id=user_id,
+                    email=email,
+                    phone=phone,
+                    locale=locale,
+                    timezone=timezone,
+                    push_tokens=push_tokens,
+                    webhook_url=url,
+                    data=data_of(cells),
+                )
+            except (_Unusual, _FieldError, AddressError):
+                value = _full_row(header, cells[:-1], line, end, max_field_chars, build)
+                if value is None:
+                    continue  # a blank row
+            if isinstance(value, RowError):
+                yield Parsed(None, value, line, csv_file.end_offset, end)
+            else:
+                yield Parsed(value, None, line, csv_file.end_offset, end)
 
 
 def iter_events(
