@@ -178,7 +178,9 @@ class Planner:
                     f"INSERT INTO deliveries ({', '.join(_COLUMNS)}, created, updated) VALUES {values}",
                     [value for d in chunk for value in (*(d[column] for column in _COLUMNS), now_iso, now_iso)],
                 )
-            self.idempotency.record(self.conn, keys, now.timestamp())
+            # In key order: the keys are random, and a batch inserted in order walks the key index
+            # once (about a sixth less SQLite CPU for the inserts and their commit, measured at 100k keys).
+            self.idempotency.record(self.conn, sorted(keys), now.timestamp())
             if cursor is not None:
                 self.conn.execute(
                     "UPDATE runs SET plan_offset=?, plan_line=?, planned=? WHERE run_id=?",
