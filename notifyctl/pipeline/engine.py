@@ -35,7 +35,7 @@ from notifyctl.policy import Policy, PolicyView
 from notifyctl.providers.base import Provider
 from notifyctl.settings import Settings
 from notifyctl.store import directory, runs
-from notifyctl.store.db import WriteLock, connect, iso
+from notifyctl.store.db import BUSY_WRITER_AUTOCHECKPOINT, Checkpointer, WriteLock, connect, iso
 from notifyctl.templates import TemplateStore
 
 Clock = Callable[[], datetime]
@@ -207,6 +207,9 @@ class Engine:
         loop = asyncio.get_running_loop()
         self._reader = reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifyctl-reader")
         await loop.run_in_executor(reader, self._open_reader)
+        # The run's busy writers leave checkpoints to this thread (one per process; they overlap harmlessly).
+        checkpointer = Checkpointer(self.settings.database_path)
+        checkpointer.start()
         await self.ledger.start()
         try:
             await self._open_providers(channels)
@@ -255,6 +258,7 @@ class Engine:
                 await asyncio.gather(*self._retry_tasks, *background, return_exceptions=True)
         finally:
             await self.ledger.stop()
+            checkpointer.stop()
             await loop.run_in_executor(reader, self._close_reader)
             reader.shutdown(wait=False)
             for provider in self._owned_providers:
@@ -308,7 +312,7 @@ class Engine:
     # --- stages -----------------------------------------------------------------------------
 
     async def _plan(self, run_id: str, source: PlanSource) -> None:
-        conn = connect(self.settings.database_path)
+        conn = connect(self.settings.database_path, autocheckpoint=BUSY_WRITER_AUTOCHECKPOINT)
         # It writes beside the ledgers: queued with them on the write lock.
         write_lock = WriteLock(self.settings.database_path)
         planner = Planner(conn, Policy(self.settings, conn, self.clock), self.idempotency, self.clock, write_lock)

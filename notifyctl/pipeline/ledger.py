@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from notifyctl import endpoints
 from notifyctl.store import runs
-from notifyctl.store.db import WriteLock, connect, iso
+from notifyctl.store.db import BUSY_WRITER_AUTOCHECKPOINT, WriteLock, connect, iso
 from notifyctl.store.directory import directory_version
 
 T = TypeVar("T")
@@ -77,7 +77,9 @@ class Ledger:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._conn = await loop.run_in_executor(self._executor, connect, self._db_path)
+        self._conn = await loop.run_in_executor(
+            self._executor, lambda: connect(self._db_path, autocheckpoint=BUSY_WRITER_AUTOCHECKPOINT)
+        )
         self._task = asyncio.create_task(self._run(), name="ledger")
 
     def _add(self, kind: int, payload: Any, wait: bool) -> asyncio.Future[Any] | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -47,6 +49,7 @@ def in_chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[tuple[list[
 
 # UPDATE … FROM (VALUES …) needs SQLite 3.33; older libraries get one statement per row.
 UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # and RETURNING needs 3.35
 
 
 MULTIROW = 250  # rows per multi-row statement, where SQLite allows that many bound values
@@ -81,8 +84,14 @@ def _create_private(path: Path) -> None:
         os.close(fd)
 
 
-def connect(path: Path, *, migrate: bool = True) -> sqlite3.Connection:
-    """Open (and create, privately) the database and bring its schema up to date."""
+# The write-ahead log size (pages) at which a busy writer's commit checkpoints it itself: only a
+# backstop, a Checkpointer does it long before, outside the write lock.
+BUSY_WRITER_AUTOCHECKPOINT = 10_000
+
+
+def connect(path: Path, *, migrate: bool = True, autocheckpoint: int | None = None) -> sqlite3.Connection:
+    """Open (and create, privately) the database and bring its schema up to date. `autocheckpoint`:
+    see `Checkpointer` (SQLite's default is 1,000 pages)."""
     if str(path) != ":memory:":
         _create_private(path)
     conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -92,6 +101,8 @@ def connect(path: Path, *, migrate: bool = True) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA foreign_keys=ON")
+    if autocheckpoint is not None:
+        conn.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint)}")
     if migrate:
         run_migrations(conn)
     return conn
@@ -136,6 +147,46 @@ class WriteLock:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+class Checkpointer:
+    """Copies the write-ahead log back into the database every `every_s`, in a thread of its own.
+
+    SQLite checkpoints in the commit that takes the log past 1,000 pages (4 MB), while that writer
+    still holds the write lock: during a broadcast, the planner's and the ledgers' commits did it
+    every few commits, and the other writers waited (a sibling sender's ledger spent half its time
+    queued for the lock while the parent planned). Writers opened with
+    `autocheckpoint=BUSY_WRITER_AUTOCHECKPOINT` leave it to this thread, whose PASSIVE checkpoints
+    run beside them without the write lock."""
+
+    def __init__(self, db_path: Path, every_s: float = 0.2) -> None:
+        self._db_path = db_path
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.checkpoints = 0
+
+    def start(self) -> None:
+        if str(self._db_path) == ":memory:":
+            return
+        self._thread = threading.Thread(target=self._run, name="notifyctl-checkpoint", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(str(self._db_path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stop.wait(self._every_s):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.checkpoints += 1
+        finally:
+            conn.close()
 
 
 @contextmanager
