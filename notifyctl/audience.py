@@ -789,6 +789,15 @@ class _FastCsv:
                     self.end_offset += len(text.encode("utf-8"))
                     yield text
 
+    def recipient(self, cells: list[str], zones: frozenset[str], default_region: str | None) -> _ContactCells:
+        """`contact` for an audience row, which raises _Unusual also for a webhook_secret (refused in
+        audience files) and for a row with no way to reach anyone: the builder words both."""
+        contact = self.contact(cells, zones, default_region)
+        user_id, email, phone, _, _, push_tokens, url, secret = contact
+        if secret is not None or not (user_id or email or phone or push_tokens or url):
+            raise _Unusual
+        return contact
+
     def contact(self, cells: list[str], zones: frozenset[str], default_region: str | None) -> _ContactCells:
         """The contact cells of a record, checked and normalised as `_contact` does; raises _Unusual,
         _FieldError or AddressError where the full builder must decide (and word the error)."""
@@ -957,13 +966,9 @@ def _fast_csv_recipients(
             try:
                 if not shaped:
                     raise _Unusual
-                user_id, email, phone, locale, timezone, push_tokens, url, secret = csv_file.contact(
+                user_id, email, phone, locale, timezone, push_tokens, url, _ = csv_file.recipient(
                     cells, zones, default_region
                 )
-                if secret is not None:
-                    raise _Unusual  # refused in audience files: the builder says so
-                if not (user_id or email or phone or push_tokens or url):
-                    raise _Unusual  # blank, or no way to reach anyone: the builder decides
                 value = trusted(
                     Recipient,
                     line=line,
@@ -1196,11 +1201,7 @@ def _fast_csv_outcomes(
             try:
                 if not shaped:
                     raise _Unusual
-                user_id, email, phone, _, _, push_tokens, url, secret = csv_file.contact(cells, zones, default_region)
-                if secret is not None:
-                    raise _Unusual  # refused in audience files: the builder says so
-                if not (user_id or email or phone or push_tokens or url):
-                    raise _Unusual  # blank, or no way to reach anyone: the builder decides
+                user_id, email, phone, _, _, push_tokens, url, _ = csv_file.recipient(cells, zones, default_region)
                 outcome = _dedupe_identity(user_id, email, phone, push_tokens, url)
             except (_Unusual, _FieldError, AddressError):
                 recipient = _full_row(csv_file.header, cells[:-1], line, end, max_field_chars, build)
