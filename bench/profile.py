@@ -52,16 +52,20 @@ def parse(path: Path) -> list[tuple[str, list[tuple[str, str]], int]]:
         if not stack or not count.isdigit():
             continue
         parts = stack.split(";")
-        thread = parts[0] if parts[0].startswith(("thread", "process")) else "?"
-        if parts[0].startswith("process"):
-            parts = parts[1:]
-            thread = parts[0] if parts and parts[0].startswith("thread") else thread
+        # With --subprocesses (broadcast.py --profile, several sender processes) a stack starts with
+        # its chain of processes: the parent's threads are "thread …", a sibling's "sibling thread …".
+        processes = 0
+        while parts and parts[0].startswith("process"):
+            processes, parts = processes + 1, parts[1:]
+        thread = parts[0] if parts and parts[0].startswith("thread") else "?"
+        if processes > 1:
+            thread = "sibling " + thread
         frames: list[tuple[str, str]] = []
         for frame in parts:
             match = FRAME.match(frame)
             if match:
                 frames.append((match["func"], match["file"]))
-        stacks.append((re.sub(r"^thread \(\d+\):?\s*", "thread ", thread).strip(), frames, int(count)))
+        stacks.append((re.sub(r"thread \(\d+\):?\s*", "thread ", thread).strip(), frames, int(count)))
     return stacks
 
 

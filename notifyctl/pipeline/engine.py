@@ -401,7 +401,7 @@ class Engine:
             rows = runs.pending_page(conn, run_id, channel, after_id, FEED_PAGE, self.shard)
         else:
             rows = runs.others_pending_page(conn, run_id, channel, before_id, FEED_PAGE, self.shard)
-        return self._page(self._reader_conn, self._reader_policy, channel, rows) if rows else None
+        return self._page(conn, self._reader_policy, channel, rows) if rows else None
 
     def _page(self, conn: sqlite3.Connection, policy: Policy, channel: str, rows: list[sqlite3.Row]) -> Page:
         user_ids = [r["user_id"] for r in rows if r["user_id"]]

@@ -49,7 +49,6 @@ def in_chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[tuple[list[
 
 # UPDATE … FROM (VALUES …) needs SQLite 3.33; older libraries get one statement per row.
 UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
-RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # and RETURNING needs 3.35
 
 
 MULTIROW = 250  # rows per multi-row statement, where SQLite allows that many bound values

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from notifyctl.store.db import RETURNING, UPDATE_FROM, dumps, in_chunks, iso, loads, multirow_chunks, transaction
+from notifyctl.store.db import UPDATE_FROM, dumps, in_chunks, iso, loads, multirow_chunks, transaction
 
 DELIVERY_COLUMNS = (
     "id, run_id, line, user_id, channel, address, idempotency_key, event_id, template, template_version, "
@@ -229,26 +229,14 @@ def mark_inflight_many(
     is a hand-off of the GIL, and this runs in the ledger's thread beside a busy event loop."""
     intents = sorted(intents)
     if claim:
-        firsts: dict[int, tuple[int, int, str]] = {}
-        for intent in intents:
-            firsts.setdefault(intent[0], intent)  # one claim per row and batch: the first
-        intents = list(firsts.values())
-        if not RETURNING:
-            intents = _claimable(conn, intents)
+        intents = _claimable(conn, intents)
     if UPDATE_FROM:
-        # Claiming, the condition is in the UPDATE and RETURNING names the rows it changed.
-        condition = " AND deliveries.state='pending' AND deliveries.attempts=v.column2 - 1" if claim else ""
-        returning = " RETURNING deliveries.id" if claim and RETURNING else ""
-        claimed: set[int] = set()
         for chunk, values in multirow_chunks(conn, intents, 3):
-            changed = conn.execute(
+            conn.execute(
                 "UPDATE deliveries SET state='inflight', attempts=v.column2, provider=v.column3, updated=? "
-                f"FROM (VALUES {values}) AS v WHERE deliveries.id=v.column1{condition}{returning}",
+                f"FROM (VALUES {values}) AS v WHERE deliveries.id=v.column1",
                 [now, *[value for intent in chunk for value in intent]],
             )
-            claimed.update(row[0] for row in changed)
-        if returning:
-            intents = [intent for intent in intents if intent[0] in claimed]
     else:
         conn.executemany(
             "UPDATE deliveries SET state='inflight', attempts=?, provider=?, updated=? WHERE id=?",
@@ -263,7 +251,8 @@ def mark_inflight_many(
 
 
 def _claimable(conn: sqlite3.Connection, intents: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-    """The intents whose row is pending after attempt - 1 attempts (SQLite before 3.35: no RETURNING)."""
+    """The intents whose row is pending after attempt - 1 attempts; of several intents for one row,
+    the first only (`found.pop`)."""
     found: dict[int, int] = {}
     for chunk, marks in in_chunks([delivery_id for delivery_id, _, _ in intents]):
         found.update(
@@ -271,7 +260,7 @@ def _claimable(conn: sqlite3.Connection, intents: list[tuple[int, int, str]]) ->
                 f"SELECT id, attempts FROM deliveries WHERE id IN ({marks}) AND state='pending'", chunk
             ).fetchall()
         )
-    return [intent for intent in intents if found.get(intent[0]) == intent[1] - 1]
+    return [intent for intent in intents if found.pop(intent[0], None) == intent[1] - 1]
 
 
 def mark_sent_many(conn: sqlite3.Connection, sent: list[tuple[int, int, str, str | None, float]], now: str) -> None:
