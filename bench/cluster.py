@@ -6,8 +6,8 @@
 Both modes send the same broadcast (webhook channel, provider rate high enough not to bind) to
 the same sink (nginx if installed, else bench/sink.py) from fresh workspaces. The embedded run is
 `notifyctl broadcast`; the cluster run starts a private redis-server (no persistence), the
-workers (`python -m notifyctl.cluster.worker`) and the coordinator
-(`python -m notifyctl.cluster.coordinator ... broadcast`). Wall time, CPU and peak RSS of every
+workers (`python -m notifyctl.backends.redis.worker`) and the coordinator
+(`python -m notifyctl.backends.redis.coordinator ... broadcast`). Wall time, CPU and peak RSS of every
 process come from the OS (wait4); the send rate from the run's own started/finished times.
 Figures are printed, not asserted: on one machine the cluster pays for Redis round trips and more
 processes, and gains only where one process's CPU was the limit.
@@ -118,13 +118,13 @@ def cluster(root: Path, n: int, sink_url: str, workers: int) -> Figures:
     python = notifyctl_python()
     with redis_server() as (url, redis_process):
         procs = [
-            subprocess.Popen([python, "-m", "notifyctl.cluster.worker", "--redis", url], cwd=ws.root, env=ws.env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen([python, "-m", "notifyctl.backends.redis.worker", "--redis", url], cwd=ws.root,
+                             env=ws.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for _ in range(workers)
         ]  # fmt: skip
         time.sleep(2)  # let the workers import and connect, so the coordinator is what is measured
         coordinator = run_measured(
-            [python, "-m", "notifyctl.cluster.coordinator", "--redis", url, "broadcast", "c.toml"],
+            [python, "-m", "notifyctl.backends.redis.coordinator", "--redis", url, "broadcast", "c.toml"],
             cwd=ws.root,
             env=ws.env(),
         ).check("coordinator")

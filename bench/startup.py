@@ -96,7 +96,7 @@ def main() -> None:
                 [
                     python,
                     "-m",
-                    "notifyctl.cli",
+                    "notifyctl.cli.main",
                     "send",
                     "-t",
                     "welcome",

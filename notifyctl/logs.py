@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from notifyctl.redact import mask_address, redact_secrets
+from notifyctl.security.redaction import mask_address, redact_secrets
 
 LOGGER_NAME = "notifyctl"
 ALLOWED_FIELDS: tuple[str, ...] = (

@@ -38,8 +38,8 @@ from typing import Any
 
 import pytest
 
+from notifyctl.app.operations import Context
 from notifyctl.models import User
-from notifyctl.operations import Context
 from notifyctl.providers.base import Provider, ProviderContext, build_provider
 from notifyctl.settings import load_settings
 from notifyctl.store import directory

@@ -48,4 +48,4 @@ def test_no_module_starts_an_event_loop_of_its_own() -> None:
     ]
     assert offenders == []
     # The sibling sender's entry point is one of them.
-    assert "aio.run(_main(args))" in (PACKAGE / "pipeline" / "shards.py").read_text(encoding="utf-8")
+    assert "aio.run(_main(args))" in (PACKAGE / "backends" / "processes.py").read_text(encoding="utf-8")

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from notifyctl.audience import (
+from notifyctl.errors import InputError, RowError
+from notifyctl.intake.audience import (
     MAX_LINE_BYTES,
     Parsed,
     ValidationReport,
@@ -28,7 +29,6 @@ from notifyctl.audience import (
     spool_stdin,
     validate_audience,
 )
-from notifyctl.errors import InputError, RowError
 from notifyctl.models import Recipient
 
 CSV_HEADER = b"user_id,email,city\n"

@@ -12,9 +12,9 @@ from unittest import mock
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from notifyctl import audience
-from notifyctl.audience import iter_recipients
 from notifyctl.errors import InputError
+from notifyctl.intake import audience
+from notifyctl.intake.audience import iter_recipients
 from tests.test_users_import import CELLS, RAW, csv_files, fast_path_limits
 
 

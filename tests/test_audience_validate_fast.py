@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from notifyctl import audience
-from notifyctl.audience import validate_audience
 from notifyctl.errors import InputError
+from notifyctl.intake import audience
+from notifyctl.intake.audience import validate_audience
 from tests.test_users_import import CELLS, RAW, csv_files, fast_path_limits
 
 

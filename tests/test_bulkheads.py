@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from notifyctl.campaigns import load_campaign
+from notifyctl.app.operations import broadcast
+from notifyctl.intake.campaigns import load_campaign
 from notifyctl.models import User
-from notifyctl.operations import broadcast
 from notifyctl.pipeline.engine import RunOutcome
 from tests.fakes import answer_stall
 from tests.fakes.fcm import FakeFcm

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from notifyctl.pipeline.ledger import Ledger
 from notifyctl.store.db import BUSY_WRITER_AUTOCHECKPOINT, Checkpointer, connect
+from notifyctl.store.ledger import Ledger
 
 
 def _fill(conn, rows: int) -> None:  # type: ignore[no-untyped-def]

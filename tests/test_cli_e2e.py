@@ -240,7 +240,15 @@ def test_bad_configuration_names_the_key_and_file(tmp_path: Path, config: str, m
     (tmp_path / "a.csv").write_text("user_id\nu1\n")
     shutil.copytree(REPO / "templates", tmp_path / "templates")
     result = subprocess.run(
-        [sys.executable, "-m", "notifyctl.cli", "--config", str(tmp_path / "notifyctl.toml"), "broadcast", "c.toml"],
+        [
+            sys.executable,
+            "-m",
+            "notifyctl.cli.main",
+            "--config",
+            str(tmp_path / "notifyctl.toml"),
+            "broadcast",
+            "c.toml",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -15,11 +15,11 @@ import redis.asyncio as aioredis
 import typer
 from typer.testing import CliRunner
 
-from notifyctl.cli_cluster import register
-from notifyctl.cluster.idempotency import IdempotencyClaims, RedisIdempotencyStore, owner
-from notifyctl.cluster.limiter import RedisTokenBucket
-from notifyctl.cluster.status import cluster_status
-from notifyctl.cluster.streams import (
+from notifyctl.backends.redis.buckets import RedisTokenBucket
+from notifyctl.backends.redis.claims import IdempotencyClaims, RedisIdempotencyStore, owner
+from notifyctl.backends.redis.mirror import mirror_add, mirror_remove, suppression_reason
+from notifyctl.backends.redis.status import cluster_status
+from notifyctl.backends.redis.streams import (
     COORDINATOR_GROUP,
     WORKERS_GROUP,
     DeliveryMessage,
@@ -28,8 +28,8 @@ from notifyctl.cluster.streams import (
     ensure_group,
     stream_entries,
 )
-from notifyctl.cluster.suppressions import mirror_add, mirror_remove, suppression_reason
-from notifyctl.cluster.worker import Worker, WorkerOptions
+from notifyctl.backends.redis.worker import Worker, WorkerOptions
+from notifyctl.cli.cluster import register
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Capabilities
 from notifyctl.settings import load_settings

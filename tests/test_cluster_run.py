@@ -17,9 +17,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from notifyctl.cluster.limiter import second_counter_prefix
-from notifyctl.cluster.streams import Keys
-from notifyctl.cluster.suppressions import mirror_add
+from notifyctl.backends.redis.buckets import second_counter_prefix
+from notifyctl.backends.redis.mirror import mirror_add
+from notifyctl.backends.redis.streams import Keys
 from notifyctl.store import directory
 from notifyctl.store.db import connect
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
@@ -54,7 +54,7 @@ def spawn(ws: Workspace, module: str, *args: str) -> subprocess.Popen[bytes]:
 
 
 def start_coordinator(ws: Workspace, redis_url: str, *command: str) -> subprocess.Popen[bytes]:
-    return spawn(ws, "notifyctl.cluster.coordinator", "--redis", redis_url, *command)
+    return spawn(ws, "notifyctl.backends.redis.coordinator", "--redis", redis_url, *command)
 
 
 def finish(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
@@ -66,7 +66,7 @@ def finish(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
 @contextmanager
 def workers(ws: Workspace, redis_url: str, count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
     args = ("--redis", redis_url, "--visibility-timeout", str(VISIBILITY_S))
-    procs = [spawn(ws, "notifyctl.cluster.worker", *args) for _ in range(count)]
+    procs = [spawn(ws, "notifyctl.backends.redis.worker", *args) for _ in range(count)]
     try:
         yield procs
     finally:

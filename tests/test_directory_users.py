@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from notifyctl.app.operations import Context
 from notifyctl.models import User
-from notifyctl.operations import Context
 from notifyctl.settings import load_settings
 from notifyctl.store import directory
 from tests.workspace import make_workspace

@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
-from notifyctl.campaigns import load_campaign
+from notifyctl.app.operations import broadcast
 from notifyctl.errors import ProviderError, TransientError
+from notifyctl.intake.campaigns import load_campaign
 from notifyctl.models import Envelope, SendResult, User
-from notifyctl.operations import broadcast
 from notifyctl.pipeline.engine import RunOutcome
 from notifyctl.pipeline.limiter import TokenBucket
 from notifyctl.pipeline.router import CircuitBreaker

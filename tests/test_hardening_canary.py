@@ -18,11 +18,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from notifyctl.cli import app
-from notifyctl.cli_admin import register
+from notifyctl.cli.admin import register
+from notifyctl.cli.main import app
 from notifyctl.errors import TransientError
 from notifyctl.logs import LOGGER_NAME, address_field, configure_logging, write_crash_report
-from notifyctl.redact import configured_secrets
+from notifyctl.security.redaction import configured_secrets
 from notifyctl.settings import load_settings
 from tests.webhook_sink import WebhookSink, respond
 from tests.workspace import Workspace, campaign_toml, make_workspace

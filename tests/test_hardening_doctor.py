@@ -11,9 +11,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from notifyctl.cli import app
-from notifyctl.cli_admin import register
-from notifyctl.doctor import Check, diagnose, failed
+from notifyctl.app.doctor import Check, diagnose, failed
+from notifyctl.cli.admin import register
+from notifyctl.cli.main import app
 from tests.fakes.smtp import FakeSmtp
 from tests.workspace import make_workspace
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from notifyctl import endpoints
-from notifyctl.cli import app
-from notifyctl.cli_admin import register
+from notifyctl.cli.admin import register
+from notifyctl.cli.main import app
 from notifyctl.models import User
 from notifyctl.pipeline.envelope import endpoint_credentials
+from notifyctl.store import endpoints
 from notifyctl.store.db import connect
 from notifyctl.store.directory import upsert_users
 from tests.webhook_sink import SINK_SECRET, WebhookSink

@@ -16,11 +16,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from notifyctl import endpoints
 from notifyctl.errors import InputError, PermanentError, TransientError
 from notifyctl.models import Envelope, User
 from notifyctl.providers.base import ProviderContext
 from notifyctl.providers.webhook import WebhookProvider
+from notifyctl.store import endpoints
 from notifyctl.store.db import connect
 from notifyctl.store.directory import upsert_users
 from tests.webhook_sink import SINK_SECRET

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from notifyctl.logs import LOGGER_NAME, address_field, configure_logging, crash_report, write_crash_report
-from notifyctl.redact import configured_secrets, mask_address, mask_email, mask_phone, redact_secrets
+from notifyctl.security.redaction import configured_secrets, mask_address, mask_email, mask_phone, redact_secrets
 from notifyctl.settings import load_settings
 
 PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nqhkiG9w0BAQ==\n-----END PRIVATE KEY-----"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from notifyctl.errors import TemplateError
-from notifyctl.templates import TemplateStore
+from notifyctl.templates.store import TemplateStore
 from tests.test_templates import write_template
 
 SLOW_OR_HUGE = [

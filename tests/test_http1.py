@@ -24,7 +24,7 @@ from yarl import URL
 from notifyctl.errors import PermanentError, TransientError
 from notifyctl.models import Envelope
 from notifyctl.providers.base import ProviderContext
-from notifyctl.providers.http1 import MAX_HEAD_BYTES, Http1Pool, ProtocolError, Target
+from notifyctl.providers.transports.http1 import MAX_HEAD_BYTES, Http1Pool, ProtocolError, Target
 from notifyctl.providers.webhook import WebhookProvider
 
 OK = b"HTTP/1.1 204 No Content\r\n\r\n"

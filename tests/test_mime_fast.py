@@ -1,4 +1,4 @@
-"""notifyctl.mime's direct writer against the standard library builder it replaces on the hot path.
+"""notifyctl.providers.email.mime's direct writer against the standard library builder it replaces on the hot path.
 
 `render_email` / `build_message_bytes` must produce the message of `build_message(...).as_bytes()`:
 the same headers and parts once parsed, 7-bit, CRLF, lines ≤ 998, and the same refusals.
@@ -19,13 +19,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from notifyctl import mime
 from notifyctl.errors import PermanentError
-from notifyctl.mime import build_message, build_message_bytes, render_email
 from notifyctl.models import Envelope
 from notifyctl.providers.base import ProviderContext
-from notifyctl.providers.outbox import OutboxProvider
-from notifyctl.providers.smtp import SmtpProvider
+from notifyctl.providers.email import mime
+from notifyctl.providers.email.mime import build_message, build_message_bytes, render_email
+from notifyctl.providers.email.outbox import OutboxProvider
+from notifyctl.providers.email.smtp import SmtpProvider
 from tests.fakes.smtp import FakeSmtp
 
 NOW = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)

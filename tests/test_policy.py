@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from notifyctl.errors import ConfigError
 from notifyctl.models import Decision
-from notifyctl.policy import NO_COMMON_WINDOW, QUIET_HOURS, Policy, next_allowed, recipient_zones
+from notifyctl.policy.decide import NO_COMMON_WINDOW, QUIET_HOURS, Policy, next_allowed, recipient_zones
 from notifyctl.settings import Settings, load_settings
 from notifyctl.store.db import connect
 from notifyctl.store.directory import add_suppression, set_preference

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from notifyctl import operations
-from notifyctl.operations import Context
+from notifyctl.app import operations
+from notifyctl.app.operations import Context
 from notifyctl.settings import load_settings
 from notifyctl.store import runs
 from tests.workspace import make_workspace
@@ -80,7 +80,7 @@ def test_processes_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_the_progress_bar_takes_the_whole_runs_counts() -> None:
-    from notifyctl.output import ChannelProgress
+    from notifyctl.cli.output import ChannelProgress
 
     progress = ChannelProgress(enabled=False)
     progress.planned("webhook", "pending", 10)

@@ -17,7 +17,7 @@ import pytest
 
 from notifyctl.errors import PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult
-from notifyctl.signing import webhook_id
+from notifyctl.security.signing import webhook_id
 from tests.fakes import answer_json
 from tests.fakes import fcm as fcm_fake
 from tests.fakes import twilio as twilio_fake

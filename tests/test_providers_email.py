@@ -12,9 +12,9 @@ import pytest
 from notifyctl.errors import ConfigError, PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Provider, ProviderContext, provider_class
-from notifyctl.providers.postmark import PostmarkProvider
-from notifyctl.providers.ses import SesProvider
-from notifyctl.providers.smtp import SmtpProvider
+from notifyctl.providers.email.postmark import PostmarkProvider
+from notifyctl.providers.email.ses import SesProvider
+from notifyctl.providers.email.smtp import SmtpProvider
 from tests.fakes import Answer, answer_json, answer_reset, answer_stall
 from tests.fakes.moto import SEND_EMAIL_PATH, FakeSesApi, MotoSes, ses_error, set_fake_aws_env
 from tests.fakes.postmark import FakePostmark, postmark_error

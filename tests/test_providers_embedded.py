@@ -20,12 +20,12 @@ import pytest
 
 from notifyctl.errors import ConfigError, PermanentError, RateLimited, TransientError
 from notifyctl.models import Envelope
-from notifyctl.providers import outbox as outbox_module
 from notifyctl.providers.base import Provider, ProviderContext, build_provider
+from notifyctl.providers.email import outbox as outbox_module
+from notifyctl.providers.email.outbox import OutboxProvider
 from notifyctl.providers.inapp import InAppProvider
-from notifyctl.providers.outbox import OutboxProvider
 from notifyctl.providers.webhook import WebhookProvider, parse_retry_after
-from notifyctl.signing import webhook_id
+from notifyctl.security.signing import webhook_id
 from notifyctl.store.db import connect
 from tests.webhook_sink import SINK_SECRET, WebhookSink, accept_then_stall, reset, respond, stall
 

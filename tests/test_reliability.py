@@ -13,8 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from notifyctl.campaigns import load_campaign
-from notifyctl.operations import Context, ResumeSkipped, broadcast, due_runs, resume
+from notifyctl.app.operations import Context, ResumeSkipped, broadcast, due_runs, resume
+from notifyctl.intake.campaigns import load_campaign
 from notifyctl.pipeline.engine import RunOutcome
 from notifyctl.settings import load_settings
 from tests.webhook_sink import WebhookSink, reset, respond, stall

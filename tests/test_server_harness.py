@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from notifyctl.operations import Context
+from notifyctl.app.operations import Context
 from notifyctl.server.app import create_app
 from notifyctl.server.config import ServerSettings
 from notifyctl.settings import load_settings
@@ -176,7 +176,7 @@ async def test_api_routes_need_a_key(tmp_path: Path, authorization: str | None) 
 
 
 async def test_access_log_has_routes_not_secrets(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from notifyctl.unsubscribe import make_token
+    from notifyctl.security.unsubscribe import make_token
 
     ws = workspace_with_users(tmp_path)
     token = make_token("test-secret", "u1", "email", "marketing")

@@ -10,8 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from notifyctl import cli
-from notifyctl.cli_server import register
+from notifyctl.cli import main as cli
+from notifyctl.cli.server import register
 from notifyctl.errors import InputError
 from notifyctl.store.db import connect
 from notifyctl.store.keys import KEY_PREFIX, create_key, hash_key, list_keys, revoke_key, verify_key

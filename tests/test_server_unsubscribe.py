@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from notifyctl.unsubscribe import make_token
+from notifyctl.security.unsubscribe import make_token
 from tests.test_server_harness import Running, eventually, running, workspace_with_users
 from tests.workspace import Workspace
 

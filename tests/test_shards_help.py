@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pytest
 
+from notifyctl.app.operations import Context
 from notifyctl.models import Envelope, SendResult, User
-from notifyctl.operations import Context
 from notifyctl.pipeline.engine import Engine
 from notifyctl.pipeline.idempotency import IdempotencyStore
-from notifyctl.pipeline.ledger import Ledger
 from notifyctl.pipeline.planner import PlanItem, Planner
-from notifyctl.policy import Policy
+from notifyctl.policy.decide import Policy
 from notifyctl.providers.base import Capabilities
 from notifyctl.settings import load_settings
 from notifyctl.store import directory, runs
 from notifyctl.store.db import connect, iso
+from notifyctl.store.ledger import Ledger
 from tests.workspace import make_workspace
 
 N = 40

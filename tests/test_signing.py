@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from notifyctl.signing import sign, signature_header, verify, webhook_id
+from notifyctl.security.signing import sign, signature_header, verify, webhook_id
 
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SPEC_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from yarl import URL
 
-from notifyctl.providers.http1 import Http1Pool, Target
-from notifyctl.ssrf import SsrfRefused, check_ip, parse_host_ip, resolve_checked
+from notifyctl.providers.transports.http1 import Http1Pool, Target
+from notifyctl.security.ssrf import SsrfRefused, check_ip, parse_host_ip, resolve_checked
 from tests.webhook_sink import WebhookSink
 
 REFUSED = [

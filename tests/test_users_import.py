@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from notifyctl import audience, users_import
-from notifyctl.audience import iter_user_fields, iter_users, user_fields
 from notifyctl.errors import InputError, RowError
+from notifyctl.intake import audience, users_import
+from notifyctl.intake.audience import iter_user_fields, iter_users, user_fields
 from notifyctl.store import directory
 from notifyctl.store.db import connect
 from tests.workspace import SINK_SECRET, Workspace, make_workspace
@@ -390,6 +390,9 @@ def test_the_staging_process_refuses_a_truncated_stream(tmp_path: Path) -> None:
     stage = tmp_path / "stage.sqlite"
     frame = (1000).to_bytes(8, "little") + b"\x00" * 10
     done = subprocess.run(
-        [sys.executable, "-m", "notifyctl.users_import", str(stage)], input=frame, capture_output=True, timeout=60
+        [sys.executable, "-m", "notifyctl.intake.users_import", str(stage)],
+        input=frame,
+        capture_output=True,
+        timeout=60,
     )
     assert done.returncode != 0 and b"truncated input" in done.stderr

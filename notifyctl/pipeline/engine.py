@@ -21,22 +21,22 @@ from typing import Any, Protocol
 
 from notifyctl.errors import TemplateError
 from notifyctl.models import Decision, Envelope, User
-from notifyctl.pipeline.accounts import open_account
 from notifyctl.pipeline.envelope import EnvelopeBuilder, endpoint_credentials
 from notifyctl.pipeline.idempotency import IdempotencyStore
-from notifyctl.pipeline.ledger import Ledger
 from notifyctl.pipeline.limiter import Limiter, TokenBucket
+from notifyctl.pipeline.outcomes import LedgerRecorder
 from notifyctl.pipeline.planner import PlanItem, Planner, PlanResult
 from notifyctl.pipeline.queue import PRIORITY, LaneQueue
-from notifyctl.pipeline.recorder import LedgerRecorder
 from notifyctl.pipeline.router import CircuitBreaker, Router
 from notifyctl.pipeline.sender import Sender
-from notifyctl.policy import Policy, PolicyView
+from notifyctl.policy.decide import Policy, PolicyView
+from notifyctl.providers.accounts import open_account
 from notifyctl.providers.base import Provider
 from notifyctl.settings import Settings
 from notifyctl.store import directory, runs
 from notifyctl.store.db import BUSY_WRITER_AUTOCHECKPOINT, Checkpointer, WriteLock, connect, iso
-from notifyctl.templates import TemplateStore
+from notifyctl.store.ledger import Ledger
+from notifyctl.templates.store import TemplateStore
 
 Clock = Callable[[], datetime]
 FEED_PAGE = 500

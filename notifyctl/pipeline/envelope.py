@@ -9,10 +9,10 @@ from typing import Any
 
 from notifyctl.errors import TemplateError
 from notifyctl.models import Envelope, User, trusted
+from notifyctl.security.unsubscribe import unsubscribe_url
 from notifyctl.settings import Settings
 from notifyctl.store.db import in_chunks, loads, parse_iso
-from notifyctl.templates import Template, TemplateStore
-from notifyctl.unsubscribe import unsubscribe_url
+from notifyctl.templates.store import Template, TemplateStore
 
 
 def endpoint_credentials(

@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from notifyctl.pipeline.idempotency import IdempotencyStore, idempotency_key
-from notifyctl.policy import Policy
-from notifyctl.signing import webhook_id
+from notifyctl.policy.decide import Policy
+from notifyctl.security.signing import webhook_id
 from notifyctl.store.db import WriteLock, dumps, iso, multirow_chunks, transaction
 from notifyctl.store.directory import Contact, get_contacts
 

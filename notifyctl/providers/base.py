@@ -64,12 +64,12 @@ class BatchProvider(Provider, Protocol):
 # type name -> "module:Class"; modules are imported only when a provider of that type is used,
 # so `notifyctl --help` never pays for aioboto3, twilio or firebase-admin.
 PROVIDER_TYPES: dict[str, str] = {
-    "outbox": "notifyctl.providers.outbox:OutboxProvider",
+    "outbox": "notifyctl.providers.email.outbox:OutboxProvider",
     "inapp": "notifyctl.providers.inapp:InAppProvider",
     "webhook": "notifyctl.providers.webhook:WebhookProvider",
-    "ses": "notifyctl.providers.ses:SesProvider",
-    "smtp": "notifyctl.providers.smtp:SmtpProvider",
-    "postmark": "notifyctl.providers.postmark:PostmarkProvider",
+    "ses": "notifyctl.providers.email.ses:SesProvider",
+    "smtp": "notifyctl.providers.email.smtp:SmtpProvider",
+    "postmark": "notifyctl.providers.email.postmark:PostmarkProvider",
     "twilio": "notifyctl.providers.twilio:TwilioProvider",
     "fcm": "notifyctl.providers.fcm:FcmProvider",
 }

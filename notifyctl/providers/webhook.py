@@ -26,9 +26,9 @@ from yarl import URL
 from notifyctl.errors import PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult, trusted
 from notifyctl.providers.base import Capabilities, ProviderContext
-from notifyctl.providers.http1 import Http1Pool, Target
-from notifyctl.signing import signature_header
-from notifyctl.ssrf import SsrfRefused, is_allowed_host
+from notifyctl.providers.transports.http1 import Http1Pool, Target
+from notifyctl.security.signing import signature_header
+from notifyctl.security.ssrf import SsrfRefused, is_allowed_host
 
 MAX_RETRY_AFTER_S = 3600.0
 USER_AGENT = "notifyctl-webhooks/0.1"

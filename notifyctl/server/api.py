@@ -14,8 +14,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from notifyctl.app.operations import channels_for, check_render
 from notifyctl.errors import InputError, TemplateError
-from notifyctl.operations import channels_for, check_render
 from notifyctl.pipeline.planner import PlanItem
 from notifyctl.server.accesslog import note
 from notifyctl.server.responses import json_error, read_json, validation_details

@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 
-from notifyctl import operations
+from notifyctl.app import operations
+from notifyctl.app.operations import Context
 from notifyctl.errors import NotifyctlError
-from notifyctl.operations import Context
 from notifyctl.pipeline.engine import Engine
 from notifyctl.pipeline.planner import PlanItem, PlanResult
 from notifyctl.store import runs

@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from notifyctl.addresses import AddressError
-from notifyctl.output import mask_address
+from notifyctl.cli.output import mask_address
 from notifyctl.server.accesslog import note
 from notifyctl.server.dedupe import first_time
 from notifyctl.server.responses import json_error, route_name

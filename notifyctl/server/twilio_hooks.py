@@ -22,7 +22,7 @@ from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 
 from notifyctl.addresses import AddressError, normalize_phone
-from notifyctl.output import mask_address
+from notifyctl.cli.output import mask_address
 from notifyctl.server.accesslog import note
 from notifyctl.server.dedupe import first_time
 from notifyctl.server.responses import json_error, route_name

@@ -3,7 +3,7 @@
 `GET` only shows a confirmation page with a button: link scanners and prefetchers follow GETs,
 so a GET never unsubscribes. `POST` with `List-Unsubscribe=One-Click` (what mail clients send,
 and what the page's form sends) unsubscribes: no cookie, no login, no redirect, idempotent.
-The token is signed (notifyctl.unsubscribe), so it names exactly one recipient, channel and
+The token is signed (notifyctl.security.unsubscribe), so it names exactly one recipient, channel and
 category and cannot be forged or altered. A directory user gets the preference turned off for
 that category on that channel; an inline contact (no user record) has no preferences, so the
 address is suppressed on that channel instead.
@@ -17,11 +17,11 @@ import sqlite3
 from aiohttp import web
 
 from notifyctl.addresses import AddressError, normalize_address
-from notifyctl.output import mask_address
+from notifyctl.cli.output import mask_address
+from notifyctl.security.unsubscribe import read_token
 from notifyctl.server.accesslog import note
 from notifyctl.server.state import state_of
 from notifyctl.store import directory
-from notifyctl.unsubscribe import read_token
 
 routes = web.RouteTableDef()
 

@@ -1,0 +1,1 @@
+"""Use cases: what a command does, as a library call (no printing)."""

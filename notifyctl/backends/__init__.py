@@ -1,0 +1,1 @@
+"""Implementations of the pipeline's backend interfaces (pipeline/backend.py)."""

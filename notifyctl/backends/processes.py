@@ -1,0 +1,94 @@
+"""Sender processes for one run: one per shard of the outbox (delivery id modulo N).
+
+Python sends from one core per process; `processes = N` in notifyctl.toml lets a broadcast or resume
+use N. The parent plans and sends shard 0; each child sends shard k at 1/N of every provider's rate,
+through its own ledger connection, so intent-before-call and outcome-after still hold row by row.
+A child dies with its parent (PR_SET_PDEATHSIG), so a kill -9 of the parent leaves in-flight rows for
+`resume` to mark in doubt, exactly as with one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from pathlib import Path
+
+from notifyctl.settings import Settings
+
+PR_SET_PDEATHSIG = 1
+
+
+async def spawn(
+    settings: Settings, run_id: str, processes: int, allow_template_change: bool
+) -> list[asyncio.subprocess.Process]:
+    """Start the sibling senders of shards 1..processes-1."""
+    args = [
+        sys.executable,
+        "-m",
+        "notifyctl.backends.processes",
+        run_id,
+        "--processes",
+        str(processes),
+        "--parent",
+        str(os.getpid()),
+    ]
+    if settings.source != "(embedded defaults)":
+        args += ["--config", str(Path(settings.source).resolve())]
+    if allow_template_change:
+        args.append("--allow-template-change")
+    return [
+        await asyncio.create_subprocess_exec(
+            *args, "--shard", str(k), cwd=settings.base_dir, stdin=asyncio.subprocess.DEVNULL
+        )
+        for k in range(1, processes)
+    ]
+
+
+def _die_with_parent(parent: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from notifyctl.app.operations import Context
+    from notifyctl.pipeline.engine import Engine
+    from notifyctl.settings import load_settings
+
+    ctx = Context.open(load_settings(Path(args.config) if args.config else None))
+    engine = Engine(
+        ctx.settings, ctx.conn, ctx.templates, clock=ctx.clock, shard=(args.shard, args.processes), follow=True
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, engine.stop)
+    try:
+        await engine.run(args.run_id, allow_template_change=args.allow_template_change)
+    finally:
+        ctx.conn.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m notifyctl.backends.processes")
+    parser.add_argument("run_id")
+    parser.add_argument("--shard", type=int, required=True)
+    parser.add_argument("--processes", type=int, required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--config")
+    parser.add_argument("--allow-template-change", action="store_true")
+    args = parser.parse_args(argv)
+    _die_with_parent(args.parent)
+    from notifyctl import aio
+
+    return aio.run(_main(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

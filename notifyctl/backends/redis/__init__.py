@@ -1,0 +1,1 @@
+"""Scale-out: the same pipeline across machines on Redis."""

@@ -1,0 +1,1 @@
+"""The `notifyctl` command: one module per command group, no business rules, no SQL."""

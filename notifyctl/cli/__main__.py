@@ -1,0 +1,5 @@
+"""`python -m notifyctl.cli`."""
+
+from notifyctl.cli.main import main
+
+main()

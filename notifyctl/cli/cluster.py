@@ -1,0 +1,176 @@
+"""`notifyctl worker` and `notifyctl cluster status`: added to the main app by `register(app)`.
+
+`open_context(redis_url)` is what `broadcast`, `send` and `resume` use for `--redis URL`: an
+operations.Context whose engine publishes to the cluster instead of sending in-process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from notifyctl.app.operations import Context
+    from notifyctl.backends.redis.status import ClusterStatus
+
+RedisOpt = Annotated[str, typer.Option("--redis", help="Redis URL, e.g. redis://HOST:6379/0.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add `worker` and the `cluster` sub-app to the notifyctl command."""
+    from notifyctl.cli.main import guarded
+
+    cluster_app = typer.Typer(
+        help="Scale-out on Redis: see what the workers are doing.\n\n"
+        "Example: notifyctl cluster status --redis redis://10.0.0.5:6379/0",
+        no_args_is_help=True,
+    )
+    app.command("worker")(guarded(worker))
+    cluster_app.command("status")(guarded(status))
+    app.add_typer(cluster_app, name="cluster")
+
+
+@contextmanager
+def open_context(redis_url: str | None) -> Iterator[Context]:
+    """The command's Context: embedded without a URL, on the cluster with one."""
+    from notifyctl.cli.main import context, settings
+
+    if not redis_url:
+        with context() as ctx:
+            yield ctx
+        return
+    from notifyctl.backends.redis.coordinator import ClusterContext, ClusterOptions
+
+    cluster_ctx = ClusterContext.open_cluster(settings(), ClusterOptions(redis_url))
+    try:
+        yield cluster_ctx
+    finally:
+        cluster_ctx.conn.close()
+
+
+def mirror_suppression(redis_url: str, channel: str, address: str, reason: str | None) -> None:
+    """After `suppress add/remove` wrote SQLite: tell every worker now (reason None lifts it)."""
+    from notifyctl import aio
+    from notifyctl.backends.redis.mirror import mirror_add, mirror_remove
+    from notifyctl.backends.redis.streams import connect
+
+    async def mirror() -> None:
+        client = connect(redis_url)
+        try:
+            if reason is None:
+                await mirror_remove(client, channel, address)
+            else:
+                await mirror_add(client, channel, address, reason)
+        finally:
+            await client.aclose()
+
+    aio.run(mirror())
+
+
+def _host_of(redis_url: str) -> str:
+    """The URL without credentials, for messages."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(redis_url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+
+
+@contextmanager
+def _reachable(redis_url: str) -> Iterator[None]:
+    """Redis down or unreachable: a clear message (exit 2), not a traceback."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from notifyctl.errors import ConfigError
+
+    try:
+        yield
+    except RedisConnectionError as exc:
+        raise ConfigError(f"cannot reach Redis at {_host_of(redis_url)}: {exc}", key="--redis") from exc
+
+
+def worker(
+    redis: RedisOpt,
+    channel: Annotated[
+        list[str] | None, typer.Option("--channel", help="Channel to consume (repeatable); default: all configured.")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Deliveries in progress per channel; default: the providers' concurrency.")
+    ] = None,
+    visibility_timeout: Annotated[
+        float, typer.Option(help="Seconds after which a silent worker's deliveries are taken over.")
+    ] = 30.0,
+) -> None:
+    """Send deliveries published by `broadcast/send --redis` through this machine's providers.
+    Run any number of them; SIGTERM finishes the requests in flight and leaves the rest to the others.
+
+    Example: notifyctl worker --redis redis://10.0.0.5:6379/0 --channel email --concurrency 64
+    """
+    from notifyctl.backends.redis.worker import WorkerOptions, run_worker
+    from notifyctl.cli import output
+    from notifyctl.cli.main import settings
+    from notifyctl.errors import InputError
+
+    loaded = settings()
+    unknown = [c for c in channel or [] if c not in loaded.channels]
+    if unknown:
+        raise InputError(f"no provider is configured for channel(s) {', '.join(unknown)} in {loaded.source}")
+    options = WorkerOptions(
+        redis_url=redis, channels=channel, concurrency=concurrency, visibility_timeout_s=visibility_timeout
+    )
+    output.err_console.print(
+        f"notifyctl worker: consuming {', '.join(channel or list(loaded.channels))} from {_host_of(redis)}",
+        highlight=False,
+        markup=False,
+    )
+    with _reachable(redis):
+        done = run_worker(loaded, options)
+    output.err_console.print(f"notifyctl worker: stopped ({done.sent} sent, {done.failed} failed)", markup=False)
+
+
+def status(redis: RedisOpt, json_out: JsonOpt = False) -> None:
+    """Workers alive, stream depth per channel, pending deliveries per worker, rate per provider.
+
+    Example: notifyctl cluster status --redis redis://10.0.0.5:6379/0 --json
+    """
+    from notifyctl import aio
+    from notifyctl.backends.redis.status import cluster_status
+    from notifyctl.cli.main import machine_output
+
+    with _reachable(redis):
+        snapshot = aio.run(cluster_status(redis))
+    if machine_output(json_out):
+        from notifyctl.cli import output
+
+        output.emit_json(snapshot.as_dict())
+        return
+    _print_status(snapshot)
+
+
+def _print_status(snapshot: ClusterStatus) -> None:
+    from notifyctl.cli import output
+
+    output.table(
+        f"workers alive: {len(snapshot.workers)}",
+        ["worker", "channels", "in progress", "sent", "failed", "last seen (s)"],
+        [
+            [w.name, ",".join(w.channels), sum(w.in_progress.values()), w.sent, w.failed, w.last_seen_s]
+            for w in snapshot.workers
+        ],
+    )
+    output.table(
+        "streams",
+        ["channel", "depth", "waiting", "pending", "pending per worker"],
+        [
+            [s.channel, s.depth, s.waiting, s.pending, " ".join(f"{k}={v}" for k, v in s.pending_by_consumer.items())]
+            for s in snapshot.streams
+        ],
+    )
+    output.table(
+        "providers",
+        ["provider", "rate (/s, last 5 s)", "limit (/s)", "burst"],
+        [[p.provider, p.rate_per_s, p.limit_per_s, p.burst] for p in snapshot.providers],
+    )

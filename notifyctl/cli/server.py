@@ -1,0 +1,126 @@
+"""`notifyctl serve` and `notifyctl keys …`: added to the main app by `register(app)`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add `serve` and the `keys` sub-app to the notifyctl command."""
+    from notifyctl.cli.main import guarded
+
+    keys_app = typer.Typer(
+        help="API keys for `notifyctl serve` (only a hash is stored).\n\n"
+        "Example: notifyctl keys create billing-backend",
+        no_args_is_help=True,
+    )
+    app.command("serve")(guarded(serve))
+    keys_app.command("create")(guarded(keys_create))
+    keys_app.command("list")(guarded(keys_list))
+    keys_app.command("revoke")(guarded(keys_revoke))
+    app.add_typer(keys_app, name="keys")
+
+
+def _configure_logging() -> None:
+    import logging
+    import sys
+
+    from notifyctl.server.accesslog import JsonLineFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLineFormatter())
+    logger = logging.getLogger("notifyctl.server")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8080,
+    redis: Annotated[
+        str | None, typer.Option("--redis", help="Deliver through the cluster's workers (redis://HOST:6379/0).")
+    ] = None,
+) -> None:
+    """Run the HTTP server: notification API, inbox, Twilio and SES webhooks, one-click unsubscribe,
+    /healthz and /metrics. SIGTERM stops it gracefully; accepted work stays in the outbox and is
+    finished by the next start (or `notifyctl resume RUN`).
+
+    Example: notifyctl serve --host 0.0.0.0 --port 8080
+    """
+    from notifyctl.cli import output
+    from notifyctl.cli.cluster import open_context
+    from notifyctl.cli.main import run_async
+    from notifyctl.server.app import serve as serve_app
+
+    _configure_logging()
+
+    def ready(url: str) -> None:
+        output.err_console.print(
+            f"notifyctl serve: listening on {url} (public URL {ctx.settings.public_url})", highlight=False, markup=False
+        )
+
+    with open_context(redis) as ctx:
+        run_async(serve_app(ctx, host, port, on_ready=ready))
+
+
+def keys_create(
+    name: Annotated[str, typer.Argument(help="A name for the key (who uses it).")], json_out: JsonOpt = False
+) -> None:
+    """Create an API key and print it once: only its SHA-256 hash is stored.
+
+    Example: notifyctl keys create billing-backend
+    """
+    from notifyctl.cli import output
+    from notifyctl.cli.main import context, machine_output
+    from notifyctl.store.keys import create_key
+
+    with context() as ctx:
+        key = create_key(ctx.conn, name)
+    if machine_output(json_out):
+        output.emit_json({"name": name, "key": key})
+    else:
+        output.console.print(key, highlight=False, markup=False)
+        output.err_console.print("Store this key now: it cannot be shown again.", highlight=False, markup=False)
+
+
+def keys_list(json_out: JsonOpt = False) -> None:
+    """List API keys (names and dates; the keys themselves are not stored).
+
+    Example: notifyctl keys list --json
+    """
+    from notifyctl.cli import output
+    from notifyctl.cli.main import context, machine_output
+    from notifyctl.store.keys import list_keys
+
+    with context() as ctx:
+        keys = list_keys(ctx.conn)
+    if machine_output(json_out):
+        output.emit_json(
+            [{"name": k.name, "created": k.created, "revoked_at": k.revoked_at, "active": k.active} for k in keys]
+        )
+    else:
+        output.table(
+            "API keys", ["name", "created", "revoked"], [(k.name, k.created, k.revoked_at or "") for k in keys]
+        )
+
+
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
+    """Revoke an API key; requests with it are refused (401) from now on.
+
+    Example: notifyctl keys revoke billing-backend
+    """
+    from notifyctl.cli import output
+    from notifyctl.cli.main import context
+    from notifyctl.store.keys import revoke_key
+
+    with context() as ctx:
+        revoked = revoke_key(ctx.conn, name)
+    if not revoked:
+        output.error(f"no active key named '{name}'")
+        raise typer.Exit(1)
+    output.console.print(f"revoked {name}")

@@ -1,0 +1,1 @@
+"""Preferences, suppression, consent, quiet hours: send, skip or defer."""

@@ -1,0 +1,1 @@
+"""Email providers: outbox folder, SES, SMTP, Postmark, and the MIME writer they share."""

@@ -1,0 +1,1 @@
+"""The HTTP clients providers send through."""

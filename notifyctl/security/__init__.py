@@ -1,0 +1,1 @@
+"""Signing, the SSRF guard, redaction, unsubscribe tokens."""

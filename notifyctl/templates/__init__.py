@@ -1,0 +1,1 @@
+"""Sandboxed Jinja2 templates: parts per channel, locales, versions."""
