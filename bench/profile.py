@@ -22,7 +22,7 @@ STAGES: list[tuple[str, str, str]] = [
     ("plan: read + validate audience rows", "_audience_source", "notifyctl/app/operations.py"),
     ("plan: Planner.plan_batch", "Planner.plan_batch", "pipeline/planner.py"),
     ("feed: pending_page + get_users", "Engine._feed", "pipeline/engine.py"),
-    ("  feed: endpoint_credentials (SQL)", "endpoint_credentials", "pipeline/envelope.py"),
+    ("  feed: endpoints.credentials (SQL)", "credentials", "store/endpoints.py"),
     ("plan + deliver: Policy.decide (both checks)", "Policy.decide", "notifyctl/policy/decide.py"),
     ("deliver: Engine._prepare (policy again + build)", "Engine._prepare", "pipeline/engine.py"),
     ("deliver: EnvelopeBuilder.build", "EnvelopeBuilder.build", "pipeline/envelope.py"),

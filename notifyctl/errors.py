@@ -7,9 +7,11 @@
      ├── TemplateError        template missing, unsafe, undefined variable, over the size cap
      ├── PolicyRefused        an operation the policy forbids (e.g. redrive past the window)
      └── ProviderError        raised by a provider's send(); the pipeline classifies it
-          ├── TransientError(retry_after_s)   retry with backoff
+          ├── TransientError(retry_after_s)   not sent: retry with backoff
           │    └── RateLimited(retry_after_s) retry, and slow that provider's bucket
-          └── PermanentError(code)            never retried; dead letter
+          ├── PermanentError(code)            rejected: never retried; dead letter
+          └── OutcomeUnknown                  the request was written, then no clear answer:
+                                              in doubt (re-sent only where the receiver dedupes)
 
 Providers map their SDK's exceptions into this tree in one place each.
 """
@@ -119,6 +121,15 @@ class PermanentError(ProviderError):
         self.suppress = suppress
         self.remove_device = remove_device
         self.disable_endpoint = disable_endpoint
+        super().__init__(message)
+
+
+class OutcomeUnknown(ProviderError):
+    """The request reached the provider (it was written), then a timeout, a reset or an unreadable
+    answer: the message may exist. Never retried as if nothing was sent; the delivery is in doubt."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        self.code = code
         super().__init__(message)
 
 

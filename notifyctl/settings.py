@@ -132,6 +132,8 @@ class Settings(_Strict):
     processes: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
     webhook_disable_after_hours: float = Field(default=72.0, gt=0)  # an endpoint failing this long is disabled
     in_doubt: Literal["hold", "resend"] = "hold"
+    # A long-lived run (`serve`) sends deferred deliveries whose time has come this often.
+    release_due_every_s: float = Field(default=15.0, gt=0)
     public_url: str = "https://notify.example.com"
     unsubscribe_secret: str = Field(default="change-me-unsubscribe-secret", repr=False)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)

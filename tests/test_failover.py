@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from notifyctl.app.operations import broadcast
-from notifyctl.errors import ProviderError, TransientError
+from notifyctl.backends.local import TokenBucket
 from notifyctl.intake.campaigns import load_campaign
-from notifyctl.models import Envelope, SendResult, User
+from notifyctl.models import Envelope, User
+from notifyctl.pipeline.backend import Dispatch, Verdict
 from notifyctl.pipeline.engine import RunOutcome
-from notifyctl.pipeline.limiter import TokenBucket
+from notifyctl.pipeline.outcomes import Kind, Outcome
 from notifyctl.pipeline.router import CircuitBreaker
 from notifyctl.pipeline.sender import Sender
 from notifyctl.settings import BreakerSettings, RetrySettings
@@ -254,29 +256,19 @@ def test_weighted_pool_spreads_by_weight_and_each_account_keeps_its_own_rate(
     assert span_s(twilio_api) < (len(on_a) - 1) / 10 * 0.6
 
 
-class MemoryRecorder:
-    """The Sender's Recorder protocol, kept in a list instead of the outbox."""
+class MemoryLedger:
+    """The Sender's Claims and OutcomeSink, kept in a list instead of the outbox."""
 
     def __init__(self) -> None:
         self.events: list[tuple[str, int, str]] = []
 
-    async def intent(self, envelope: Envelope, attempt: int, provider: str) -> None:
-        self.events.append(("intent", envelope.delivery_id, provider))
+    async def claim(self, dispatches: Sequence[Dispatch]) -> list[Verdict]:
+        self.events.extend(("intent", d.envelope.delivery_id, d.provider) for d in dispatches)
+        return [None for _ in dispatches]
 
-    async def sent(
-        self, envelope: Envelope, attempt: int, provider: str, result: SendResult, latency_ms: float
-    ) -> None:
-        self.events.append(("sent", envelope.delivery_id, provider))
-
-    async def retry(
-        self, envelope: Envelope, attempt: int, provider: str, error: TransientError, latency_ms: float, due: float
-    ) -> None:
-        self.events.append(("retry", envelope.delivery_id, provider))
-
-    async def dead(
-        self, envelope: Envelope, attempt: int, provider: str, error: ProviderError, latency_ms: float, gave_up: bool
-    ) -> None:
-        self.events.append(("dead", envelope.delivery_id, provider))
+    def record(self, outcome: Outcome) -> None:
+        name = "retry" if outcome.kind is Kind.not_sent and outcome.retry_at is not None else str(outcome.kind)
+        self.events.append((name, outcome.delivery_id, outcome.provider))
 
 
 def email_envelope(delivery_id: int) -> Envelope:
@@ -300,7 +292,7 @@ async def test_one_failed_batch_request_counts_as_one_breaker_failure(
 ) -> None:
     provider = await open_provider("postmark", "postmark", postmark_settings(postmark_api))
     breaker = CircuitBreaker(BreakerSettings(consecutive_failures=FAILURES_TO_OPEN, cooldown_s=60))
-    recorder = MemoryRecorder()
+    recorder = MemoryLedger()
     sender = Sender(
         {"postmark": provider},
         {"postmark": TokenBucket(1000, 1000)},
@@ -308,13 +300,15 @@ async def test_one_failed_batch_request_counts_as_one_breaker_failure(
         {"postmark": 1},
         RetrySettings(base_s=0.01, cap_s=0.01),
         recorder,
+        recorder,
         lambda: False,
+        lambda provider: False,
     )
     postmark_api.script(UNAVAILABLE)
 
     outcomes = await sender.transmit_batch([email_envelope(i) for i in range(1, 4)], "postmark", [1, 1, 1])
 
-    assert [outcome.state for outcome in outcomes] == ["retry"] * 3
+    assert [result.state for result in outcomes] == ["retry"] * 3
     assert [kind for kind, _, _ in recorder.events] == ["intent"] * 3 + ["retry"] * 3
     [request] = postmark_api.requests
     assert request.path == "/email/batch"

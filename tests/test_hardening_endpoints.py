@@ -12,10 +12,10 @@ import pytest
 from notifyctl.cli.admin import register
 from notifyctl.cli.main import app
 from notifyctl.models import User
-from notifyctl.pipeline.envelope import endpoint_credentials
 from notifyctl.store import endpoints
 from notifyctl.store.db import connect
 from notifyctl.store.directory import upsert_users
+from notifyctl.store.endpoints import credentials as endpoint_credentials
 from tests.webhook_sink import SINK_SECRET, WebhookSink
 from tests.workspace import audience_csv, campaign_toml, make_workspace, users_csv
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiolimiter import AsyncLimiter
 
-from notifyctl.pipeline.limiter import TokenBucket
+from notifyctl.backends.local import TokenBucket
 
 
 async def test_the_bucket_starts_empty() -> None:

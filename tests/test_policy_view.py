@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from notifyctl.app.operations import Context
+from notifyctl.backends.local import LocalBackend
 from notifyctl.models import Envelope, SendResult, User
 from notifyctl.pipeline.engine import Engine
 from notifyctl.pipeline.planner import PlanItem
@@ -176,7 +177,7 @@ async def test_an_opt_out_that_lands_while_a_delivery_is_queued_stops_it(tmp_pat
     template = ctx.templates.get("welcome")
     _service_run(ctx.conn)
     inbox = GatedInbox()
-    engine = Engine(settings, ctx.conn, ctx.templates, providers={"inapp": inbox})
+    engine = Engine(settings, ctx.conn, ctx.templates, providers={"inapp": inbox}, backend=LocalBackend())
     task = asyncio.create_task(engine.run("svc", service=True))
     await engine.ready()
     engine.submit("svc", _welcome_items(template.version, (1, 2, 3)))
@@ -228,7 +229,7 @@ async def test_pages_are_read_in_the_reader_thread_not_on_the_event_loop(
     monkeypatch.setattr(runs, "pending_page", recorded)
     inbox = GatedInbox()
     inbox.gate.set()
-    engine = Engine(settings, ctx.conn, ctx.templates, providers={"inapp": inbox})
+    engine = Engine(settings, ctx.conn, ctx.templates, providers={"inapp": inbox}, backend=LocalBackend())
     task = asyncio.create_task(engine.run("svc", service=True))
     await engine.ready()
     engine.submit("svc", _welcome_items(template.version, range(5)))

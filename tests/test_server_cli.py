@@ -20,7 +20,9 @@ from tests.webhook_sink import WebhookSink, stall
 from tests.workspace import make_workspace, users_csv
 
 # The serve command is added to the CLI by notifyctl.cli.server.register.
-SCRIPT = "from notifyctl.cli import main as cli; from notifyctl.cli.server import register; register(cli.app); cli.main()"
+SCRIPT = (
+    "from notifyctl.cli import main as cli; from notifyctl.cli.server import register; register(cli.app); cli.main()"
+)
 
 
 def wait_for_url(proc: subprocess.Popen[bytes]) -> tuple[str, list[str]]:

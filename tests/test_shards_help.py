@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from notifyctl.app.operations import Context
+from notifyctl.backends.local import LocalBackend
 from notifyctl.models import Envelope, SendResult, User
 from notifyctl.pipeline.engine import Engine
 from notifyctl.pipeline.idempotency import IdempotencyStore
@@ -98,9 +99,15 @@ async def test_a_process_whose_shard_is_done_sends_the_rest_of_the_others(tmp_pa
     # sends its own rows and then the parent's, except the one the parent has in flight.
     gate = asyncio.Event()
     parent_inbox, sibling_inbox = Inbox(gate), Inbox()
-    parent = Engine(settings, parent_ctx.conn, parent_ctx.templates, providers={"inapp": parent_inbox}, shard=(0, 2))
+    parent = Engine(
+        settings, parent_ctx.conn, parent_ctx.templates, providers={"inapp": parent_inbox}, backend=LocalBackend((0, 2))
+    )
     sibling = Engine(
-        settings, sibling_ctx.conn, sibling_ctx.templates, providers={"inapp": sibling_inbox}, shard=(1, 2), follow=True
+        settings,
+        sibling_ctx.conn,
+        sibling_ctx.templates,
+        providers={"inapp": sibling_inbox},
+        backend=LocalBackend((1, 2), follows=True),
     )
     parent_task = asyncio.create_task(parent.run(run_id))
     await asyncio.wait_for(parent_inbox.entered.wait(), 10)
@@ -125,8 +132,8 @@ async def test_both_processes_reading_the_same_rows_send_each_once(tmp_path: Pat
     a_ctx, b_ctx = Context.open(settings), Context.open(settings)
     run_id = _planned_run(a_ctx, N)
     a_inbox, b_inbox = Inbox(), Inbox()
-    a = Engine(settings, a_ctx.conn, a_ctx.templates, providers={"inapp": a_inbox})
-    b = Engine(settings, b_ctx.conn, b_ctx.templates, providers={"inapp": b_inbox}, follow=True)
+    a = Engine(settings, a_ctx.conn, a_ctx.templates, providers={"inapp": a_inbox}, backend=LocalBackend())
+    b = Engine(settings, b_ctx.conn, b_ctx.templates, providers={"inapp": b_inbox}, backend=LocalBackend(follows=True))
     await asyncio.gather(a.run(run_id), b.run(run_id))
     assert sorted(a_inbox.received + b_inbox.received) == list(range(1, N + 1))  # each exactly once
     assert runs.counts(a_ctx.conn, run_id) == {"inapp": {"sent": N}}

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from notifyctl.backends import processes as shards
+from notifyctl.backends.local import LocalBackend
 from notifyctl.errors import InputError, PolicyRefused, RowError, TemplateError
 from notifyctl.models import Recipient, User
+from notifyctl.pipeline.backend import Backend
 from notifyctl.pipeline.engine import Engine, PlanBatch, Progress, RunOutcome, utc_clock
+from notifyctl.pipeline.outcomes import recover_inflight
 from notifyctl.pipeline.planner import PLAN_BATCH, PlanItem, Planner
-from notifyctl.providers.base import provider_class
 from notifyctl.settings import Settings
 from notifyctl.store import directory, runs
 from notifyctl.store.db import connect, iso, loads, parse_iso, record_event, transaction
@@ -47,8 +49,16 @@ class Context:
         templates = TemplateStore(settings.templates_path, render_timeout_s=settings.render_timeout_s)
         return cls(settings, connect(settings.database_path), templates, clock)
 
-    def engine(self, progress: Progress | None = None) -> Engine:
-        return Engine(self.settings, self.conn, self.templates, clock=self.clock, progress=progress)
+    def engine(self, progress: Progress | None = None, backend: Backend | None = None) -> Engine:
+        """An engine for this context: on the embedded backend unless told otherwise."""
+        return Engine(
+            self.settings,
+            self.conn,
+            self.templates,
+            clock=self.clock,
+            progress=progress,
+            backend=backend or LocalBackend(),
+        )
 
 
 @dataclass
@@ -307,10 +317,12 @@ def _sender_processes(ctx: Context, run: runs.Run | None) -> int:
 async def _engine_for(ctx: Context, run_id: str, progress: Progress | None, allow_template_change: bool) -> Engine:
     """The engine of a run; with N sender processes, it sends shard 0 and N-1 sibling processes the rest."""
     engine = ctx.engine(progress)
+    if not isinstance(engine.backend, LocalBackend):
+        return engine  # the cluster scales out with workers instead
     run = runs.get_run(ctx.conn, run_id)
     processes = _sender_processes(ctx, run)
-    if processes > 1 and type(engine) is Engine:  # the cluster scales out with workers instead
-        engine = Engine(ctx.settings, ctx.conn, ctx.templates, clock=ctx.clock, progress=progress, shard=(0, processes))
+    if processes > 1:
+        engine = ctx.engine(progress, LocalBackend(shard=(0, processes)))
         engine.siblings = await shards.spawn(ctx.settings, run_id, processes, allow_template_change)
     return engine
 
@@ -497,19 +509,6 @@ async def send_events(
 # --- resume -------------------------------------------------------------------------------------
 
 
-def _resend_channels(settings: Settings) -> set[str]:
-    """Channels whose in-doubt rows are re-sent on resume: receivers that dedupe (webhook-id,
-    inbox row per delivery, .eml per message id), or every channel when the operator chose so."""
-    if settings.in_doubt == "resend":
-        return set(settings.channels)
-    safe = set()
-    for channel, route in settings.channels.items():
-        names = route.names
-        if all(provider_class(settings.providers[n].type).capabilities.idempotent for n in names):
-            safe.add(channel)
-    return safe
-
-
 def _template_changes(ctx: Context, run: runs.Run) -> list[str]:
     changed = []
     pinned = {
@@ -579,7 +578,7 @@ async def resume(
                 f"run {run_id}: template changed since the run started: {', '.join(changes)}; "
                 "pass --allow-template-change to render the rest with the new version"
             )
-        runs.recover_inflight(ctx.conn, run_id, _resend_channels(ctx.settings))
+        recover_inflight(ctx.conn, run_id, ctx.settings)
         runs.release_due_deferred(ctx.conn, run_id, ctx.clock())
         source = _resume_source(ctx, run)
         engine = await _engine_for(ctx, run_id, progress, allow_template_change)

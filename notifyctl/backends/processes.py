@@ -1,8 +1,10 @@
 """Sender processes for one run: one per shard of the outbox (delivery id modulo N).
 
 Python sends from one core per process; `processes = N` in notifyctl.toml lets a broadcast or resume
-use N. The parent plans and sends shard 0; each child sends shard k at 1/N of every provider's rate,
-through its own ledger connection, so intent-before-call and outcome-after still hold row by row.
+use N. The parent plans and sends shard 0; each child runs the same engine on the local backend for
+shard k (`LocalBackend(shard=(k, N), follows=True)`), at 1/N of every provider's rate, through its
+own ledger connection, so intent-before-call and outcome-after still hold row by row. A process
+whose shard is done takes on the others' never-attempted rows; every intent is a claim.
 A child dies with its parent (PR_SET_PDEATHSIG), so a kill -9 of the parent leaves in-flight rows for
 `resume` to mark in doubt, exactly as with one process.
 """
@@ -57,21 +59,24 @@ def _die_with_parent(parent: int) -> None:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from notifyctl.app.operations import Context
+    from notifyctl.backends.local import LocalBackend
     from notifyctl.pipeline.engine import Engine
     from notifyctl.settings import load_settings
+    from notifyctl.store.db import connect
+    from notifyctl.templates.store import TemplateStore
 
-    ctx = Context.open(load_settings(Path(args.config) if args.config else None))
-    engine = Engine(
-        ctx.settings, ctx.conn, ctx.templates, clock=ctx.clock, shard=(args.shard, args.processes), follow=True
-    )
+    settings = load_settings(Path(args.config) if args.config else None)
+    conn = connect(settings.database_path)
+    templates = TemplateStore(settings.templates_path, render_timeout_s=settings.render_timeout_s)
+    backend = LocalBackend(shard=(args.shard, args.processes), follows=True)
+    engine = Engine(settings, conn, templates, backend=backend)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, engine.stop)
     try:
         await engine.run(args.run_id, allow_template_change=args.allow_template_change)
     finally:
-        ctx.conn.close()
+        conn.close()
     return 0
 
 

@@ -11,28 +11,8 @@ from notifyctl.errors import TemplateError
 from notifyctl.models import Envelope, User, trusted
 from notifyctl.security.unsubscribe import unsubscribe_url
 from notifyctl.settings import Settings
-from notifyctl.store.db import in_chunks, loads, parse_iso
+from notifyctl.store.db import loads
 from notifyctl.templates.store import Template, TemplateStore
-
-
-def endpoint_credentials(
-    conn: sqlite3.Connection, user_ids: list[str], now: datetime
-) -> dict[str, tuple[list[str], str | None]]:
-    """{user_id: (signing secrets, "cert\\nkey" for mutual TLS or None)} in one query per 500 users."""
-    found: dict[str, tuple[list[str], str | None]] = {}
-    for chunk, marks in in_chunks(user_ids):
-        for row in conn.execute(
-            "SELECT user_id, secret, previous_secret, previous_secret_until, client_cert, client_key FROM endpoints "
-            f"WHERE user_id IN ({marks})",
-            chunk,
-        ):
-            secrets = [row["secret"]]
-            until = row["previous_secret_until"]
-            if row["previous_secret"] and until and parse_iso(until) > now:
-                secrets.append(row["previous_secret"])
-            cert = f"{row['client_cert']}\n{row['client_key']}" if row["client_cert"] and row["client_key"] else None
-            found[row["user_id"]] = (secrets, cert)
-    return found
 
 
 class EnvelopeBuilder:

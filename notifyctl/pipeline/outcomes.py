@@ -1,109 +1,301 @@
-"""The embedded Recorder: a Sender's intents and outcomes, written to the outbox via the ledger."""
+"""What became of one attempt, and the one recorder that writes it down.
+
+A provider call ends in one of four outcome classes (ARCHITECTURE.md, "The provider boundary"):
+
+    sent        the provider accepted the message (its id is kept)
+    rejected    a permanent error: never retried; a dead letter, plus what the error asks for
+                (suppress the address, drop the push token, disable the webhook endpoint)
+    not_sent    nothing reached the provider, or it answered clearly (5xx, 408, 429): retried with
+                backoff until the attempts run out, then a dead letter
+    unknown     the request was written, then a timeout, a reset or an unreadable answer: the message
+                may exist. In doubt, exactly as after a crash: re-sent where the receiver dedupes,
+                held for the operator otherwise (`resend_in_doubt`)
+
+and one that comes before the call:
+
+    withdrawn   the claim found that policy no longer allows it (an opt-out landed after the
+                decision), or another database holds its idempotency key: skipped or deferred, and
+                the attempt's intent is undone (the attempt never happened)
+
+An Outcome is a flat record so that a Redis worker can carry it to the coordinator as it is
+(`as_fields` / `from_fields`). `write` maps every class to the outbox, the attempts table and the
+dead letters; the embedded ledger, the sender processes and the coordinator's collector all call
+it, so recording exists once.
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+import time
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
 
-from notifyctl.addresses import AddressError
-from notifyctl.errors import PermanentError, ProviderError, Taken, TransientError, Withdrawn
-from notifyctl.models import Envelope, SendResult
-from notifyctl.pipeline.sender import Failure
+import orjson
+
+from notifyctl.errors import OutcomeUnknown, PermanentError, ProviderError, RateLimited, TransientError
+from notifyctl.models import Decision, DeliveryState, Envelope
+from notifyctl.providers.base import provider_class
+from notifyctl.settings import Settings
 from notifyctl.store import directory, endpoints, runs
-from notifyctl.store.db import iso
-from notifyctl.store.ledger import Ledger
+from notifyctl.store.db import iso, transaction
+
+MAX_ERROR_CHARS = 500
 
 
-def apply_side_effects(conn: sqlite3.Connection, envelope: Envelope, error: PermanentError) -> None:
-    """What a permanent error asks for: suppress the address, drop the push token, disable the endpoint."""
-    code = error.code
-    if error.suppress and envelope.address:
-        reason = "stop" if envelope.channel == "sms" else "bounce"
-        try:
-            directory.add_suppression(conn, envelope.channel, envelope.address, reason, source=f"provider:{code}")
-        except AddressError:
-            # An address the directory would not accept today: keep it exactly as the provider saw it.
-            conn.execute(
-                "INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?, ?)",
-                (envelope.channel, envelope.address, reason, f"provider:{code}", iso()),
-            )
-    if error.remove_device and envelope.address:
-        directory.remove_device(conn, envelope.user_id, envelope.address, reason=f"provider:{code}")
-    if error.disable_endpoint and envelope.user_id:
-        directory.disable_endpoint(conn, envelope.user_id, reason=f"provider:{code}")
+class Kind(StrEnum):
+    sent = "sent"
+    rejected = "rejected"
+    not_sent = "not_sent"
+    unknown = "unknown"
+    withdrawn = "withdrawn"
 
 
-class LedgerRecorder:
-    """Intents are awaited (committed before the provider call); outcomes are queued for the next
-    batch commit without waiting, in order behind the intent."""
+EFFECTS = ("suppress", "remove_device", "disable_endpoint")
 
-    def __init__(
-        self,
-        ledger: Ledger,
-        webhook_disable_after_s: float = 72 * 3600,
-        guard: Callable[[Envelope, int, int], bool] | None = None,
-    ) -> None:
-        """`guard(envelope, attempt, directory_version)`: asked once the intent is committed whether
-        the delivery may still go out (False: it settled the delivery itself, and it is not sent)."""
-        self.ledger = ledger
-        self.webhook_disable_after_s = webhook_disable_after_s
-        self.guard = guard
 
-    def _endpoint_failed(self, conn: sqlite3.Connection, envelope: Envelope) -> None:
-        """A webhook endpoint that keeps failing for the configured period is disabled (and audited);
-        a success (Ledger.sent) starts its clock again."""
-        if envelope.channel != "webhook" or not envelope.user_id:
-            return
-        endpoints.record_failure(conn, envelope.user_id, datetime.now(UTC), self.webhook_disable_after_s)
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt's outcome, with what recording it needs (nothing secret: no signing secrets)."""
 
-    async def intent(self, envelope: Envelope, attempt: int, provider: str) -> None:
-        version = await self.ledger.intent(envelope.delivery_id, attempt, provider)
-        if version is None:
-            raise Taken(f"delivery {envelope.delivery_id} was taken by another sender process")
-        if self.guard is not None and not self.guard(envelope, attempt, version):
-            raise Withdrawn(f"delivery {envelope.delivery_id} withdrawn by policy")
+    kind: Kind
+    delivery_id: int
+    attempt: int
+    provider: str
+    channel: str
+    user_id: str | None = None
+    address: str | None = None
+    latency_ms: float = 0.0
+    message_id: str | None = None  # sent: the provider's message id
+    code: str | None = None  # the error's code (HTTP status, Twilio error, …)
+    error_class: str | None = None
+    message: str | None = None
+    rate_limited: bool = False  # not_sent: the provider said slow down
+    retry_at: float | None = None  # not_sent: when to try again (epoch s); None: attempts ran out
+    resend: bool = False  # unknown: the receiver dedupes, so it is re-sent in this run
+    state: str | None = None  # withdrawn: skipped | deferred
+    reason: str | None = None  # withdrawn: why; unknown: what made it unknown
+    until: str | None = None  # withdrawn and deferred: until when (ISO)
+    effects: tuple[str, ...] = ()  # rejected: suppress, remove_device, disable_endpoint
+    envelope: dict[str, Any] | None = field(default=None, repr=False)  # dead letters keep it
 
-    async def sent(
-        self, envelope: Envelope, attempt: int, provider: str, result: SendResult, latency_ms: float
-    ) -> None:
-        endpoint_user = envelope.user_id if envelope.channel == "webhook" else None
-        self.ledger.sent(envelope.delivery_id, attempt, provider, result.provider_message_id, latency_ms, endpoint_user)
+    @property
+    def final(self) -> bool:
+        """Whether the delivery is settled by this outcome (no further attempt in this run)."""
+        if self.kind is Kind.not_sent:
+            return self.retry_at is None
+        if self.kind is Kind.unknown:
+            return not self.resend
+        return True
 
-    async def retry(
-        self, envelope: Envelope, attempt: int, provider: str, error: TransientError, latency_ms: float, due: float
-    ) -> None:
-        f = Failure.of(error, attempt)
+    @property
+    def progress_state(self) -> str:
+        """The delivery state this outcome leaves behind, as progress bars count it."""
+        if self.kind is Kind.sent:
+            return DeliveryState.sent
+        if self.kind is Kind.withdrawn:
+            return self.state or DeliveryState.skipped
+        if self.kind is Kind.unknown:
+            return DeliveryState.pending if self.resend else DeliveryState.in_doubt
+        if self.kind is Kind.not_sent and self.retry_at is not None:
+            return DeliveryState.pending
+        return DeliveryState.dead
 
-        def write(conn: sqlite3.Connection) -> None:
-            runs.mark_retry(
-                conn, envelope.delivery_id, attempt, f.outcome, latency_ms, f.code, f.error_class, f.message, due
-            )
-            self._endpoint_failed(conn, envelope)
+    def as_fields(self) -> dict[str, str]:
+        """For a Redis stream entry."""
+        return {"o": orjson.dumps(asdict(self)).decode()}
 
-        self.ledger.post(write)
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> Outcome:
+        raw = orjson.loads(fields["o"])
+        raw["kind"] = Kind(raw["kind"])
+        raw["effects"] = tuple(raw.get("effects") or ())
+        return cls(**raw)
 
-    async def dead(
-        self, envelope: Envelope, attempt: int, provider: str, error: ProviderError, latency_ms: float, gave_up: bool
-    ) -> None:
-        f = Failure.of(error, attempt, gave_up)
+
+def classify(exc: BaseException) -> ProviderError:
+    """Anything a provider raised, as a ProviderError. An unexpected exception is a provider bug: it
+    happened after the call was made, so nothing proves the message was not accepted — in doubt."""
+    if isinstance(exc, ProviderError):
+        return exc
+    return OutcomeUnknown(f"unexpected {type(exc).__name__}: {exc}")
+
+
+def resend_in_doubt(settings: Settings, provider_name: str) -> bool:
+    """Whether an attempt of unknown outcome on this provider account is re-sent: where the receiver
+    dedupes (webhook-id, one inbox row or .eml per message id), or everywhere when the operator chose
+    `in_doubt = "resend"`. Otherwise it is held for `dlq redrive --in-doubt`."""
+    if settings.in_doubt == "resend":
+        return True
+    conf = settings.providers.get(provider_name)
+    return conf is not None and bool(provider_class(conf.type).capabilities.idempotent)
+
+
+def _base(envelope: Envelope, attempt: int, provider: str, latency_ms: float) -> dict[str, Any]:
+    return {
+        "delivery_id": envelope.delivery_id,
+        "attempt": attempt,
+        "provider": provider,
+        "channel": envelope.channel,
+        "user_id": envelope.user_id,
+        "address": envelope.address,
+        "latency_ms": latency_ms,
+    }
+
+
+def sent(envelope: Envelope, attempt: int, provider: str, message_id: str | None, latency_ms: float) -> Outcome:
+    return Outcome(Kind.sent, message_id=message_id, **_base(envelope, attempt, provider, latency_ms))
+
+
+def failed(
+    envelope: Envelope,
+    attempt: int,
+    provider: str,
+    error: ProviderError,
+    latency_ms: float,
+    *,
+    retry_at: float | None,
+    resend: bool,
+) -> Outcome:
+    """The outcome of an attempt that raised: rejected, not sent (retry at `retry_at`, or given up
+    when None) or unknown (re-sent when `resend`, else held)."""
+    message = str(error)[:MAX_ERROR_CHARS]
+    base = _base(envelope, attempt, provider, latency_ms)
+    base.update(code=getattr(error, "code", None), error_class=type(error).__name__)
+    if isinstance(error, PermanentError):
+        effects = tuple(name for name in EFFECTS if getattr(error, name))
         envelope_json = envelope.model_dump(mode="json")
+        return Outcome(Kind.rejected, message=message, effects=effects, envelope=envelope_json, **base)
+    if isinstance(error, OutcomeUnknown):
+        return Outcome(Kind.unknown, message=message, resend=resend, reason="outcome_unknown", **base)
+    assert isinstance(error, TransientError)
+    dead_letter: dict[str, Any] | None = None
+    if retry_at is None:
+        message = f"gave up after {attempt} attempts: {message}"[:MAX_ERROR_CHARS]
+        dead_letter = envelope.model_dump(mode="json")
+    return Outcome(
+        Kind.not_sent,
+        message=message,
+        rate_limited=isinstance(error, RateLimited),
+        retry_at=retry_at,
+        envelope=dead_letter,
+        **base,
+    )
 
-        def write(conn: sqlite3.Connection) -> None:
-            runs.mark_dead(
-                conn,
-                envelope.delivery_id,
-                attempt=attempt,
-                outcome=f.outcome,
-                latency_ms=latency_ms,
-                code=f.code,
-                error_class=f.error_class,
-                message=f.message,
-                envelope=envelope_json,
-            )
-            if isinstance(error, PermanentError):
-                apply_side_effects(conn, envelope, error)
-            else:
-                self._endpoint_failed(conn, envelope)
 
-        self.ledger.post(write)
+def withdrawn(envelope: Envelope, attempt: int, provider: str, decision: Decision) -> Outcome:
+    """Policy said no at the claim (or the key belongs to another database): skipped or deferred."""
+    state = DeliveryState.deferred if decision.action == "defer" else DeliveryState.skipped
+    until = iso(decision.until) if decision.until else None
+    base = _base(envelope, attempt, provider, 0.0)
+    return Outcome(Kind.withdrawn, state=state, reason=decision.reason, until=until, **base)
+
+
+def crashed(delivery_id: int, attempt: int, provider: str, channel: str, resend: bool) -> Outcome:
+    """An attempt found in flight after a crash, or a published delivery whose outcome was lost."""
+    return Outcome(
+        Kind.unknown,
+        delivery_id=delivery_id,
+        attempt=attempt,
+        provider=provider,
+        channel=channel,
+        resend=resend,
+        reason="crash_during_send",
+        message="the process sending it stopped before its outcome was recorded",
+    )
+
+
+# --- the recorder ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What recording needs besides the outcome."""
+
+    webhook_disable_after_s: float = 72 * 3600
+
+
+def write(conn: sqlite3.Connection, outcome: Outcome, recording: Recording) -> None:
+    """Record one outcome (inside the caller's transaction: the ledger's batch, or the collector's)."""
+    kind = outcome.kind
+    delivery_id, attempt = outcome.delivery_id, outcome.attempt
+    if kind is Kind.sent:
+        runs.mark_sent(conn, delivery_id, attempt, outcome.provider, outcome.message_id, outcome.latency_ms)
+        if outcome.channel == "webhook" and outcome.user_id:
+            endpoints.record_success(conn, outcome.user_id)
+    elif kind is Kind.withdrawn:
+        state = outcome.state or DeliveryState.skipped
+        runs.withdraw_intent(conn, delivery_id, attempt, state, outcome.reason, outcome.until)
+    elif kind is Kind.unknown:
+        runs.mark_in_doubt(conn, delivery_id, attempt, resend=outcome.resend, reason=outcome.reason)
+    elif kind is Kind.not_sent and outcome.retry_at is not None:
+        outcome_name = "rate_limited" if outcome.rate_limited else "transient"
+        runs.mark_retry(
+            conn,
+            delivery_id,
+            attempt,
+            outcome_name,
+            outcome.latency_ms,
+            outcome.code,
+            outcome.error_class or "TransientError",
+            outcome.message or "",
+            outcome.retry_at,
+        )
+        _endpoint_failed(conn, outcome, recording)
+    else:  # rejected, or not sent and given up: a dead letter
+        permanent = kind is Kind.rejected
+        outcome_name = "permanent" if permanent else ("rate_limited" if outcome.rate_limited else "transient")
+        runs.mark_dead(
+            conn,
+            delivery_id,
+            attempt=attempt or None,
+            outcome=outcome_name,
+            latency_ms=outcome.latency_ms,
+            code=outcome.code,
+            error_class=outcome.error_class or ("PermanentError" if permanent else "TransientError"),
+            message=outcome.message or "",
+            envelope=outcome.envelope,
+        )
+        if permanent:
+            _side_effects(conn, outcome)
+        else:
+            _endpoint_failed(conn, outcome, recording)
+
+
+def _endpoint_failed(conn: sqlite3.Connection, outcome: Outcome, recording: Recording) -> None:
+    """A webhook endpoint that keeps failing for the configured period is disabled (and audited); a
+    success starts its clock again."""
+    if outcome.channel == "webhook" and outcome.user_id:
+        endpoints.record_failure(conn, outcome.user_id, datetime.now(UTC), recording.webhook_disable_after_s)
+
+
+def _side_effects(conn: sqlite3.Connection, outcome: Outcome) -> None:
+    """What a permanent error asks for: suppress the address, drop the push token, disable the endpoint."""
+    source = f"provider:{outcome.code}"
+    if "suppress" in outcome.effects and outcome.address:
+        reason = "stop" if outcome.channel == "sms" else "bounce"
+        directory.suppress_as_seen(conn, outcome.channel, outcome.address, reason, source)
+    if "remove_device" in outcome.effects and outcome.address:
+        directory.remove_device(conn, outcome.user_id, outcome.address, reason=source)
+    if "disable_endpoint" in outcome.effects and outcome.user_id:
+        directory.disable_endpoint(conn, outcome.user_id, reason=source)
+
+
+def due_in(outcome: Outcome) -> float:
+    """Seconds until a not-sent outcome's next attempt (0 for a re-sent unknown outcome)."""
+    if outcome.retry_at is None:
+        return 0.0
+    return max(0.0, outcome.retry_at - time.time())
+
+
+def recover_inflight(conn: sqlite3.Connection, run_id: str, settings: Settings) -> tuple[int, int]:
+    """After a crash: every attempt left in flight is of unknown outcome (`crashed`), recorded as any
+    unknown outcome is: re-sent where the receiver dedupes, held otherwise. Returns (re-sent, held)."""
+    resent = held = 0
+    with transaction(conn):
+        for row in runs.inflight(conn, run_id):
+            resend = resend_in_doubt(settings, row["provider"] or "")
+            write(conn, crashed(row["id"], row["attempts"], row["provider"] or "", row["channel"], resend), Recording())
+            resent, held = resent + resend, held + (not resend)
+    return resent, held

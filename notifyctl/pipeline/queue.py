@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
+from typing import Generic, TypeVar
 
 PRIORITY = {"high": 0, "normal": 1, "low": 2}
 _STOP_NOW = -1  # sorts before every real item: stop after the message in hand
 _STOP_WHEN_EMPTY = 9  # sorts after every real item: stop when the lane has drained
 
 
-class LaneQueue:
+T = TypeVar("T")
+
+
+class LaneQueue(Generic[T]):
     def __init__(self, maxsize: int) -> None:
-        self._queue: asyncio.PriorityQueue[tuple[int, int, dict[str, Any] | None]] = asyncio.PriorityQueue()
+        self._queue: asyncio.PriorityQueue[tuple[int, int, T | None]] = asyncio.PriorityQueue()
         self._room = asyncio.Semaphore(maxsize)
         self._order = itertools.count()
         self._closed = False
         self._maxsize = maxsize
 
-    async def put(self, item: dict[str, Any], priority: int = 1) -> bool:
+    async def put(self, item: T, priority: int = 1) -> bool:
         """Queue an item, waiting for room; False (not queued) once the lane is stopping."""
         await self._room.acquire()
         if self._closed:
@@ -41,14 +44,14 @@ class LaneQueue:
             self._closed = True
             self._room.release()  # producers blocked on a full queue wake up and give up
 
-    async def get(self) -> dict[str, Any] | None:
+    async def get(self) -> T | None:
         """The next item, or None: the consumer should stop."""
         _, _, item = await self._queue.get()
         if item is not None:
             self._room.release()
         return item
 
-    def get_nowait(self) -> dict[str, Any] | None:
+    def get_nowait(self) -> T | None:
         """The next item if one is queued now; a stop signal stays queued for its consumer."""
         try:
             entry = self._queue.get_nowait()

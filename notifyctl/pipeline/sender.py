@@ -1,8 +1,10 @@
-"""The transmit stage: token bucket → intent recorded → provider call → classify → outcome recorded.
+"""The transmit stage: token bucket → claim (intent durable, policy re-checked) → provider call →
+outcome recorded.
 
-The engine runs it in-process; a scale-out worker runs the same Sender on another machine with a
-Recorder that reports to the coordinator and a Limiter shared through Redis. Either way the intent is
-recorded before the provider is called and the outcome after.
+One Sender serves every backend: the embedded engine and each sender process run it in-process
+with the ledger's claims and sink; a Redis worker runs it with claims made in Redis (revocations,
+idempotency) and a sink that reports to the coordinator's outcome stream. Either way the intent is
+durable before the provider is called and the outcome is recorded after, by one recorder.
 """
 
 from __future__ import annotations
@@ -10,178 +12,150 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import cast
 
-from notifyctl.errors import PermanentError, ProviderError, RateLimited, TransientError, Withdrawn
+from notifyctl.errors import OutcomeUnknown, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult
-from notifyctl.pipeline.limiter import Limiter
+from notifyctl.pipeline import outcomes
+from notifyctl.pipeline.backend import (
+    REROUTE,
+    STOPPED,
+    TAKEN,
+    TAKEN_RESULT,
+    Bucket,
+    Claims,
+    Dispatch,
+    OutcomeSink,
+    Result,
+)
+from notifyctl.pipeline.outcomes import Outcome
 from notifyctl.pipeline.retry import backoff_s, should_retry
 from notifyctl.pipeline.router import CircuitBreaker
 from notifyctl.providers.base import BatchProvider, Provider
 from notifyctl.settings import RetrySettings
 
 
-class Recorder(Protocol):
-    """Where a Sender writes what happened (the outbox ledger, or the coordinator's outcome stream)."""
-
-    async def intent(self, envelope: Envelope, attempt: int, provider: str) -> None: ...
-
-    async def sent(
-        self, envelope: Envelope, attempt: int, provider: str, result: SendResult, latency_ms: float
-    ) -> None: ...
-
-    async def retry(
-        self, envelope: Envelope, attempt: int, provider: str, error: TransientError, latency_ms: float, due: float
-    ) -> None: ...
-
-    async def dead(
-        self, envelope: Envelope, attempt: int, provider: str, error: ProviderError, latency_ms: float, gave_up: bool
-    ) -> None: ...
-
-
-@dataclass
-class Outcome:
-    """What became of one transmission: sent, dead, retry after `delay_s`, or not attempted (stopping)."""
-
-    # "sent" | "dead" | "retry" | "stopped" (not attempted, stays pending) | "reroute" (not attempted)
-    # | "withdrawn" (policy changed its mind after the decision; the recorder's guard settled it)
-    state: str
-    delay_s: float = 0.0
-
-
-@dataclass
-class Failure:
-    """How a failed attempt is recorded, the same by the ledger and by a scale-out worker."""
-
-    code: str | None
-    error_class: str
-    message: str
-    outcome: str  # the attempt's outcome: "rate_limited" | "transient" | "permanent"
-
-    @classmethod
-    def of(cls, error: ProviderError, attempt: int, gave_up: bool = False) -> Failure:
-        message = str(error)[:500]
-        if gave_up:
-            message = f"gave up after {attempt} attempts: {message}"
-        if isinstance(error, PermanentError):
-            outcome = "permanent"
-        else:
-            outcome = "rate_limited" if isinstance(error, RateLimited) else "transient"
-        return cls(getattr(error, "code", None), type(error).__name__, message, outcome)
-
-
-def classify(exc: BaseException) -> ProviderError:
-    """Anything a provider raised, as a ProviderError; an unexpected exception is a provider bug,
-    kept as transient so that the delivery is retried rather than lost."""
-    if isinstance(exc, (PermanentError, TransientError)):
-        return exc
-    return TransientError(f"unexpected {type(exc).__name__}: {exc}")
+def result_of(outcome: Outcome, stopping: bool = False) -> Result:
+    """What the engine does next after an outcome."""
+    if outcome.final:
+        return Result("settled", outcome.progress_state)
+    if stopping:
+        return STOPPED  # recorded as due now: resume picks it up
+    return Result("retry", delay_s=outcomes.due_in(outcome))
 
 
 class Sender:
     def __init__(
         self,
         providers: dict[str, Provider],
-        limiters: dict[str, Limiter],
+        buckets: dict[str, Bucket],
         breakers: dict[str, CircuitBreaker],
         concurrency: dict[str, int],
         retry: RetrySettings,
-        recorder: Recorder,
+        claims: Claims,
+        sink: OutcomeSink,
         stopping: Callable[[], bool],
+        resend_in_doubt: Callable[[str], bool],
     ) -> None:
+        """`resend_in_doubt(provider)`: whether an attempt of unknown outcome on that account is re-sent
+        (outcomes.resend_in_doubt with the settings)."""
         self.providers = providers
-        self.limiters = limiters
+        self.buckets = buckets
         self.breakers = breakers
         self.semaphores = {name: asyncio.Semaphore(n) for name, n in concurrency.items()}
         self.retry = retry
-        self.recorder = recorder
+        self.claims = claims
+        self.sink = sink
         self.stopping = stopping
+        self.resend_in_doubt = resend_in_doubt
 
-    async def transmit(self, envelope: Envelope, provider_name: str, attempt: int) -> Outcome:
+    async def transmit(self, envelope: Envelope, provider_name: str, attempt: int) -> Result:
         """One attempt of one delivery through `provider_name` (attempt counts from 1)."""
         return (await self.transmit_batch([envelope], provider_name, [attempt]))[0]
 
     async def transmit_batch(
         self, envelopes: list[Envelope], provider_name: str, attempts: list[int], *, reroutable: bool = False
-    ) -> list[Outcome]:
+    ) -> list[Result]:
         """Several deliveries in one provider call where the provider has a batch API."""
-        limiter = self.limiters[provider_name]
-        for _ in envelopes:
-            await limiter.acquire()
+        bucket = self.buckets[provider_name]
+        await bucket.acquire(len(envelopes))
         if self.stopping():
-            return [Outcome("stopped") for _ in envelopes]  # still pending in the outbox
+            return [STOPPED for _ in envelopes]  # still pending in the outbox
         if reroutable and self.breakers[provider_name].state == "open":
             # The breaker opened while these waited for tokens: not attempted, route them again.
-            return [Outcome("reroute") for _ in envelopes]
-        withdrawn: set[int] = set()
-        for i, (envelope, attempt) in enumerate(zip(envelopes, attempts, strict=True)):
-            try:
-                await self.recorder.intent(envelope, attempt, provider_name)
-            except Withdrawn:
-                withdrawn.add(i)
-        if withdrawn:
-            kept = [i for i in range(len(envelopes)) if i not in withdrawn]
-            outcomes = [Outcome("withdrawn") for _ in envelopes]
-            if kept:
-                await limiter.pace(len(kept))
-                sent = await self._call([envelopes[i] for i in kept], provider_name, [attempts[i] for i in kept])
-                for i, outcome in zip(kept, sent, strict=True):
-                    outcomes[i] = outcome
-            return outcomes
-        await limiter.pace(len(envelopes))
-        return await self._call(envelopes, provider_name, attempts)
+            return [REROUTE for _ in envelopes]
+        dispatches = [Dispatch(e, a, provider_name) for e, a in zip(envelopes, attempts, strict=True)]
+        verdicts = await self.claims.claim(dispatches)
+        results: list[Result | None] = [None] * len(dispatches)
+        claimed: list[int] = []
+        for i, verdict in enumerate(verdicts):
+            if verdict is None:
+                claimed.append(i)
+            elif verdict == TAKEN:
+                results[i] = TAKEN_RESULT
+            else:
+                assert isinstance(verdict, Outcome)
+                self.sink.record(verdict)
+                results[i] = result_of(verdict)
+        if claimed:
+            await bucket.pace(len(claimed))
+            called = await self._call([dispatches[i] for i in claimed])
+            for i, result in zip(claimed, called, strict=True):
+                results[i] = result
+        return [r if r is not None else STOPPED for r in results]
 
-    async def _call(self, envelopes: list[Envelope], provider_name: str, attempts: list[int]) -> list[Outcome]:
-        """The provider call for deliveries whose intents are committed, and their outcomes."""
+    async def _call(self, dispatches: list[Dispatch]) -> list[Result]:
+        """The provider call for claimed dispatches, and their outcomes."""
+        provider_name = dispatches[0].provider
         provider = self.providers[provider_name]
         started = time.perf_counter()
-        results: list[SendResult | ProviderError]
+        answers: list[SendResult | BaseException]
         async with self.semaphores[provider_name]:
-            if len(envelopes) == 1:
+            if len(dispatches) == 1:
                 try:
-                    results = [await provider.send(envelopes[0])]
+                    answers = [await provider.send(dispatches[0].envelope)]
                 except Exception as exc:
-                    results = [classify(exc)]
+                    answers = [exc]
             else:
                 try:
-                    answers = await cast(BatchProvider, provider).send_batch(envelopes)
-                    results = [r if isinstance(r, SendResult) else classify(r) for r in answers]
+                    batch = cast(BatchProvider, provider)
+                    answers = list(await batch.send_batch([d.envelope for d in dispatches]))
                 except Exception as exc:
-                    results = [classify(exc) for _ in envelopes]
+                    answers = [exc for _ in dispatches]
         latency_ms = (time.perf_counter() - started) * 1000
         # The breaker hears once per provider call: one failed batch request is one failure.
         breaker = self.breakers[provider_name]
-        if all(isinstance(r, TransientError) for r in results):
-            breaker.failure()
+        failures = [outcomes.classify(a) for a in answers if not isinstance(a, SendResult)]
+        if len(failures) == len(answers) and all(isinstance(f, (TransientError, OutcomeUnknown)) for f in failures):
+            breaker.failure()  # every message of the call failed as a sick provider fails
         else:
             breaker.success()
-        return [
-            await self._settle(envelope, attempt, provider_name, result, latency_ms)
-            for envelope, attempt, result in zip(envelopes, attempts, results, strict=True)
-        ]
+        results: list[Result] = []
+        for dispatch, answer in zip(dispatches, answers, strict=True):
+            outcome = self._outcome(dispatch, answer, latency_ms)
+            self.sink.record(outcome)
+            results.append(result_of(outcome, self.stopping()))
+        return results
 
-    async def _settle(
-        self,
-        envelope: Envelope,
-        attempt: int,
-        provider_name: str,
-        result: SendResult | ProviderError,
-        latency_ms: float,
-    ) -> Outcome:
-        if isinstance(result, SendResult):
-            await self.recorder.sent(envelope, attempt, provider_name, result, latency_ms)
-            return Outcome("sent")
-        if isinstance(result, PermanentError):
-            await self.recorder.dead(envelope, attempt, provider_name, result, latency_ms, gave_up=False)
-            return Outcome("dead")
-        assert isinstance(result, TransientError)
-        if isinstance(result, RateLimited):
-            self.limiters[provider_name].slow_down(result.retry_after_s, self.retry.rate_limit_slowdown_s)
-        if not should_retry(attempt, self.retry):
-            await self.recorder.dead(envelope, attempt, provider_name, result, latency_ms, gave_up=True)
-            return Outcome("dead")
-        # Stopping: record the failed attempt and leave the row pending (due now) for resume.
-        delay = 0.0 if self.stopping() else backoff_s(attempt, self.retry, result.retry_after_s)
-        await self.recorder.retry(envelope, attempt, provider_name, result, latency_ms, time.time() + delay)
-        return Outcome("stopped" if self.stopping() else "retry", delay)
+    def _outcome(self, dispatch: Dispatch, answer: SendResult | BaseException, latency_ms: float) -> Outcome:
+        envelope, attempt, provider_name = dispatch.envelope, dispatch.attempt, dispatch.provider
+        if isinstance(answer, SendResult):
+            return outcomes.sent(envelope, attempt, provider_name, answer.provider_message_id, latency_ms)
+        error = outcomes.classify(answer)
+        retry_at: float | None = None
+        if isinstance(error, TransientError):
+            if isinstance(error, RateLimited):
+                self.buckets[provider_name].slow_down(error.retry_after_s, self.retry.rate_limit_slowdown_s)
+            if should_retry(attempt, self.retry):
+                # Stopping: the failed attempt is recorded and the row left due now, for resume.
+                delay = 0.0 if self.stopping() else backoff_s(attempt, self.retry, error.retry_after_s)
+                retry_at = time.time() + delay
+        return outcomes.failed(
+            envelope,
+            attempt,
+            provider_name,
+            error,
+            latency_ms,
+            retry_at=retry_at,
+            resend=self.resend_in_doubt(provider_name),
+        )

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from notifyctl.addresses import normalize_address
+from notifyctl.addresses import AddressError, normalize_address
 from notifyctl.models import User, trusted
 from notifyctl.store.db import dumps, in_chunks, iso, loads, record_event, transaction
 
@@ -248,6 +248,22 @@ def add_suppression(conn: sqlite3.Connection, channel: str, address: str, reason
         )
         record_event(conn, "suppression_added", None, {"channel": channel, "reason": reason, "source": source})
     return normalized
+
+
+def suppress_as_seen(conn: sqlite3.Connection, channel: str, address: str, reason: str, source: str) -> None:
+    """Suppress an address a provider rejected (an opted-out number, a hard bounce), inside the
+    caller's transaction; one the directory would not accept today is kept exactly as the provider
+    saw it."""
+    try:
+        normalized = normalize_address(channel, address)
+    except AddressError:
+        normalized = address
+    conn.execute(
+        """INSERT INTO suppressions VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT(channel, address) DO UPDATE SET reason=excluded.reason, source=excluded.source""",
+        (channel, normalized, reason, source, iso()),
+    )
+    record_event(conn, "suppression_added", None, {"channel": channel, "reason": reason, "source": source})
 
 
 def remove_suppression(conn: sqlite3.Connection, channel: str, address: str) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from notifyctl.errors import InputError
-from notifyctl.store.db import iso, parse_iso, record_event, transaction
+from notifyctl.store.db import in_chunks, iso, parse_iso, record_event, transaction
 from notifyctl.store.directory import new_webhook_secret
 
 FAILING_REASON = "failing"
@@ -150,3 +150,23 @@ def record_successes(conn: sqlite3.Connection, user_ids: list[str]) -> None:
         "UPDATE endpoints SET failing_since=NULL WHERE user_id=? AND failing_since IS NOT NULL",
         [(user_id,) for user_id in sorted(set(user_ids))],
     )
+
+
+def credentials(
+    conn: sqlite3.Connection, user_ids: list[str], now: datetime
+) -> dict[str, tuple[list[str], str | None]]:
+    """{user_id: (signing secrets, "cert\\nkey" for mutual TLS or None)} in one query per 500 users."""
+    found: dict[str, tuple[list[str], str | None]] = {}
+    for chunk, marks in in_chunks(user_ids):
+        for row in conn.execute(
+            "SELECT user_id, secret, previous_secret, previous_secret_until, client_cert, client_key FROM endpoints "
+            f"WHERE user_id IN ({marks})",
+            chunk,
+        ):
+            secrets = [row["secret"]]
+            until = row["previous_secret_until"]
+            if row["previous_secret"] and until and parse_iso(until) > now:
+                secrets.append(row["previous_secret"])
+            cert = f"{row['client_cert']}\n{row['client_key']}" if row["client_cert"] and row["client_key"] else None
+            found[row["user_id"]] = (secrets, cert)
+    return found

@@ -389,34 +389,33 @@ def mark_decided(
 # --- crash recovery -----------------------------------------------------------------------------
 
 
-def recover_inflight(conn: sqlite3.Connection, run_id: str, resend_channels: set[str]) -> tuple[int, int]:
-    """Rows left `inflight` by a crash become in_doubt. Channels whose receivers dedupe (or when the
-    operator chose to re-send) go back to pending with the same message id; the rest are held.
-    Returns (re-queued, held)."""
-    requeued = held = 0
-    with transaction(conn):
-        rows = conn.execute(
-            "SELECT id, channel, attempts FROM deliveries WHERE run_id=? AND state='inflight'", (run_id,)
-        ).fetchall()
-        now = iso()
-        for row in rows:
-            conn.execute(
-                "UPDATE attempts SET outcome='in_doubt' WHERE delivery_id=? AND number=?", (row["id"], row["attempts"])
-            )
-            if row["channel"] in resend_channels:
-                conn.execute(
-                    "UPDATE deliveries SET state='pending', in_doubt=1, next_attempt_at=NULL, updated=? WHERE id=?",
-                    (now, row["id"]),
-                )
-                requeued += 1
-            else:
-                conn.execute(
-                    "UPDATE deliveries SET state='in_doubt', in_doubt=1, reason='crash_during_send', updated=? "
-                    "WHERE id=?",
-                    (now, row["id"]),
-                )
-                held += 1
-    return requeued, held
+def mark_in_doubt(
+    conn: sqlite3.Connection, delivery_id: int, attempt: int, *, resend: bool, reason: str | None
+) -> None:
+    """An attempt whose outcome is unknown (a timeout after the request was written, or a crash
+    while it was in flight): the attempt is `in_doubt`, and the delivery is marked `in_doubt = 1`
+    for good. Re-sent (pending again, due now, with the same message id) where the receiver dedupes,
+    else held for the operator (`dlq redrive --in-doubt`)."""
+    now = iso()
+    conn.execute("UPDATE attempts SET outcome='in_doubt' WHERE delivery_id=? AND number=?", (delivery_id, attempt))
+    if resend:
+        conn.execute(
+            "UPDATE deliveries SET state='pending', in_doubt=1, next_attempt_at=NULL, updated=? WHERE id=?",
+            (now, delivery_id),
+        )
+    else:
+        conn.execute(
+            "UPDATE deliveries SET state='in_doubt', in_doubt=1, reason=?, updated=? WHERE id=?",
+            (reason or "outcome_unknown", now, delivery_id),
+        )
+
+
+def inflight(conn: sqlite3.Connection, run_id: str) -> list[sqlite3.Row]:
+    """The run's deliveries in flight: (id, channel, attempts, provider)."""
+    return conn.execute(
+        "SELECT id, channel, attempts, provider FROM deliveries WHERE run_id=? AND state='inflight' ORDER BY id",
+        (run_id,),
+    ).fetchall()
 
 
 def release_due_deferred(conn: sqlite3.Connection, run_id: str, now: datetime) -> list[int]:
