@@ -152,6 +152,10 @@ class Envelope(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     signing_secrets: list[str] = Field(default_factory=list, exclude=True, repr=False)
     client_cert: str | None = Field(default=None, exclude=True, repr=False)
+    # The recipient's time zone and phone, for the quiet-hours check a Redis worker makes right
+    # before its claim; not kept in dead letters either.
+    recipient_timezone: str | None = Field(default=None, exclude=True, repr=False)
+    recipient_phone: str | None = Field(default=None, exclude=True, repr=False)
 
 
 class SendResult(BaseModel):

@@ -53,9 +53,7 @@ def test_broadcast_on_the_cluster_through_the_cli(
 
     def stop_and_look() -> None:
         for user in sorted(stopped):
-            added = ws.run(
-                "suppress", "add", "webhook", webhook_sink.url(f"/{user}"), "--reason", "stop", "--redis", url
-            )
+            added = ws.run("suppress", "add", "webhook", webhook_sink.url(f"/{user}"), "--reason", "stop")
             assert added.returncode == 0, added.stderr
         stopped_at.append(time.time())
         status = ws.run("cluster", "status", "--redis", url, "--json")
@@ -66,7 +64,7 @@ def test_broadcast_on_the_cluster_through_the_cli(
     assert summary["state"] == "completed"
     rows = deliveries(ws)
     reached = {r.path.lstrip("/") for r in webhook_sink.requests}
-    late = [r for r in webhook_sink.requests if r.path.lstrip("/") in stopped and r.received_at > stopped_at[0] + 0.5]
+    late = [r for r in webhook_sink.requests if r.path.lstrip("/") in stopped and r.received_at > stopped_at[0]]
     assert late == []
     assert {u for u, row in rows.items() if row["state"] == "sent"} == reached
     assert all(row["state"] in ("sent", "skipped") for row in rows.values())
@@ -91,7 +89,7 @@ def test_a_suppression_written_only_to_the_database_reaches_every_worker(
         stopped_at.append(time.time())
 
     summary = broadcast_with_two_workers(ws, redis_server.url, webhook_sink, stop_in_the_database_only)
-    late = [r for r in webhook_sink.requests if r.path.lstrip("/") in stopped and r.received_at > stopped_at[0] + 1.0]
+    late = [r for r in webhook_sink.requests if r.path.lstrip("/") in stopped and r.received_at > stopped_at[0]]
     assert late == []
     rows = deliveries(ws)
     assert {rows[u]["reason"] for u in stopped if rows[u]["state"] == "skipped"} == {"suppressed:stop"}

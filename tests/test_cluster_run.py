@@ -18,9 +18,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from notifyctl.backends.redis.buckets import second_counter_prefix
-from notifyctl.backends.redis.mirror import mirror_add
+from notifyctl.app import optouts
 from notifyctl.backends.redis.streams import Keys
-from notifyctl.store import directory
+from notifyctl.settings import load_settings
 from notifyctl.store.db import connect
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 from tests.webhook_sink import WebhookSink, stall
@@ -37,8 +37,18 @@ def per_user_users_csv(sink: WebhookSink, n: int) -> str:
     return "\n".join(rows) + "\n"
 
 
-def cluster_workspace(root: Path, sink: WebhookSink, n: int, *, rate: float, burst: int) -> Workspace:
-    ws = make_workspace(root, webhook={"rate": rate, "burst": burst, "concurrency": WORKER_CONCURRENCY})
+def cluster_workspace(
+    root: Path, sink: WebhookSink, n: int, *, rate: float, burst: int, window: int | None = None
+) -> Workspace:
+    """Webhooks to one sink path per user; `window`: deliveries at the workers at once (queue_size)."""
+    channels = {"email": "outbox", "inapp": "inapp"}
+    extra = f"[channels.webhook]\nproviders = [\"webhook\"]\nqueue_size = {window or 1000}\n"
+    ws = make_workspace(
+        root,
+        webhook={"rate": rate, "burst": burst, "concurrency": WORKER_CONCURRENCY},
+        channels=channels,
+        extra=extra,
+    )
     ws.write("users.csv", per_user_users_csv(sink, n))
     ws.write("aud.csv", audience_csv(n))
     ws.write("c.toml", campaign_toml("c1", "welcome", ["webhook"], "aud.csv"))
@@ -54,7 +64,8 @@ def spawn(ws: Workspace, module: str, *args: str) -> subprocess.Popen[bytes]:
 
 
 def start_coordinator(ws: Workspace, redis_url: str, *command: str) -> subprocess.Popen[bytes]:
-    return spawn(ws, "notifyctl.backends.redis.coordinator", "--redis", redis_url, *command)
+    """`notifyctl broadcast|resume … --redis URL --json`: plans, publishes, records."""
+    return spawn(ws, "notifyctl.cli", *command, "--redis", redis_url, "--json")
 
 
 def finish(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
@@ -181,21 +192,19 @@ async def test_a_stop_during_the_run_stops_later_sends_on_every_worker(
     n, rate = 120, 40.0
     ws = cluster_workspace(tmp_path, webhook_sink, n, rate=rate, burst=2)
     stopped = {f"u{i}" for i in range(61, n + 1)}
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     with workers(ws, redis_server.url, 2):
         coordinator = start_coordinator(ws, redis_server.url, "broadcast", "c.toml")
         await wait_for_requests(webhook_sink, 30)
         conn = connect(ws.db_path)
+        settings = load_settings(ws.config)
         for user in sorted(stopped):
-            # What `suppress add` / an inbound STOP do: the outbox's list, mirrored for the workers.
-            directory.add_suppression(conn, "webhook", webhook_sink.url(f"/{user}"), "unsubscribe")
-            await mirror_add(client, "webhook", webhook_sink.url(f"/{user}"), "unsubscribe")
+            # What `suppress add` / an inbound STOP do: the outbox's list, and revocations for the workers.
+            optouts.suppress(conn, settings, "webhook", webhook_sink.url(f"/{user}"), "unsubscribe", "test")
         stopped_at = time.time()
         conn.close()
         assert await asyncio.to_thread(finish, coordinator) == 0
-    await client.aclose()
     rows = deliveries(ws)
-    late = [r.path for r in webhook_sink.requests if r.path.lstrip("/") in stopped and r.received_at > stopped_at + 0.2]
+    late = [r.path for r in webhook_sink.requests if r.path.lstrip("/") in stopped and r.received_at > stopped_at]
     assert late == []
     reached = {r.path.lstrip("/") for r in webhook_sink.requests}
     skipped = {user for user, row in rows.items() if row["state"] == "skipped"}
@@ -211,9 +220,9 @@ async def test_a_killed_coordinator_resumes_with_the_outcomes_reported_meanwhile
     redis_server: RedisServer,  # noqa: F811
 ) -> None:
     n = 100
-    ws = cluster_workspace(tmp_path, webhook_sink, n, rate=50.0, burst=5)
+    ws = cluster_workspace(tmp_path, webhook_sink, n, rate=50.0, burst=5, window=60)
     with workers(ws, redis_server.url, 2):
-        coordinator = start_coordinator(ws, redis_server.url, "--window", "60", "broadcast", "c.toml")
+        coordinator = start_coordinator(ws, redis_server.url, "broadcast", "c.toml")
         await wait_for_requests(webhook_sink, 25)
         coordinator.send_signal(signal.SIGKILL)
         coordinator.communicate()

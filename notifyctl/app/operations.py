@@ -19,9 +19,7 @@ from notifyctl.backends import processes as shards
 from notifyctl.backends.local import LocalBackend
 from notifyctl.errors import InputError, PolicyRefused, RowError, TemplateError
 from notifyctl.models import Recipient, User
-from notifyctl.pipeline.backend import Backend
-from notifyctl.pipeline.engine import Engine, PlanBatch, Progress, RunOutcome, utc_clock
-from notifyctl.pipeline.outcomes import recover_inflight
+from notifyctl.pipeline.engine import Backend, Engine, PlanBatch, Progress, RunOutcome, utc_clock
 from notifyctl.pipeline.planner import PLAN_BATCH, PlanItem, Planner
 from notifyctl.settings import Settings
 from notifyctl.store import directory, runs
@@ -29,6 +27,7 @@ from notifyctl.store.db import connect, iso, loads, parse_iso, record_event, tra
 from notifyctl.templates.store import BUILTIN_VARIABLES, Template, TemplateStore
 
 if TYPE_CHECKING:
+    from notifyctl.backends.redis.coordinator import ClusterOptions
     from notifyctl.intake.audience import ValidationReport
     from notifyctl.intake.campaigns import Campaign
 
@@ -43,21 +42,30 @@ class Context:
     conn: sqlite3.Connection
     templates: TemplateStore
     clock: Clock = utc_clock
+    cluster: ClusterOptions | None = None  # runs go to Redis workers
 
     @classmethod
-    def open(cls, settings: Settings, clock: Clock = utc_clock) -> Context:
+    def open(cls, settings: Settings, clock: Clock = utc_clock, cluster: ClusterOptions | None = None) -> Context:
         templates = TemplateStore(settings.templates_path, render_timeout_s=settings.render_timeout_s)
-        return cls(settings, connect(settings.database_path), templates, clock)
+        return cls(settings, connect(settings.database_path), templates, clock, cluster)
 
     def engine(self, progress: Progress | None = None, backend: Backend | None = None) -> Engine:
-        """An engine for this context: on the embedded backend unless told otherwise."""
+        """An engine for this context: on the embedded backend, or on Redis workers with `cluster`."""
+        idempotency = None
+        if backend is None and self.cluster is not None:
+            from notifyctl.backends.redis.coordinator import RedisBackend, redis_idempotency
+
+            backend = RedisBackend(self.cluster)
+            idempotency = redis_idempotency(self.settings, self.cluster)
+        backend = backend or LocalBackend()
         return Engine(
             self.settings,
             self.conn,
             self.templates,
             clock=self.clock,
             progress=progress,
-            backend=backend or LocalBackend(),
+            backend=backend,
+            idempotency=idempotency,
         )
 
 
@@ -578,7 +586,6 @@ async def resume(
                 f"run {run_id}: template changed since the run started: {', '.join(changes)}; "
                 "pass --allow-template-change to render the rest with the new version"
             )
-        recover_inflight(ctx.conn, run_id, ctx.settings)
         runs.release_due_deferred(ctx.conn, run_id, ctx.clock())
         source = _resume_source(ctx, run)
         engine = await _engine_for(ctx, run_id, progress, allow_template_change)

@@ -154,6 +154,8 @@ class LocalBackend:
     async def open(self, engine: Engine) -> Dispatcher:
         settings, share = engine.settings, self.shard[1]
         self._settings = settings
+        if not self.follows:  # the run's first process: attempts left in flight by a crash are in doubt
+            outcomes.recover_inflight(engine.conn, engine.run_id, settings)
         names = [name for channel in engine.lanes for name in settings.channels[channel].names]
         buckets: dict[str, TokenBucket] = {}
         for name in dict.fromkeys(names):

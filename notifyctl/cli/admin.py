@@ -45,14 +45,14 @@ def users_forget(
 
     Example: notifyctl users forget u-1001 --yes
     """
+    from notifyctl.app import optouts
     from notifyctl.cli import output
     from notifyctl.cli.main import context
-    from notifyctl.store.erasure import erasure_key, forget_user
 
     if not yes and not typer.confirm(f"Erase every personal data of user {user_id}? This cannot be undone"):
         raise typer.Exit(1)
     with context() as ctx:
-        counts = forget_user(ctx.conn, user_id, erasure_key(ctx.settings))
+        counts = optouts.forget(ctx.conn, ctx.settings, user_id)
     if json_out:
         output.emit_json({"forgotten": True, "counts": counts})
         return

@@ -43,32 +43,14 @@ def open_context(redis_url: str | None) -> Iterator[Context]:
         with context() as ctx:
             yield ctx
         return
-    from notifyctl.backends.redis.coordinator import ClusterContext, ClusterOptions
+    from notifyctl.app.operations import Context
+    from notifyctl.backends.redis.coordinator import ClusterOptions
 
-    cluster_ctx = ClusterContext.open_cluster(settings(), ClusterOptions(redis_url))
+    cluster_ctx = Context.open(settings(), cluster=ClusterOptions(redis_url))
     try:
         yield cluster_ctx
     finally:
         cluster_ctx.conn.close()
-
-
-def mirror_suppression(redis_url: str, channel: str, address: str, reason: str | None) -> None:
-    """After `suppress add/remove` wrote SQLite: tell every worker now (reason None lifts it)."""
-    from notifyctl import aio
-    from notifyctl.backends.redis.mirror import mirror_add, mirror_remove
-    from notifyctl.backends.redis.streams import connect
-
-    async def mirror() -> None:
-        client = connect(redis_url)
-        try:
-            if reason is None:
-                await mirror_remove(client, channel, address)
-            else:
-                await mirror_add(client, channel, address, reason)
-        finally:
-            await client.aclose()
-
-    aio.run(mirror())
 
 
 def _host_of(redis_url: str) -> str:

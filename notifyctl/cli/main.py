@@ -368,6 +368,7 @@ def prefs_set(
 
     Example: notifyctl prefs set u-1001 --channel sms --category marketing --off
     """
+    from notifyctl.app import optouts
     from notifyctl.cli import output
     from notifyctl.models import CHANNELS
     from notifyctl.store import directory
@@ -377,7 +378,7 @@ def prefs_set(
     with context() as ctx:
         if directory.get_user(ctx.conn, user_id) is None:
             raise InputError(f"unknown user '{user_id}'")
-        directory.set_preference(ctx.conn, user_id, channel, category, on)
+        optouts.set_preference(ctx.conn, ctx.settings, user_id, channel, category, on, "cli")
     output.console.print(f"{user_id}: {channel}/{category} {'on' if on else 'off'}")
 
 
@@ -412,31 +413,27 @@ def suppress_add(
     channel: str,
     address: str,
     reason: Annotated[str, typer.Option(help="manual, unsubscribe, bounce, complaint or stop.")] = "manual",
-    redis: RedisOpt = None,
 ) -> None:
-    """Never contact an address on a channel again (addresses are normalised first).
+    """Never contact an address on a channel again (addresses are normalised first). Holds before the
+    next message everywhere, Redis workers included.
 
     Example: notifyctl suppress add sms "+1 415 555 2671" --reason stop
     """
     from notifyctl.addresses import AddressError
+    from notifyctl.app import optouts
     from notifyctl.cli import output
-    from notifyctl.store import directory
 
     with context() as ctx:
         try:
-            normalized = directory.add_suppression(ctx.conn, channel, address, reason)
+            normalized = optouts.suppress(ctx.conn, ctx.settings, channel, address, reason, "cli")
         except (AddressError, ValueError) as exc:
             raise InputError(str(exc)) from exc
-    if redis:
-        from notifyctl.cli.cluster import mirror_suppression
-
-        mirror_suppression(redis, channel, normalized, reason)  # every worker stops before its next send
     output.console.print(f"suppressed {channel} {output.mask_address(normalized)} ({reason})")
 
 
 @suppress_app.command("remove")
 @guarded
-def suppress_remove(channel: str, address: str, redis: RedisOpt = None) -> None:
+def suppress_remove(channel: str, address: str) -> None:
     """Lift a suppression.
 
     Example: notifyctl suppress remove email a@example.com
@@ -453,10 +450,6 @@ def suppress_remove(channel: str, address: str, redis: RedisOpt = None) -> None:
     if not removed:
         output.error("no such suppression")
         raise typer.Exit(1)
-    if redis:
-        from notifyctl.cli.cluster import mirror_suppression
-
-        mirror_suppression(redis, channel, address, None)
     output.console.print("removed")
 
 

@@ -12,7 +12,8 @@ dramatiq:
                   stream (a worker), recorded in either case by pipeline/outcomes.py's one recorder
     Dispatcher    the queue of prepared deliveries: the in-process Sender (embedded, sender
                   processes), or the coordinator's publisher to the workers' streams (Redis)
-    Backend       which of these an engine uses, and which rows it feeds (sender processes shard them)
+    Backend       which of these an engine uses, and which rows it feeds (sender processes shard
+                  them); declared beside the engine (pipeline/engine.py), which it is handed
 
 backends/local.py, backends/processes.py and backends/redis/ implement them; the guarantee tests in
 tests/contract/ run every path through the same cases.
@@ -22,13 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 from notifyctl.models import Envelope
 from notifyctl.pipeline.outcomes import Outcome
-
-if TYPE_CHECKING:
-    from notifyctl.pipeline.engine import Engine
 
 
 class Bucket(Protocol):
@@ -100,19 +98,3 @@ class Dispatcher(Protocol):
         self, envelopes: list[Envelope], provider_name: str, attempts: list[int], *, reroutable: bool = False
     ) -> list[Result]:
         """Several deliveries through one provider account (one call where it has a batch API)."""
-
-
-class Backend(Protocol):
-    """Where an engine's prepared deliveries go, and which of the run's rows it feeds."""
-
-    shard: tuple[int, int]  # (k, n): this engine feeds the rows whose id is k modulo n
-    follows: bool  # the run is planned by another process; learn the end of planning from the database
-
-    async def open(self, engine: Engine) -> Dispatcher:
-        """Open what the dispatcher needs (providers, buckets, connections) for this engine's run."""
-
-    async def close(self) -> None:
-        """Release it; the engine has stopped dispatching."""
-
-    def lane_width(self, channel: str) -> int:
-        """How many deliveries of a channel this engine dispatches at once."""

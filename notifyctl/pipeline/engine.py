@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from notifyctl.models import DeliveryState, RunState
-from notifyctl.pipeline.backend import Backend
+from notifyctl.pipeline.backend import Dispatcher
 from notifyctl.pipeline.dispatch import LaneDispatch
 from notifyctl.pipeline.envelope import EnvelopeBuilder
 from notifyctl.pipeline.idempotency import IdempotencyStore
@@ -44,6 +44,23 @@ RELEASE_DUE_EVERY_S = 15.0
 
 def utc_clock() -> datetime:
     return datetime.now(UTC)
+
+
+class Backend(Protocol):
+    """Where an engine's prepared deliveries go, and which of the run's rows it feeds."""
+
+    shard: tuple[int, int]  # (k, n): this engine feeds the rows whose id is k modulo n
+    follows: bool  # the run is planned by another process; learn the end of planning from the database
+
+    async def open(self, engine: Engine) -> Dispatcher:
+        """Open what the dispatcher needs (providers, buckets, connections) for this engine's run, and
+        settle what an earlier session of the run left in flight (a crash: resume)."""
+
+    async def close(self) -> None:
+        """Release it; the engine has stopped dispatching."""
+
+    def lane_width(self, channel: str) -> int:
+        """How many deliveries of a channel this engine dispatches at once."""
 
 
 class Progress(Protocol):

@@ -120,4 +120,6 @@ class EnvelopeBuilder:
             headers=headers,
             signing_secrets=secrets,
             client_cert=client_cert,
+            recipient_timezone=user.timezone if user else None,
+            recipient_phone=user.phone if user else None,
         )

@@ -60,6 +60,7 @@ class Outcome:
     """One attempt's outcome, with what recording it needs (nothing secret: no signing secrets)."""
 
     kind: Kind
+    run_id: str
     delivery_id: int
     attempt: int
     provider: str
@@ -102,7 +103,7 @@ class Outcome:
             return DeliveryState.pending
         return DeliveryState.dead
 
-    def as_fields(self) -> dict[str, str]:
+    def as_fields(self) -> dict[Any, Any]:
         """For a Redis stream entry."""
         return {"o": orjson.dumps(asdict(self)).decode()}
 
@@ -134,6 +135,7 @@ def resend_in_doubt(settings: Settings, provider_name: str) -> bool:
 
 def _base(envelope: Envelope, attempt: int, provider: str, latency_ms: float) -> dict[str, Any]:
     return {
+        "run_id": envelope.run_id,
         "delivery_id": envelope.delivery_id,
         "attempt": attempt,
         "provider": provider,
@@ -192,10 +194,11 @@ def withdrawn(envelope: Envelope, attempt: int, provider: str, decision: Decisio
     return Outcome(Kind.withdrawn, state=state, reason=decision.reason, until=until, **base)
 
 
-def crashed(delivery_id: int, attempt: int, provider: str, channel: str, resend: bool) -> Outcome:
+def crashed(run_id: str, delivery_id: int, attempt: int, provider: str, channel: str, resend: bool) -> Outcome:
     """An attempt found in flight after a crash, or a published delivery whose outcome was lost."""
     return Outcome(
         Kind.unknown,
+        run_id=run_id,
         delivery_id=delivery_id,
         attempt=attempt,
         provider=provider,
@@ -263,6 +266,16 @@ def write(conn: sqlite3.Connection, outcome: Outcome, recording: Recording) -> N
             _endpoint_failed(conn, outcome, recording)
 
 
+def write_if_current(conn: sqlite3.Connection, outcome: Outcome, recording: Recording) -> bool:
+    """For an outcome reported by another process (a Redis worker): recorded only while its attempt
+    is still the delivery's attempt in flight; a late report for an attempt already settled (in
+    doubt after Redis lost its data, say) is not. Returns whether it was recorded."""
+    if not runs.in_flight_attempt(conn, outcome.delivery_id, outcome.attempt):
+        return False
+    write(conn, outcome, recording)
+    return True
+
+
 def _endpoint_failed(conn: sqlite3.Connection, outcome: Outcome, recording: Recording) -> None:
     """A webhook endpoint that keeps failing for the configured period is disabled (and audited); a
     success starts its clock again."""
@@ -296,6 +309,7 @@ def recover_inflight(conn: sqlite3.Connection, run_id: str, settings: Settings) 
     with transaction(conn):
         for row in runs.inflight(conn, run_id):
             resend = resend_in_doubt(settings, row["provider"] or "")
-            write(conn, crashed(row["id"], row["attempts"], row["provider"] or "", row["channel"], resend), Recording())
+            outcome = crashed(run_id, row["id"], row["attempts"], row["provider"] or "", row["channel"], resend)
+            write(conn, outcome, Recording())
             resent, held = resent + resend, held + (not resend)
     return resent, held

@@ -268,6 +268,36 @@ class PolicyView:
 _SEND = Decision(action="send")
 
 
+def _quiet_deferral(
+    settings: Settings, channel: str, address: str, timezone: str | None, phone: str | None, now: datetime
+) -> Decision | None:
+    quiet = settings.quiet_hours
+    zones = _recipient_zones(timezone or None, phone or (address if channel == "sms" else None), quiet.default_timezone)
+    opening = _opening(now, zones, quiet.start, quiet.end)
+    if opening is None:
+        return None
+    until, everywhere = opening
+    return Decision.defer(until, QUIET_HOURS if everywhere else NO_COMMON_WINDOW)
+
+
+def quiet_hours(
+    settings: Settings,
+    *,
+    channel: str,
+    category: str,
+    address: str,
+    timezone: str | None,
+    phone: str | None,
+    now: datetime,
+) -> Decision | None:
+    """The quiet-hours rule alone (rule 5, after a critical category's bypass): the deferral, or None.
+    What a Redis worker checks right before its claim; opt-outs reach it as revocations."""
+    rule = settings.category(category)
+    if rule.critical or not rule.quiet_hours or channel not in settings.quiet_hours.channels:
+        return None
+    return _quiet_deferral(settings, channel, address, timezone, phone, now)
+
+
 class Policy:
     """Decides send / skip / defer for one delivery; holds no state besides caches of settings."""
 
@@ -359,12 +389,7 @@ class Policy:
             if opted is not True and channel in rule.opt_in_required:
                 return Decision.skip("no_consent")
         if rule.quiet_hours and channel in self._quiet_channels:
-            quiet = self._settings.quiet_hours
-            zones = _recipient_zones(
-                timezone or None, phone or (address if channel == "sms" else None), quiet.default_timezone
-            )
-            opening = _opening(now or self._clock(), zones, quiet.start, quiet.end)
-            if opening is not None:
-                until, everywhere = opening
-                return Decision.defer(until, QUIET_HOURS if everywhere else NO_COMMON_WINDOW)
+            deferral = _quiet_deferral(self._settings, channel, address, timezone, phone, now or self._clock())
+            if deferral is not None:
+                return deferral
         return _SEND

@@ -410,6 +410,22 @@ def mark_in_doubt(
         )
 
 
+def in_flight_attempt(conn: sqlite3.Connection, delivery_id: int, attempt: int) -> bool:
+    """Whether `attempt` is the delivery's attempt in flight (an outcome reported for it is current)."""
+    row = conn.execute("SELECT state, attempts FROM deliveries WHERE id=?", (delivery_id,)).fetchone()
+    return row is not None and row["state"] == "inflight" and row["attempts"] == attempt
+
+
+def unpublish(conn: sqlite3.Connection, delivery_id: int, attempt: int) -> None:
+    """An intent whose delivery provably never left (never published to the workers): undone, the
+    delivery pending again as before it."""
+    conn.execute("DELETE FROM attempts WHERE delivery_id=? AND number=?", (delivery_id, attempt))
+    conn.execute(
+        "UPDATE deliveries SET state='pending', attempts=?, updated=? WHERE id=? AND state='inflight'",
+        (attempt - 1, iso(), delivery_id),
+    )
+
+
 def inflight(conn: sqlite3.Connection, run_id: str) -> list[sqlite3.Row]:
     """The run's deliveries in flight: (id, channel, attempts, provider)."""
     return conn.execute(

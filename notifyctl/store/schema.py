@@ -245,4 +245,21 @@ MIGRATIONS: list[tuple[str, str | list[str]]] = [
         CREATE INDEX deliveries_sms_msg ON deliveries(provider_message_id) WHERE channel = 'sms';
         """,
     ),
+    (
+        # Runs whose deliveries are published to Redis workers: where, so that an opt-out written by
+        # any process of this database revokes the deliveries already published (see
+        # backends/redis/revocations.py), and under which Redis dataset (its generation), so that a
+        # resumed coordinator knows whether what it published is still there.
+        "0005_cluster_runs",
+        """
+        CREATE TABLE cluster_runs (
+            run_id TEXT PRIMARY KEY,
+            redis_url TEXT NOT NULL,
+            prefix TEXT NOT NULL,
+            identity TEXT NOT NULL,
+            generation TEXT NOT NULL,
+            attached TEXT NOT NULL
+        );
+        """,
+    ),
 ]

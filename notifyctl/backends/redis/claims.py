@@ -1,11 +1,14 @@
-"""Idempotency keys shared by every coordinator and worker.
+"""Claims in Redis: the worker's record of a provider call, and idempotency keys across databases.
 
 Each coordinator's SQLite `idempotency` table stays the authority within its own database (the
 planner dedupes there, and a redrive deliberately re-sends under the same key). Redis adds what
-one database cannot see: a claim per key, taken by the worker right before the first attempt,
-naming the database that owns it. A key claimed by another database within the window is a
-duplicate (two teams' coordinators planned the same notification); the planner also skips such
-keys early, reading Redis only, so a dry run writes nothing there.
+one database cannot see: a claim per key, taken by the worker right before the attempt, naming the
+database that owns it. A key claimed by another database within the window is a duplicate (two
+teams' coordinators planned the same notification); the planner also skips such keys early,
+reading Redis only, so a dry run writes nothing there.
+
+The same Lua call checks the revocations (an opt-out since the delivery was published) and records
+the call: the claim is atomic with both, as the ledger's intent is with the change counter.
 """
 
 from __future__ import annotations
@@ -14,22 +17,15 @@ import hashlib
 import socket
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
 from notifyctl.backends.redis.streams import Keys
 from notifyctl.pipeline.idempotency import IdempotencyStore
-
-# KEYS: claim. ARGV: owner, window (ms), database identity prefix.
-# Returns "" when the claim is ours (new, or already held by our database), else the other owner.
-_CLAIM = """
-local current = redis.call('GET', KEYS[1])
-if current and string.sub(current, 1, string.len(ARGV[3])) ~= ARGV[3] then return current end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return ''
-"""
 
 
 def database_identity(db_path: Path) -> str:
@@ -65,15 +61,68 @@ class RedisIdempotencyStore(IdempotencyStore):
         return found
 
 
-class IdempotencyClaims:
-    """The workers' side: claim a key right before the first attempt."""
+# KEYS: revoked (hash), calls (hash), then one idempotency key per item.
+# ARGV: worker, identity prefix, window (ms), then per item: delivery id, attempt, claimant.
+# Per item: "ok" (claimed: the call is recorded as this worker's), "r:<decision>" (revoked by an
+# opt-out), or "d:<owner>" (the key is claimed by another database: a duplicate).
+_CLAIM_BATCH = """
+local answers = {}
+local worker, prefix, window = ARGV[1], ARGV[2], ARGV[3]
+for i = 1, #KEYS - 2 do
+  local id, attempt, claimant = ARGV[1 + i * 3], ARGV[2 + i * 3], ARGV[3 + i * 3]
+  local revoked = redis.call('HGET', KEYS[1], id)
+  if revoked then
+    answers[i] = 'r:' .. revoked
+  else
+    local current = redis.call('GET', KEYS[2 + i])
+    if current and string.sub(current, 1, string.len(prefix)) ~= prefix then
+      answers[i] = 'd:' .. current
+    else
+      redis.call('SET', KEYS[2 + i], claimant, 'PX', window)
+      redis.call('HSET', KEYS[2], id .. ':' .. attempt, worker)
+      answers[i] = 'ok'
+    end
+  end
+end
+return answers
+"""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys | None = None) -> None:
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    origin: str
+    run_id: str
+    delivery_id: int
+    attempt: int
+    idempotency_key: str
+
+
+class CallClaims:
+    """The workers' side of a claim, one Lua call per batch and database: unless an opt-out revoked
+    the delivery or another database holds its idempotency key, record that this worker is calling
+    the provider (`calls`), atomically. A worker that takes over an entry finds the call recorded:
+    the earlier attempt's outcome is unknown."""
+
+    def __init__(self, client: aioredis.Redis, worker: str, window_s: float, keys: Keys | None = None) -> None:
         self.keys = keys or Keys()
-        self._claim = client.register_script(_CLAIM)
+        self.worker = worker
+        self.window_ms = int(window_s * 1000)
+        self._script = client.register_script(_CLAIM_BATCH)
 
-    async def claim(self, key: str, claimant: str, window_s: float) -> str | None:
-        """None when `claimant` may send under `key`; else the owner that already claimed it."""
-        identity = claimant.split("|", 1)[0] + "|"
-        holder = await self._claim(keys=[self.keys.idempotency(key)], args=[claimant, int(window_s * 1000), identity])
-        return str(holder) or None
+    async def claim(self, requests: list[ClaimRequest]) -> list[str]:
+        """Per request: "ok", "r:<decision JSON>" or "d:<owner>" (see _CLAIM_BATCH)."""
+        answers: list[str] = [""] * len(requests)
+        by_origin: dict[str, list[int]] = {}
+        for i, request in enumerate(requests):
+            by_origin.setdefault(request.origin, []).append(i)
+        for origin, indexes in by_origin.items():
+            chosen = [requests[i] for i in indexes]
+            keys = [self.keys.revoked(origin), self.keys.calls(origin)]
+            keys += [self.keys.idempotency(r.idempotency_key) for r in chosen]
+            args: list[Any] = [self.worker, origin + "|", self.window_ms]
+            for r in chosen:
+                args += [r.delivery_id, r.attempt, owner(origin, r.run_id, r.delivery_id)]
+            found = await self._script(keys=keys, args=args)
+            for i, answer in zip(indexes, found, strict=True):
+                answers[i] = str(answer)
+        return answers

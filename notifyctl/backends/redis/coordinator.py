@@ -1,466 +1,303 @@
-"""The coordinator: the embedded Engine, with Redis Streams where its in-process senders were.
+"""The Redis backend: the engine's prepared deliveries go to `notifyctl worker` processes.
 
-Planning, the outbox, policy and rendering stay here (so `runs show`, `audit`, `dlq` and `resume`
-work unchanged). Each lane's consumers publish prepared envelopes to the channel's stream instead
-of sending them, at most `window` per lane in the cluster at once; one collector per lane reads
-the run's outcome stream through a consumer group and writes each event into the ledger exactly
-as the embedded LedgerRecorder would, acknowledging it only after the commit. Outcomes written
-while the coordinator was down are therefore read by its successor (`notifyctl resume RUN --redis`).
+Planning, the outbox, policy, rendering and the audit stay with the coordinator's SQLite database,
+so `runs show`, `audit`, `dlq` and `resume` work unchanged. The engine is the same one that sends in
+one process; only its dispatcher differs (publisher.py): intent committed in SQLite, then published
+to the channel's stream, then the outcome collected from the run's outcome stream.
 
-Published deliveries are remembered in Redis (`published` hash, written in the same MULTI as the
-XADD, cleared after the final outcome is committed), so that a resumed coordinator neither
-re-publishes what is still in the cluster nor ends the run before its outcomes arrive.
+Crash and restart rules (whatever the order things stop in):
+- A published delivery is `inflight` in SQLite until its outcome is recorded: never `pending` again.
+- The run records the Redis dataset it published into (`generation`, a random id the first
+  coordinator puts into Redis). A coordinator that opens the run again (`resume --redis`) finds
+  the deliveries still at the workers in the run's `published` hash, waits for their outcomes (read
+  from the outcome stream, including those reported while no coordinator ran), and puts back to
+  `pending` the few whose intent committed without being published. If the generation differs or is
+  gone (Redis lost its data), every delivery in flight is of unknown outcome, exactly as after a
+  crash: re-sent where the receiver dedupes, held otherwise.
+- The same check runs whenever the connection comes back after an outage.
+- Whenever the directory's change counter moves, the published deliveries are decided again and
+  revoked where they may no longer go out (revocations.py): a backstop behind the opt-out writers,
+  which revoke before they commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import os
+import socket
 import sqlite3
-from collections.abc import Callable, Coroutine
+import time
+import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
+import orjson
 import redis
-import redis.asyncio as aioredis
 
-from notifyctl.app.operations import Context
+from notifyctl.backends.local import LedgerClaims, LedgerSink
 from notifyctl.backends.redis.claims import RedisIdempotencyStore, database_identity
-from notifyctl.backends.redis.streams import (
-    COORDINATOR_CONSUMER,
-    COORDINATOR_GROUP,
-    WORKERS_GROUP,
-    DeliveryMessage,
-    Entries,
-    Keys,
-    OutcomeEvent,
-    connect,
-    ensure_group,
-    stream_entries,
-)
-from notifyctl.errors import PermanentError
-from notifyctl.models import Envelope
-from notifyctl.pipeline.engine import Clock, Engine, Lane, PlanSource, Progress, RunOutcome, utc_clock
-from notifyctl.pipeline.limiter import TokenBucket
-from notifyctl.pipeline.outcomes import apply_side_effects
-from notifyctl.pipeline.planner import Planner
-from notifyctl.pipeline.router import CircuitBreaker
-from notifyctl.providers.base import Provider
+from notifyctl.backends.redis.connection import Outage, retrying
+from notifyctl.backends.redis.publisher import Collector, Publisher
+from notifyctl.backends.redis.revocations import REVOCATION_TTL_S, encode, revoked
+from notifyctl.backends.redis.streams import COORDINATOR_GROUP, WORKERS_GROUP, Keys, connect, ensure_group
+from notifyctl.models import Decision
+from notifyctl.pipeline import outcomes
+from notifyctl.pipeline.backend import Dispatcher
+from notifyctl.pipeline.outcomes import Outcome, Recording
+from notifyctl.policy.decide import Policy
 from notifyctl.settings import Settings
-from notifyctl.store import runs
-from notifyctl.templates.store import TemplateStore
+from notifyctl.store import cluster, runs
+from notifyctl.store.db import transaction
+from notifyctl.store.directory import directory_version
 
-log = logging.getLogger("notifyctl.backends.redis.coordinator")
-PUBLISHERS_PER_LANE = 4
-Op = Callable[[sqlite3.Connection], None]
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from notifyctl.pipeline.engine import Engine
+
+log = logging.getLogger("notifyctl.redis.coordinator")
 
 
 @dataclass
 class ClusterOptions:
     redis_url: str
-    window: int | None = None  # deliveries per lane in the cluster at once; default: the lane's queue_size
+    window: int | None = None  # deliveries per lane at the workers at once; default: the lane's queue_size
     block_ms: int = 200
     keys: Keys = field(default_factory=Keys)
+    heartbeat_ttl_s: float = 10.0
+    backstop_every_s: float = 0.1
 
 
-class Window:
-    """How many of a lane's deliveries may be in the cluster (published, no final outcome yet)."""
-
-    def __init__(self, limit: int, in_flight: int = 0) -> None:
-        self.limit = max(1, limit)
-        self.in_flight = in_flight
-        self._changed = asyncio.Event()
-
-    async def acquire(self, stop: asyncio.Event) -> bool:
-        """Take a slot; False when `stop` is set first."""
-        while self.in_flight >= self.limit:
-            if stop.is_set():
-                return False
-            self._changed.clear()
-            waits = [asyncio.ensure_future(self._changed.wait()), asyncio.ensure_future(stop.wait())]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiting in waits:
-                    waiting.cancel()
-        self.in_flight += 1
-        return True
-
-    def release(self) -> None:
-        self.in_flight -= 1
-        self._changed.set()
+def redis_idempotency(settings: Settings, options: ClusterOptions) -> RedisIdempotencyStore:
+    """The planner's key store on a cluster: this database's table, plus the keys other databases
+    claimed in Redis."""
+    client = redis.Redis.from_url(options.redis_url, decode_responses=True, socket_connect_timeout=2.0)
+    identity = database_identity(settings.database_path)
+    return RedisIdempotencyStore(settings.idempotency_window_hours * 3600, client, identity, options.keys)
 
 
-def _attempt_exists(conn: sqlite3.Connection, delivery_id: int, attempt: int) -> bool:
-    row = conn.execute("SELECT 1 FROM attempts WHERE delivery_id=? AND number=?", (delivery_id, attempt)).fetchone()
-    return row is not None
+def _write_if_current(conn: sqlite3.Connection, *, outcome: Outcome, recording: Recording) -> bool:
+    return outcomes.write_if_current(conn, outcome, recording)
 
 
-def outcome_op(event: OutcomeEvent) -> Op:
-    """The ledger write for one worker event, as notifyctl.pipeline.outcomes.LedgerRecorder does it.
-    Safe to replay (a coordinator that died between commit and XACK reads the event again)."""
-    delivery_id, attempt = event.delivery_id, event.attempt
+class RedisBackend:
+    shard = (0, 1)
+    follows = False
 
-    def intent(conn: sqlite3.Connection) -> None:
-        row = conn.execute("SELECT state FROM deliveries WHERE id=?", (delivery_id,)).fetchone()
-        if (
-            row is not None
-            and row["state"] in ("pending", "inflight")
-            and not _attempt_exists(conn, delivery_id, attempt)
-        ):
-            runs.mark_inflight(conn, delivery_id, attempt, event.provider)
-
-    def sent(conn: sqlite3.Connection) -> None:
-        runs.mark_sent(conn, delivery_id, attempt, event.provider, event.provider_message_id, event.latency_ms)
-
-    def retry(conn: sqlite3.Connection) -> None:
-        runs.mark_retry(
-            conn,
-            delivery_id,
-            attempt,
-            event.outcome or "transient",
-            event.latency_ms,
-            event.code,
-            event.error_class or "TransientError",
-            event.message or "",
-            event.due or 0.0,
-        )
-
-    def dead(conn: sqlite3.Connection) -> None:
-        runs.mark_dead(
-            conn,
-            delivery_id,
-            attempt=attempt or None,
-            outcome=event.outcome or "permanent",
-            latency_ms=event.latency_ms,
-            code=event.code,
-            error_class=event.error_class or "PermanentError",
-            message=event.message or "",
-            envelope=event.envelope,
-        )
-        if event.effects and event.envelope is not None:
-            error = PermanentError(
-                event.message or "",
-                code=event.code,
-                suppress="suppress" in event.effects,
-                remove_device="remove_device" in event.effects,
-                disable_endpoint="disable_endpoint" in event.effects,
-            )
-            apply_side_effects(conn, Envelope.model_validate(event.envelope), error)
-
-    def skipped(conn: sqlite3.Connection) -> None:
-        runs.mark_decided(conn, delivery_id, "skipped", event.reason)
-
-    def in_doubt(conn: sqlite3.Connection) -> None:
-        # As runs.recover_inflight does for one row: the attempt's outcome is unknown.
-        conn.execute("UPDATE attempts SET outcome='in_doubt' WHERE delivery_id=? AND number=?", (delivery_id, attempt))
-        if event.kind == "in_doubt_held":
-            conn.execute(
-                "UPDATE deliveries SET state='in_doubt', in_doubt=1, reason=? WHERE id=? AND state='inflight'",
-                (event.reason or "crash_during_send", delivery_id),
-            )
-        else:
-            conn.execute("UPDATE deliveries SET in_doubt=1 WHERE id=?", (delivery_id,))
-
-    ops: dict[str, Op] = {
-        "intent": intent,
-        "sent": sent,
-        "retry": retry,
-        "dead": dead,
-        "skipped": skipped,
-        "in_doubt": in_doubt,
-        "in_doubt_held": in_doubt,
-    }
-    return ops[event.kind]
-
-
-def _progress_state(kind: str) -> str:
-    return "in_doubt" if kind == "in_doubt_held" else kind
-
-
-class Coordinator(Engine):
-    def __init__(
-        self,
-        settings: Settings,
-        conn: sqlite3.Connection,
-        templates: TemplateStore,
-        options: ClusterOptions,
-        *,
-        clock: Clock = utc_clock,
-        progress: Progress | None = None,
-        providers: dict[str, Provider] | None = None,
-    ) -> None:
-        super().__init__(settings, conn, templates, clock=clock, progress=progress, providers=providers)
-        # Intents are committed by workers through Redis: policy is verified here, when publishing.
-        self.verify_at_intent = False
+    def __init__(self, options: ClusterOptions) -> None:
         self.options = options
         self.keys = options.keys
-        self.identity = database_identity(settings.database_path)
-        self._sync_client: redis.Redis = redis.Redis.from_url(options.redis_url, decode_responses=True)
-        self.idempotency = RedisIdempotencyStore(
-            settings.idempotency_window_hours * 3600, self._sync_client, self.identity, self.keys
-        )
-        self.planner = Planner(conn, self.policy, self.idempotency, clock)
+        self.outage = Outage(log, f"coordinator on {options.redis_url.rsplit('@', 1)[-1]}")
+        self.generation = ""
         self._client: aioredis.Redis | None = None
-        self._run_id = ""
-        self._carried: dict[int, str] = {}  # delivery id → channel, in the cluster from an earlier session
-        self._tracked: set[int] = set()  # in the cluster, final outcome not yet recorded
-        self._windows: dict[str, Window] = {}
+        self._engine: Engine | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._carried: dict[int, str] = {}  # delivery id → channel: published by an earlier session
 
     @property
     def client(self) -> aioredis.Redis:
-        assert self._client is not None, "coordinator not running"
+        assert self._client is not None, "open() first"
         return self._client
 
-    async def _open_providers(self, channels: list[str]) -> None:
-        """Workers hold the providers; here only the routing state (breakers fed by outcomes)."""
-        for channel in channels:
-            route = self.settings.channels.get(channel)
-            if route is None:
-                continue
-            for name in route.names:
-                conf = self.settings.providers[name]
-                self.limiters.setdefault(name, TokenBucket(conf.rate, conf.bucket_size))
-                self.breakers.setdefault(name, CircuitBreaker(self.settings.breaker))
+    @property
+    def engine(self) -> Engine:
+        assert self._engine is not None, "open() first"
+        return self._engine
 
-    async def run(
-        self,
-        run_id: str,
-        source: PlanSource | None = None,
-        *,
-        allow_template_change: bool = False,
-        service: bool = False,
-    ) -> RunOutcome:
-        self._run_id = run_id
+    def lane_width(self, channel: str) -> int:
+        return self.options.window or self.engine.settings.channels[channel].queue_size
+
+    async def open(self, engine: Engine) -> Dispatcher:
+        self._engine = engine
+        settings, run_id = engine.settings, engine.run_id
         self._client = connect(self.options.redis_url)
+        self.identity = database_identity(settings.database_path)
+        self.generation = await retrying(self._generation, self.outage)
+        await retrying(self._ensure_groups, self.outage)
+        await self._recover()
+        assert engine.ledger is not None
+        recording = Recording(settings.webhook_disable_after_hours * 3600)
+        sink = LedgerSink(engine.ledger, recording)
+        self.publisher = Publisher(
+            self.client,
+            self.keys,
+            run_id,
+            self.identity,
+            LedgerClaims(engine.ledger, engine.verifier),
+            sink,
+            engine.stopping,
+            self.outage,
+        )
+        for channel in engine.lanes:
+            collector = Collector(
+                self.client,
+                self.keys,
+                run_id,
+                channel,
+                engine.ledger,
+                settings,
+                engine.breakers,
+                self._settle,
+                self.outage,
+                self.options.block_ms,
+            )
+            self._tasks.append(asyncio.create_task(collector.run(engine.stopping), name=f"collect-{channel}"))
+        for delivery_id, channel in self._carried.items():
+            engine.lanes[channel].outstanding += 1  # counted before the feeders can finish the lane
+            self.publisher.expect(delivery_id)
+        self._tasks.append(asyncio.create_task(self._backstop(), name="revocations"))
+        self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        self._tasks.append(asyncio.create_task(self._watch_generation(), name="generation"))
+        return self.publisher
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._client is None:
+            return
+        engine = self.engine
         try:
-            run = runs.get_run(self.conn, run_id)
-            assert run is not None, run_id
-            for channel in run.channels:
-                await ensure_group(self.client, self.keys.deliveries(channel), WORKERS_GROUP)
-                await ensure_group(self.client, self.keys.outcomes(run_id, channel), COORDINATOR_GROUP)
-            published = await self.client.hgetall(self.keys.published(run_id))
-            self._carried = {int(k): str(v) for k, v in published.items()}
-            self._tracked = set(self._carried)
-            self._reconcile(list(self._carried))
-            mirror = asyncio.create_task(self._mirror_suppressions(), name="mirror-suppressions")
-            try:
-                outcome = await super().run(
-                    run_id, source, allow_template_change=allow_template_change, service=service
-                )
-            finally:
-                mirror.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await mirror
-            if outcome.state != "interrupted":
-                await self._clean_up(run_id, run.channels)
-            return outcome
+            if not runs.inflight(engine.conn, engine.run_id):
+                cluster.detach(engine.conn, engine.run_id)
+                with contextlib.suppress(Exception):
+                    channels = list(engine.lanes)
+                    await self.client.delete(
+                        self.keys.published(engine.run_id),
+                        self.keys.coordinator(engine.run_id),
+                        *[self.keys.outcomes(engine.run_id, channel) for channel in channels],
+                    )
         finally:
             await self.client.aclose()
-            self._sync_client.close()
 
-    async def _mirror_suppressions(self, every_s: float = 0.25) -> None:
-        """Copy this database's suppressions to Redis as they appear, so that one added by any path
-        (`suppress add`, an inbound STOP or unsubscribe at `serve`, a provider's bounce) stops the
-        workers' next sends, not only the coordinator's next publish."""
-        watermark = ""
+    # --- the Redis dataset and recovery ---------------------------------------------------------
+
+    async def _generation(self) -> str:
+        await self.client.set(self.keys.generation, uuid.uuid4().hex, nx=True)
+        return str(await self.client.get(self.keys.generation))
+
+    async def _ensure_groups(self) -> None:
+        for channel in self.engine.lanes:
+            await ensure_group(self.client, self.keys.deliveries(channel), WORKERS_GROUP)
+            await ensure_group(self.client, self.keys.outcomes(self.engine.run_id, channel), COORDINATOR_GROUP)
+
+    async def _recover(self) -> None:
+        """Deliveries in flight from an earlier session: awaited, put back, or in doubt (module docstring)."""
+        engine = self.engine
+        conn, run_id = engine.conn, engine.run_id
+        earlier = cluster.get(conn, run_id)
+        if earlier is not None and earlier.generation == self.generation:
+            published = await retrying(lambda: self.client.hgetall(self.keys.published(run_id)), self.outage)
+            with transaction(conn):
+                for row in runs.inflight(conn, run_id):
+                    if str(row["id"]) in published:
+                        self._carried[row["id"]] = row["channel"]
+                    else:
+                        runs.unpublish(conn, row["id"], row["attempts"])
+        else:
+            # Published into a Redis dataset that is gone, or sent in-process by a crashed session.
+            outcomes.recover_inflight(conn, run_id, engine.settings)
+        cluster.attach(
+            conn, cluster.ClusterRun(run_id, self.options.redis_url, self.keys.prefix, self.identity, self.generation)
+        )
+
+    async def _watch_generation(self) -> None:
+        """After each outage: is the dataset the run published into still there?"""
         while True:
-            rows = self.conn.execute(
-                "SELECT channel, address, reason, created FROM suppressions WHERE created > ? ORDER BY created",
-                (watermark,),
-            ).fetchall()
-            if rows:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for row in rows:
-                        pipe.hset(self.keys.suppressed(row["channel"]), row["address"], row["reason"])
-                    await pipe.execute()
-                watermark = rows[-1]["created"]
-            await asyncio.sleep(every_s)
-
-    def _reconcile(self, delivery_ids: list[int]) -> None:
-        """`resume` turned rows left inflight into in_doubt before this engine started; those still
-        in the cluster are not in doubt (a worker has them, or will claim them and decide), so they go
-        back to inflight and their outcome will come from the outcome stream."""
-        with self.conn:
-            for delivery_id in delivery_ids:
-                row = self.conn.execute(
-                    """SELECT d.state, d.reason, a.outcome FROM deliveries d
-                       LEFT JOIN attempts a ON a.delivery_id = d.id AND a.number = d.attempts WHERE d.id=?""",
-                    (delivery_id,),
-                ).fetchone()
-                if row is None or row["outcome"] != "in_doubt":
-                    continue
-                if row["state"] == "pending" or (row["state"] == "in_doubt" and row["reason"] == "crash_during_send"):
-                    self.conn.execute("UPDATE deliveries SET state='inflight', reason=NULL WHERE id=?", (delivery_id,))
-                    self.conn.execute(
-                        """UPDATE attempts SET outcome='inflight' WHERE delivery_id=?
-                           AND number=(SELECT attempts FROM deliveries WHERE id=?)""",
-                        (delivery_id, delivery_id),
-                    )
-
-    async def _clean_up(self, run_id: str, channels: list[str]) -> None:
-        if await self.client.hlen(self.keys.published(run_id)):
-            return
-        await self.client.delete(
-            self.keys.published(run_id),
-            self.keys.attempts(run_id),
-            *[self.keys.outcomes(run_id, channel) for channel in channels],
-        )
-
-    # --- the lane consumers -----------------------------------------------------------------------
-
-    def _lane_work(self, lane: Lane) -> list[Coroutine[Any, Any, None]]:
-        carried = sum(1 for channel in self._carried.values() if channel == lane.channel)
-        # Counted now, before the feeder can finish: the run waits for their outcomes too.
-        lane.outstanding += carried
-        limit = self.options.window or self.settings.channels[lane.channel].queue_size
-        self._windows[lane.channel] = Window(limit, carried)
-        lane.workers = PUBLISHERS_PER_LANE  # the queue's consumers; the collector does not read it
-        return [*(self._publish(lane) for _ in range(lane.workers)), self._collect(lane)]
-
-    async def _publish(self, lane: Lane) -> None:
-        stream = self.keys.deliveries(lane.channel)
-        outcomes = self.keys.outcomes(self._run_id, lane.channel)
-        window = self._windows[lane.channel]
-        while (item := await lane.queue.get()) is not None:
-            delivery_id: int = item["row"]["id"]
-            if delivery_id in self._carried:
-                await self._finished(lane)  # its outcome comes from the cluster, counted as carried
+            await self.outage.recovered.wait()
+            self.outage.recovered.clear()
+            current = await retrying(lambda: self.client.get(self.keys.generation), self.outage)
+            if current == self.generation:
                 continue
-            if not await window.acquire(self.stopping):
-                return  # stopping: the row is still pending in the outbox
-            envelope = await self._prepare(lane, item)
-            if envelope is None:
-                window.release()
-                await self._finished(lane)
-                continue
-            message = DeliveryMessage(envelope, lane.router.pick(), item["attempts"], outcomes, self.identity)
-            self._tracked.add(delivery_id)
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(self.keys.published(self._run_id), str(delivery_id), lane.channel)
-                pipe.xadd(stream, message.encode())
-                await pipe.execute()
-
-    async def _collect(self, lane: Lane) -> None:
-        stream = self.keys.outcomes(self._run_id, lane.channel)
-        backlog = True  # first what a predecessor read but did not acknowledge
-        while not (lane.finished or self.stopping.is_set()):
-            answer = await self.client.xreadgroup(
-                COORDINATOR_GROUP,
-                COORDINATOR_CONSUMER,
-                {stream: "0" if backlog else ">"},
-                count=500,
-                block=None if backlog else self.options.block_ms,
+            log.warning(
+                "redis lost its data: deliveries at the workers are in doubt", extra={"run_id": self.engine.run_id}
             )
-            entries = stream_entries(answer)
-            if not entries:
-                backlog = False
-                continue
-            await self._apply(lane, stream, entries)
+            self.generation = await retrying(self._generation, self.outage)
+            await retrying(self._ensure_groups, self.outage)
+            await self._lost(list(self.publisher.waiting))
+            run = cluster.ClusterRun(
+                self.engine.run_id, self.options.redis_url, self.keys.prefix, self.identity, self.generation
+            )
+            cluster.attach(self.engine.conn, run)
 
-    async def _apply(self, lane: Lane, stream: str, entries: Entries) -> None:
-        assert self.ledger is not None
-        events = [(entry_id, OutcomeEvent.decode(fields)) for entry_id, fields in entries if fields]
-        results = await asyncio.gather(
-            *(self.ledger.submit(outcome_op(event)) for _, event in events), return_exceptions=True
-        )
-        for (_, event), result in zip(events, results, strict=True):
-            if isinstance(result, BaseException):
-                # Not acknowledged: the events are read again by the next coordinator for this run.
-                raise RuntimeError(f"could not record {event.kind} of delivery {event.delivery_id}") from result
-        finished = 0
-        settled: list[str] = []
-        for _, event in events:
-            self._feed_breaker(event)
-            if not event.final or event.delivery_id not in self._tracked:
+    async def _lost(self, delivery_ids: list[int]) -> None:
+        """Deliveries whose outcome went with Redis's data: unknown, recorded as after a crash."""
+        engine = self.engine
+        assert engine.ledger is not None
+        recording = Recording(engine.settings.webhook_disable_after_hours * 3600)
+        for row in runs.deliveries_by_id(engine.conn, delivery_ids):
+            if row["state"] != "inflight":
                 continue
-            self._tracked.discard(event.delivery_id)
-            self._windows[lane.channel].release()
-            settled.append(str(event.delivery_id))
-            self.progress.outcome(lane.channel, _progress_state(event.kind))
-            finished += 1
-        ids = [entry_id for entry_id, _ in entries]
-        async with self.client.pipeline(transaction=True) as pipe:
-            if settled:
-                pipe.hdel(self.keys.published(self._run_id), *settled)
-            pipe.xack(stream, COORDINATOR_GROUP, *ids)
-            pipe.xdel(stream, *ids)
-            await pipe.execute()
-        for _ in range(finished):
-            await self._finished(lane)
+            resend = outcomes.resend_in_doubt(engine.settings, row["provider"] or "")
+            outcome = outcomes.crashed(
+                engine.run_id, row["id"], row["attempts"], row["provider"] or "", row["channel"], resend
+            )
+            write = functools.partial(_write_if_current, outcome=outcome, recording=recording)
+            self._settle(outcome, await engine.ledger.submit(write))
 
-    def _feed_breaker(self, event: OutcomeEvent) -> None:
-        """The router here picks providers; it learns their health from the workers' outcomes."""
-        breaker = self.breakers.get(event.provider)
-        if breaker is None:
+    def _settle(self, outcome: Outcome, recorded: bool) -> None:
+        """An outcome arrived (or was declared lost): to the dispatcher waiting for it, or, for a
+        delivery published by an earlier session, to its lane."""
+        future = self.publisher.waiting.pop(outcome.delivery_id, None)
+        if future is not None and not future.done():
+            future.set_result(outcome)
+        channel = self._carried.pop(outcome.delivery_id, None)
+        if channel is None or not recorded:
             return
-        if event.kind == "sent" or (event.kind == "dead" and event.outcome == "permanent"):
-            breaker.success()
-        elif event.kind == "retry" or event.kind == "dead":
-            breaker.failure()
+        engine = self.engine
+        lane = engine.lanes[channel]
+        if outcome.final:
+            engine.progress.outcome(channel, outcome.progress_state)
+            lane.done_with_one()
+            return
 
+        async def again() -> None:  # due again (a retry, or in doubt and re-sent): through the feeder
+            rows = runs.deliveries_by_id(engine.conn, [outcome.delivery_id])
+            await engine.feeder.enqueue(lane, engine.feeder.page(engine.conn, engine.policy, channel, rows))
+            lane.done_with_one()
 
-@dataclass
-class ClusterContext(Context):
-    """operations.Context whose engines are Coordinators: broadcast, send and resume run on the cluster."""
+        self._tasks.append(asyncio.create_task(again()))
 
-    cluster: ClusterOptions | None = None
+    # --- revocations and heartbeat --------------------------------------------------------------
 
-    @classmethod
-    def open_cluster(cls, settings: Settings, cluster: ClusterOptions, clock: Clock = utc_clock) -> ClusterContext:
-        base = Context.open(settings, clock)
-        return cls(base.settings, base.conn, base.templates, base.clock, cluster)
+    async def _backstop(self) -> None:
+        engine = self.engine
+        policy = Policy(engine.settings, engine.conn, engine.clock)
+        seen = -1
+        while True:
+            version = directory_version(engine.conn)
+            if version != seen:
+                ids = list(self.publisher.waiting)
+                decisions = revoked(policy, cluster.outstanding(engine.conn, ids), datetime.now(UTC))
+                if decisions:
+                    await retrying(functools.partial(self._revoke, decisions), self.outage)
+                seen = version
+            await asyncio.sleep(self.options.backstop_every_s)
 
-    def engine(self, progress: Progress | None = None) -> Engine:
-        assert self.cluster is not None
-        return Coordinator(self.settings, self.conn, self.templates, self.cluster, clock=self.clock, progress=progress)
+    async def _revoke(self, decisions: dict[int, Decision]) -> None:
+        name = self.keys.revoked(self.identity)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(name, mapping={str(i): encode(d) for i, d in decisions.items()})
+            pipe.expire(name, REVOCATION_TTL_S)
+            await pipe.execute()
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m notifyctl.backends.redis.coordinator --redis URL broadcast CAMPAIGN | resume RUN`: what
-    `notifyctl broadcast/resume --redis URL` run, without output (read the result with `runs show`).
-    Exit codes as the CLI's: 0 done, 1 some failed, 130 interrupted."""
-    import argparse
-    import signal
-    from pathlib import Path
-
-    from notifyctl import aio
-    from notifyctl.app.operations import ResumeSkipped, broadcast, resume
-    from notifyctl.intake.campaigns import load_campaign
-    from notifyctl.settings import load_settings
-
-    parser = argparse.ArgumentParser(prog="notifyctl-coordinator")
-    parser.add_argument("--redis", required=True)
-    parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--window", type=int, default=None)
-    parser.add_argument("command", choices=["broadcast", "resume"])
-    parser.add_argument("target")
-    args = parser.parse_args(argv)
-    ctx = ClusterContext.open_cluster(load_settings(args.config), ClusterOptions(args.redis, window=args.window))
-    engines: list[Engine] = []
-
-    def stop_all() -> None:
-        for engine in engines:
-            engine.stop()
-
-    async def go() -> RunOutcome | object:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop_all)
-        if args.command == "broadcast":
-            return await broadcast(ctx, load_campaign(Path(args.target)), on_engine=engines.append)
-        return await resume(ctx, args.target, on_engine=engines.append)
-
-    try:
-        result = aio.run(go())
-    finally:
-        ctx.conn.close()
-    if isinstance(result, ResumeSkipped) or not isinstance(result, RunOutcome):
-        return 0
-    failed = sum(states.get("dead", 0) + states.get("in_doubt", 0) for states in result.counts.values())
-    return 1 if failed else 130 if result.state == "interrupted" else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    async def _heartbeat(self) -> None:
+        """What `cluster status` shows of this run: alive, how much is at the workers, Redis reachable."""
+        engine = self.engine
+        ttl_ms = int(self.options.heartbeat_ttl_s * 1000)
+        while True:
+            beat = {
+                "run_id": engine.run_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "channels": list(engine.lanes),
+                "at_workers": len(self.publisher.waiting),
+                "seen": time.time(),
+            }
+            with contextlib.suppress(Exception):  # an outage is reported by the loops that retry
+                await self.client.set(self.keys.coordinator(engine.run_id), orjson.dumps(beat).decode(), px=ttl_ms)
+            await asyncio.sleep(self.options.heartbeat_ttl_s / 4)

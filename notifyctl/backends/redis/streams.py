@@ -1,14 +1,15 @@
-"""Redis key names and the wire format of the two kinds of stream entries.
+"""Redis key names, and the wire format of the deliveries the coordinator publishes.
 
 Deliveries (`{prefix}:deliveries:{channel}`, consumer group `workers`) carry a prepared envelope,
-its signing secrets (which `Envelope.model_dump` leaves out on purpose, so that dead letters never
-keep them) and where to report. Outcome events (`{prefix}:outcomes:{run}:{channel}`, consumer
-group `coordinator`) carry what a worker did: intent, sent, retry, dead, skipped, in_doubt.
+its signing secrets and the recipient's time zone and phone (which `Envelope.model_dump` leaves out on
+purpose, so that dead letters never keep them), and where to report. Outcomes
+(`{prefix}:outcomes:{run}:{channel}`, consumer group `coordinator`) carry pipeline/outcomes.py's
+Outcome records as they are.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -19,9 +20,7 @@ from notifyctl.models import Envelope
 
 WORKERS_GROUP = "workers"
 COORDINATOR_GROUP = "coordinator"
-COORDINATOR_CONSUMER = "coordinator"  # fixed: a resumed coordinator reads its predecessor's pending events
-FINAL_KINDS = frozenset({"sent", "dead", "skipped", "in_doubt_held"})
-
+COORDINATOR_CONSUMER = "coordinator"  # fixed: a resumed coordinator reads its predecessor's pending outcomes
 
 # What redis-py's xadd accepts; every value notifyctl writes is text.
 StreamFields = dict[Any, Any]
@@ -29,8 +28,8 @@ Entries = list[tuple[str, dict[str, str]]]
 
 
 def stream_entries(answer: Any) -> Entries:
-    """The entries of an XREADGROUP answer for one stream, whether RESP2 (a list of [stream,
-    entries]) or RESP3 (a map); entries deleted since they were delivered come with no fields."""
+    """The entries of an XREADGROUP answer, whether RESP2 (a list of [stream, entries]) or RESP3 (a
+    map); entries deleted since they were delivered come with no fields."""
     if not answer:
         return []
     groups = list(answer.values()) if isinstance(answer, dict) else [entries for _stream, entries in answer]
@@ -53,6 +52,12 @@ class Keys:
 
     prefix: str = "notifyctl"
 
+    @property
+    def generation(self) -> str:
+        """A random id set by the first coordinator on this Redis dataset: a different or missing one
+        means the data a run published is gone (a restart without persistence, a flush)."""
+        return f"{self.prefix}:generation"
+
     def deliveries(self, channel: str) -> str:
         return f"{self.prefix}:deliveries:{channel}"
 
@@ -60,18 +65,23 @@ class Keys:
         return f"{self.prefix}:outcomes:{run_id}:{channel}"
 
     def published(self, run_id: str) -> str:
-        """Hash delivery id → channel: published and not yet finally recorded by the coordinator."""
+        """Hash delivery id → channel: published, final outcome not yet recorded by the coordinator."""
         return f"{self.prefix}:run:{run_id}:published"
 
-    def attempts(self, run_id: str) -> str:
-        """Hash delivery id → last attempt (number, provider, inflight|retry), for in-doubt detection."""
-        return f"{self.prefix}:run:{run_id}:attempts"
+    def coordinator(self, run_id: str) -> str:
+        """The run's coordinator heartbeat (expires when it stops beating)."""
+        return f"{self.prefix}:run:{run_id}:coordinator"
+
+    def calls(self, origin: str) -> str:
+        """Hash "delivery:attempt" → worker: a worker's intent, written before its provider call."""
+        return f"{self.prefix}:calls:{origin}"
+
+    def revoked(self, origin: str) -> str:
+        """Hash delivery id → the decision (JSON) that withdraws it: written by every opt-out."""
+        return f"{self.prefix}:revoked:{origin}"
 
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}:idem:{key}"
-
-    def suppressed(self, channel: str) -> str:
-        return f"{self.prefix}:suppressed:{channel}"
 
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"
@@ -81,8 +91,11 @@ class Keys:
 
 
 def connect(url: str) -> aioredis.Redis:
-    """An asyncio client that returns str (every value notifyctl stores is text)."""
-    client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
+    """An asyncio client that returns str (every value notifyctl stores is text), failing fast
+    when Redis is away (the callers reconnect with backoff)."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url, decode_responses=True, socket_connect_timeout=2.0, health_check_interval=10
+    )
     return client
 
 
@@ -97,25 +110,27 @@ async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> None:
 
 @dataclass
 class DeliveryMessage:
-    """One delivery published for the workers."""
+    """One delivery published for the workers: attempt `attempt` of it, through `provider`."""
 
     envelope: Envelope
     provider: str
-    attempts_done: int
+    attempt: int
     outcomes: str  # the stream to report to
-    origin: str  # the coordinator database's identity, for shared idempotency claims
+    origin: str  # the coordinator database's identity (idempotency claims, calls, revocations)
 
     def encode(self) -> StreamFields:
         return {
-            "v": "1",
+            "v": "2",
             "envelope": self.envelope.model_dump_json(),
             # Explicitly: the model excludes them from every dump, and the worker needs them to sign.
             "secrets": orjson.dumps(self.envelope.signing_secrets).decode(),
             "cert": self.envelope.client_cert or "",
             "provider": self.provider,
-            "attempts": str(self.attempts_done),
+            "attempt": str(self.attempt),
             "outcomes": self.outcomes,
             "origin": self.origin,
+            "tz": self.envelope.recipient_timezone or "",
+            "phone": self.envelope.recipient_phone or "",
         }
 
     @classmethod
@@ -123,42 +138,6 @@ class DeliveryMessage:
         envelope = Envelope.model_validate_json(fields["envelope"])
         envelope.signing_secrets = list(orjson.loads(fields.get("secrets") or "[]"))
         envelope.client_cert = fields.get("cert") or None
-        return cls(
-            envelope, fields["provider"], int(fields.get("attempts") or 0), fields["outcomes"], fields.get("origin", "")
-        )
-
-
-@dataclass
-class OutcomeEvent:
-    """What a worker reports about one delivery.
-
-    kind: intent | sent | retry | dead | skipped | in_doubt (attempt unknown, re-sent) |
-    in_doubt_held (attempt unknown, held for the operator).
-    """
-
-    kind: str
-    delivery_id: int
-    attempt: int = 0
-    provider: str = ""
-    latency_ms: float = 0.0
-    provider_message_id: str | None = None
-    outcome: str | None = None  # attempts.outcome: transient, rate_limited, permanent
-    code: str | None = None
-    error_class: str | None = None
-    message: str | None = None
-    due: float | None = None
-    reason: str | None = None
-    envelope: dict[str, Any] | None = None  # dead letters keep it (without secrets)
-    effects: list[str] = field(default_factory=list)  # suppress, remove_device, disable_endpoint
-    worker: str = ""
-
-    @property
-    def final(self) -> bool:
-        return self.kind in FINAL_KINDS
-
-    def encode(self) -> StreamFields:
-        return {"e": orjson.dumps(self.__dict__).decode()}
-
-    @classmethod
-    def decode(cls, fields: dict[str, str]) -> OutcomeEvent:
-        return cls(**orjson.loads(fields["e"]))
+        envelope.recipient_timezone = fields.get("tz") or None
+        envelope.recipient_phone = fields.get("phone") or None
+        return cls(envelope, fields["provider"], int(fields["attempt"]), fields["outcomes"], fields["origin"])
