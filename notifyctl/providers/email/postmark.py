@@ -71,7 +71,6 @@ class PostmarkProvider:
     """Sends email envelopes through Postmark, one at a time or up to 500 per batch request."""
 
     capabilities = Capabilities(channels=("email",), supports_html=True, batch_size=BATCH_LIMIT)
-    idempotent = False
 
     def __init__(self, context: ProviderContext) -> None:
         settings = context.settings
