@@ -72,7 +72,7 @@ def test_registry_and_declared_capabilities(tmp_path: Path, type_name: str, cls:
     provider = cls(context(tmp_path, f"{type_name}-1", {"from_address": SENDER}))
     assert isinstance(provider, Provider)
     assert provider.name == f"{type_name}-1"
-    assert cls.idempotent is False and cls.capabilities.idempotent is False
+    assert cls.capabilities.idempotent is False
     assert cls.capabilities.channels == ("email",)
     assert cls.capabilities.supports_html
     assert cls.capabilities.batch_size == batch_size

@@ -82,8 +82,8 @@ def test_registry_builds_each_provider(tmp_path: Path, type_name: str, cls: type
     assert isinstance(provider, cls)
     assert isinstance(provider, Provider)
     assert provider.name == f"my-{type_name}"
-    assert provider.capabilities.idempotent
-    assert getattr(cls, "idempotent", None) is True  # resume reads it from the class to decide in-doubt re-sends
+    # resume reads it from the class (operations._resend_channels) to decide in-doubt re-sends
+    assert cls.capabilities.idempotent is True
 
 
 # -- outbox ----------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import pytest
 from notifyctl.errors import ConfigError, PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Provider, ProviderContext, build_provider
-from notifyctl.providers.fcm import FcmProvider, data_strings
+from notifyctl.providers.fcm import FcmProvider, data_strings, error_for_answer
+from notifyctl.providers.transports.json_api import JsonAnswer
 from notifyctl.providers.twilio import TwilioProvider, mask_phone
 from tests.fakes import Answer, answer_reset, answer_stall
 from tests.fakes import fcm as fcm_fake
@@ -271,7 +272,7 @@ def test_twilio_credentials_come_from_the_environment(tmp_path: Path, monkeypatc
     assert provider.account_sid == "AC" + "1" * 32
     assert provider.capabilities.max_body_chars == 1600
     assert provider.capabilities.channels == ("sms",)
-    assert provider.idempotent is False
+    assert provider.capabilities.idempotent is False
 
 
 @pytest.mark.parametrize(
@@ -542,6 +543,114 @@ async def test_fcm_token_endpoint_unreachable_is_transient(fcm: FakeFcm, tmp_pat
     assert fcm.send_requests == []
 
 
+async def test_fcm_refused_access_token_is_transient_and_replaced_on_the_next_attempt(
+    fcm: FakeFcm, fcm_provider: FcmProvider
+) -> None:
+    await fcm_provider.send(push("device-a", 1))
+    fcm.revoke_access_tokens()  # FCM stops accepting a token that has not expired here
+    with pytest.raises(TransientError) as caught:
+        await fcm_provider.send(push("device-b", 2))
+    assert type(caught.value) is TransientError and caught.value.code == "UNAUTHENTICATED"
+    assert len(fcm.send_requests) == 2, "no hidden re-send after a refresh"
+    assert len(fcm.token_requests) == 1
+    await fcm_provider.send(push("device-b", 2))
+    assert len(fcm.token_requests) == 2
+    assert [entry["message"]["token"] for entry in fcm.sent] == ["device-a", "device-b"]
+
+
+async def test_fcm_timeout_is_transient(fcm: FakeFcm, fcm_settings: dict[str, Any], tmp_path: Path) -> None:
+    provider = FcmProvider(context(tmp_path, "push", {**fcm_settings, "timeout_s": 0.3}))
+    await provider.open()
+    try:
+        await provider.send(push("device-a", 1))  # the token first, so the stall hits messages:send
+        fcm.script_sends(answer_stall(1.0))
+        with pytest.raises(TransientError) as caught:
+            await provider.send(push("device-b", 2))
+    finally:
+        await provider.close()
+    assert type(caught.value) is TransientError and caught.value.code == "timeout"
+    assert len(fcm.send_requests) == 2
+
+
+async def test_fcm_project_comes_from_the_key_file_and_a_wrong_one_is_permanent(
+    fcm: FakeFcm, fcm_settings: dict[str, Any], tmp_path: Path
+) -> None:
+    from_key_file = FcmProvider(context(tmp_path, "push", {**fcm_settings, "project_id": None}))
+    wrong = FcmProvider(context(tmp_path, "push-wrong", {**fcm_settings, "project_id": "someone-else"}))
+    await from_key_file.open()
+    await wrong.open()
+    try:
+        assert isinstance(await from_key_file.send(push()), SendResult)
+        with pytest.raises(PermanentError) as caught:
+            await wrong.send(push())
+    finally:
+        await from_key_file.close()
+        await wrong.close()
+    assert caught.value.code == "PERMISSION_DENIED"
+    assert len(fcm.sent) == 1
+
+
+async def test_fcm_installation_ids_go_in_fid(fcm: FakeFcm, fcm_settings: dict[str, Any], tmp_path: Path) -> None:
+    provider = FcmProvider(context(tmp_path, "push", {**fcm_settings, "device_id_field": "fid"}))
+    await provider.open()
+    try:
+        await provider.send(push("installation-1"))
+    finally:
+        await provider.close()
+    (accepted,) = fcm.sent
+    assert accepted["message"]["fid"] == "installation-1" and "token" not in accepted["message"]
+
+
+async def test_fcm_batch_shares_a_failed_token_fetch_but_not_a_local_refusal(fcm: FakeFcm, tmp_path: Path) -> None:
+    key_file = fcm.write_service_account(tmp_path / "stranger.json", fcm.new_service_account())
+    provider = FcmProvider(context(tmp_path, "push", fcm.provider_settings(key_file)))
+    await provider.open()
+    try:
+        outcomes = await provider.send_batch([push("device-a", 1), push("", 2), push("device-c", 3)])
+    finally:
+        await provider.close()
+    assert [getattr(outcome, "code", None) for outcome in outcomes] == ["credentials", "INVALID_MESSAGE", "credentials"]
+    assert all(isinstance(outcome, PermanentError) for outcome in outcomes)
+    assert fcm.send_requests == []
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "expected_type", "code", "retry_after_s"),
+    [
+        # body: the answer's JSON as JsonApi parsed it (None: empty, or not JSON, like a proxy's HTML page)
+        pytest.param(502, None, {}, TransientError, "HTTP_502", None, id="502-html"),
+        pytest.param(503, None, {"Retry-After": "7"}, TransientError, "UNAVAILABLE", 7.0, id="503-empty"),
+        pytest.param(408, None, {}, TransientError, "HTTP_408", None, id="408"),
+        pytest.param(429, None, {"Retry-After": "12"}, RateLimited, "RESOURCE_EXHAUSTED", 12.0, id="429-empty"),
+        pytest.param(404, None, {}, PermanentError, "NOT_FOUND", None, id="404-empty"),
+        pytest.param(418, {}, {}, PermanentError, "HTTP_418", None, id="418"),
+        pytest.param(
+            401,
+            fcm_fake.fcm_error_body(401, "UNAUTHENTICATED", "Auth error from APNS", "THIRD_PARTY_AUTH_ERROR"),
+            {},
+            PermanentError,
+            "THIRD_PARTY_AUTH_ERROR",
+            None,
+            id="third-party-auth",
+        ),
+    ],
+)
+def test_fcm_answers_without_an_fcm_error_document(
+    status: int,
+    body: Any,
+    headers: dict[str, str],
+    expected_type: type[ProviderError],
+    code: str,
+    retry_after_s: float | None,
+) -> None:
+    error = error_for_answer(JsonAnswer(status, headers, body))
+    assert type(error) is expected_type
+    assert error.code == code
+    assert getattr(error, "remove_device", False) is False
+    if isinstance(error, TransientError):
+        assert error.retry_after_s == retry_after_s
+
+
 @pytest.mark.parametrize(
     ("write", "key"),
     [
@@ -570,19 +679,18 @@ def test_fcm_needs_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert caught.value.key == "providers.push.credentials"
 
 
-async def test_fcm_app_name_is_unique_per_open_provider(
+async def test_fcm_providers_with_the_same_settings_work_side_by_side(
     fcm: FakeFcm, fcm_provider: FcmProvider, fcm_settings: dict[str, Any], tmp_path: Path
 ) -> None:
+    # No global state (firebase-admin's named apps are gone): a twin opens, sends and closes alone.
     twin = FcmProvider(context(tmp_path, "push", fcm_settings))
-    with pytest.raises(ConfigError) as caught:
-        await twin.open()
-    assert caught.value.key == "providers.push.app_name"
-    other = FcmProvider(context(tmp_path, "push-eu", fcm_settings))
-    await other.open()
+    await twin.open()
     try:
-        assert isinstance(await other.send(push()), SendResult)
+        assert isinstance(await twin.send(push("device-a", 1)), SendResult)
     finally:
-        await other.close()
+        await twin.close()
+    assert isinstance(await fcm_provider.send(push("device-b", 2)), SendResult)
+    assert sorted(entry["message"]["token"] for entry in fcm.sent) == ["device-a", "device-b"]
 
 
 def test_fcm_capabilities(tmp_path: Path) -> None:
@@ -590,4 +698,5 @@ def test_fcm_capabilities(tmp_path: Path) -> None:
     assert isinstance(provider, FcmProvider) and isinstance(provider, Provider)
     assert FcmProvider.capabilities.channels == ("push",)
     assert FcmProvider.capabilities.batch_size == 500
-    assert FcmProvider.idempotent is False
+    assert FcmProvider.capabilities.max_payload_bytes == 4096
+    assert FcmProvider.capabilities.idempotent is False

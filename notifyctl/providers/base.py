@@ -18,14 +18,19 @@ from notifyctl.models import Envelope, SendResult
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a provider can do, declared as data."""
+    """What a provider can do, declared as data; every field is enforced or read outside the provider.
+
+    channels, max_body_chars, max_payload_bytes and supports_html are checked per envelope right
+    before the call (`providers.capabilities.check`); batch_size is how many deliveries the engine
+    gives one `send_batch` call; idempotent decides whether an in-doubt delivery is re-sent.
+    """
 
     channels: tuple[str, ...]
-    max_body_chars: int | None = None
-    max_payload_bytes: int | None = None
-    batch_size: int = 1
-    supports_html: bool = False
-    idempotent: bool = False  # the receiver can dedupe a re-send (webhook-id); in-doubt re-send is safe
+    max_body_chars: int | None = None  # the body text (SMS text, push body), in characters
+    max_payload_bytes: int | None = None  # the rendered parts as compact UTF-8 JSON
+    batch_size: int = 1  # > 1: the provider has `send_batch` (BatchProvider)
+    supports_html: bool = False  # without it the HTML part is dropped and the text part sent
+    idempotent: bool = False  # the receiver dedupes a re-send (webhook-id, one file or row per message)
 
 
 @dataclass

@@ -1,72 +1,87 @@
-"""Push through Firebase Cloud Messaging (HTTP v1 API) with firebase-admin.
+"""Push through Firebase Cloud Messaging's HTTP v1 API, with public APIs only.
 
-One envelope is one `POST /v1/projects/{project}/messages:send`; `send_batch` sends up to 500
-concurrently with `send_each_async` and answers per message. The envelope's address is a device
-registration token, or `/topics/<name>` for a topic. FCM only accepts string data values, so
-other values are sent as compact JSON (`3` → `"3"`, `true` → `"true"`, `{"a": 1}` → `'{"a":1}'`).
+One envelope is one `POST {base_url}/v1/projects/{project_id}/messages:send` carrying
+`{"message": {...}}`; `send_batch` sends up to 500 of them concurrently and answers per message.
+The envelope's address is a device registration token (or Firebase installation id, with
+`device_id_field = "fid"`), or `/topics/<name>` for a topic. FCM only accepts string data
+values, so other values are sent as compact JSON (`3` → `"3"`, `true` → `"true"`,
+`{"a": 1}` → `'{"a":1}'`).
 
-Why a subclass of firebase-admin's `_MessagingService`: the SDK builds its FCM client from
-hard-wired values, the `https://fcm.googleapis.com` URL (formatted in `__init__`, no option or
-environment variable overrides it) and an httpx transport that retries 500/503 four times with
-backoff. notifyctl needs both under its control (a local server in tests; no hidden retries),
-so `_FcmService` replaces exactly those two after the SDK's own constructor has run. Message
-encoding and validation, the OAuth flow, HTTP/2 and the parsing of errors into
-`FirebaseError` subclasses stay the SDK's. The OAuth token endpoint is the service-account
-JSON's own `token_uri`, so it needs no override.
+The OAuth 2.0 access token comes from google-auth's service-account credentials (the JWT-bearer
+grant, at the key file's own `token_uri`, which is how tests point it at a local fake). google-auth
+is synchronous (requests), so the token is fetched in a worker thread, one refresh at a time,
+whenever it is missing or about to expire; google-auth itself tries a token request that failed
+with a retryable answer (5xx, 429) up to three times in that thread, which costs time but cannot
+duplicate a message. The messages go through `transports.json_api.JsonApi` at the configurable
+`base_url`, with no retries: a 401 drops the cached access token and is a TransientError, so the
+pipeline's next attempt, recorded like any other, fetches a new one.
 
-google-auth refreshes the OAuth token with a blocking `requests` call; the provider refreshes
-it in a worker thread before a batch so the event loop never waits on it.
+What an answer means is decided in `error_for_answer` and what an exception means in
+`provider_error`, side by side below; connection failures and timeouts are mapped by the
+transport (TransientError `connection` / `timeout`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import firebase_admin
-import httpx
-from firebase_admin import _http_client, credentials, exceptions, messaging
-from firebase_admin._retry import HttpxRetry
 from google.auth.exceptions import GoogleAuthError, RefreshError, TransportError
 from google.auth.transport.requests import Request as AuthRequest
+from google.oauth2 import service_account
 
 from notifyctl.errors import ConfigError, PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Capabilities, ProviderContext
+from notifyctl.providers.transports.json_api import JsonAnswer, JsonApi
 from notifyctl.providers.webhook import parse_retry_after
 
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"
 DEFAULT_TIMEOUT_S = 10.0
-BATCH_SIZE = 500  # FCM's limit for one send_each call
+DEFAULT_CONNECTIONS = 100
+BATCH_SIZE = 500  # as many messages as one provider call sends concurrently
 TOPIC_PREFIX = "/topics/"
 DEVICE_ID_FIELDS = ("token", "fid")
+SCOPES = ("https://www.googleapis.com/auth/firebase.messaging",)
+PROJECT_ENV = ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT")
+USER_AGENT = "notifyctl-fcm/0.1"
 
 _FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 _BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
-_TRANSIENT_CODES = frozenset(
-    {exceptions.UNAVAILABLE, exceptions.INTERNAL, exceptions.DEADLINE_EXCEEDED, exceptions.ABORTED}
-)
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9\-_.~%]+")  # what FCM (and firebase-admin) accept after /topics/
+_DEVICE_GONE = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})  # the token will never work again
+_TRANSIENT_STATUSES = frozenset({"UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "ABORTED"})
+# An error document without a `status` is read from its HTTP status, as Google's clients do.
+_STATUS_OF_HTTP = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 
-def _error_body(exc: Any) -> dict[str, Any]:
-    response = getattr(exc, "http_response", None)
-    if response is None:
-        return {}
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    error = body.get("error") if isinstance(body, dict) else None
-    return error if isinstance(error, dict) else {}
+# -- from an answer or an exception to a provider error (the one place) ------------------------
+
+
+def _error_document(body: Any) -> Mapping[str, Any]:
+    error = body.get("error") if isinstance(body, Mapping) else None
+    return error if isinstance(error, Mapping) else {}
 
 
 def _fcm_error_code(error: Mapping[str, Any]) -> str | None:
     for detail in error.get("details") or []:
-        if isinstance(detail, dict) and detail.get("@type") == _FCM_ERROR_TYPE:
+        if isinstance(detail, Mapping) and detail.get("@type") == _FCM_ERROR_TYPE:
             code = detail.get("errorCode")
             return str(code) if code else None
     return None
@@ -75,61 +90,49 @@ def _fcm_error_code(error: Mapping[str, Any]) -> str | None:
 def _names_the_token(error: Mapping[str, Any]) -> bool:
     """Whether an INVALID_ARGUMENT is about the registration token rather than the payload."""
     for detail in error.get("details") or []:
-        if isinstance(detail, dict) and detail.get("@type") == _BAD_REQUEST_TYPE:
+        if isinstance(detail, Mapping) and detail.get("@type") == _BAD_REQUEST_TYPE:
             for violation in detail.get("fieldViolations") or []:
-                if isinstance(violation, dict) and violation.get("field") in ("message.token", "message.fid"):
+                if isinstance(violation, Mapping) and violation.get("field") in ("message.token", "message.fid"):
                     return True
     return "registration token" in str(error.get("message", "")).lower()
 
 
-def _retry_after(exc: Any) -> float | None:
-    response = getattr(exc, "http_response", None)
-    if response is None:
-        return None
-    return parse_retry_after(response.headers.get("Retry-After"))
+def error_for_answer(answer: JsonAnswer) -> ProviderError:
+    """The provider error a non-2xx answer of messages:send means."""
+    error = _error_document(answer.body)
+    status_name = str(error.get("status") or _STATUS_OF_HTTP.get(answer.status, ""))
+    fcm_code = _fcm_error_code(error) or status_name or f"HTTP_{answer.status}"
+    message = f"fcm: {fcm_code}: HTTP {answer.status} {error.get('message') or ''}".rstrip()
+    retry_after_s = parse_retry_after(answer.headers.get("Retry-After"))
+    if fcm_code in _DEVICE_GONE:
+        return PermanentError(message, code=fcm_code, remove_device=True)
+    if fcm_code == "QUOTA_EXCEEDED" or status_name == "RESOURCE_EXHAUSTED" or answer.status == 429:
+        return RateLimited(message, retry_after_s=retry_after_s, code=fcm_code)
+    if status_name in _TRANSIENT_STATUSES or answer.status == 408 or answer.status >= 500:
+        return TransientError(message, retry_after_s=retry_after_s, code=fcm_code)
+    if fcm_code == "UNAUTHENTICATED":
+        # The access token was refused (revoked, or expired early): nothing was sent. The caller
+        # drops it, and the next attempt fetches a new one. (A 401 THIRD_PARTY_AUTH_ERROR, a bad
+        # APNs or web push key in the Firebase project, is not this: it is permanent, below.)
+        return TransientError(message, code=fcm_code)
+    if status_name == "INVALID_ARGUMENT":
+        return PermanentError(message, code=fcm_code, remove_device=_names_the_token(error))
+    # PERMISSION_DENIED, NOT_FOUND (the project), THIRD_PARTY_AUTH_ERROR, any other 4xx.
+    return PermanentError(message, code=fcm_code)
 
 
-def provider_error(exc: BaseException) -> ProviderError:
-    """The one place where firebase-admin, google-auth and httpx exceptions become provider errors."""
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, exceptions.UnknownError) and isinstance(exc.cause, GoogleAuthError | httpx.HTTPError):
-        # send_each_async wraps whatever escapes its per-message handling (a token refresh
-        # failing inside the httpx auth flow) into one UnknownError for the whole batch.
-        return provider_error(exc.cause)
-    if isinstance(exc, exceptions.FirebaseError) and isinstance(exc.cause, httpx.TransportError):
-        # No answer at all (refused, reset, timed out): firebase-admin calls these UNAVAILABLE,
-        # DEADLINE_EXCEEDED or UNKNOWN; they are one thing here, as in the other providers.
-        return TransientError(f"fcm: connection failed: {type(exc.cause).__name__}: {exc.cause}", code="connection")
-    if isinstance(exc, exceptions.FirebaseError):
-        error = _error_body(exc)
-        fcm_code = _fcm_error_code(error) or str(exc.code)
-        message = f"fcm: {fcm_code}: {exc}"
-        if isinstance(exc, messaging.UnregisteredError | messaging.SenderIdMismatchError):
-            return PermanentError(message, code=fcm_code, remove_device=True)
-        if isinstance(exc, messaging.QuotaExceededError) or exc.code == exceptions.RESOURCE_EXHAUSTED:
-            return RateLimited(message, retry_after_s=_retry_after(exc), code=fcm_code)
-        if exc.code == exceptions.INVALID_ARGUMENT:
-            return PermanentError(message, code=fcm_code, remove_device=_names_the_token(error))
-        if exc.code in _TRANSIENT_CODES:
-            return TransientError(message, retry_after_s=_retry_after(exc), code=fcm_code)
-        if exc.code == exceptions.UNKNOWN:
-            response = exc.http_response
-            if response is not None and 400 <= response.status_code < 500:
-                return PermanentError(message, code=f"HTTP_{response.status_code}")
-            return TransientError(message, code=fcm_code)
-        # UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND (project), THIRD_PARTY_AUTH_ERROR, ...
-        return PermanentError(message, code=fcm_code)
+def provider_error(exc: Exception) -> ProviderError:
+    """What an exception raised while getting the access token means (google-auth, requests)."""
     if isinstance(exc, RefreshError):
         if exc.retryable:
             return TransientError(f"fcm: token refresh failed: {exc}", code="token_refresh")
         return PermanentError(f"fcm: the service account was refused: {exc}", code="credentials")
-    if isinstance(exc, TransportError | httpx.HTTPError | TimeoutError | OSError):
+    if isinstance(exc, TransportError | OSError | TimeoutError):
         return TransientError(f"fcm: connection failed: {type(exc).__name__}: {exc}", code="connection")
-    if isinstance(exc, ValueError | TypeError):
-        # firebase-admin validates a message while encoding it (topic names, data types, ...).
-        return PermanentError(f"fcm: invalid message: {exc}", code="INVALID_MESSAGE")
     return TransientError(f"fcm: {type(exc).__name__}: {exc}", code="unknown")
+
+
+# -- the message ---------------------------------------------------------------------------------
 
 
 def data_strings(data: Mapping[Any, Any]) -> dict[str, str]:
@@ -142,58 +145,53 @@ def data_strings(data: Mapping[Any, Any]) -> dict[str, str]:
     }
 
 
-def build_message(envelope: Envelope, device_id_field: str = "token") -> Any:
-    """The firebase-admin Message for one push envelope."""
+def _invalid(reason: str) -> PermanentError:
+    return PermanentError(f"fcm: invalid message: {reason}", code="INVALID_MESSAGE")
+
+
+def build_message(envelope: Envelope, device_id_field: str = "token") -> dict[str, Any]:
+    """The FCM v1 `message` for one push envelope; PermanentError INVALID_MESSAGE when it cannot be one."""
     parts = envelope.parts
     data = parts.get("data") or {}
     if not isinstance(data, Mapping):
-        raise ValueError("the push part 'data' must be a mapping")
-    title, body = parts.get("title"), parts.get("body")
-    notification = None
-    if title or body:
-        notification = messaging.Notification(
-            title=str(title) if title else None,
-            body=str(body) if body else None,
-        )
+        raise _invalid("the push part 'data' must be a mapping")
     address = envelope.address
+    message: dict[str, Any] = {}
     if address.startswith(TOPIC_PREFIX):
-        return messaging.Message(topic=address[len(TOPIC_PREFIX) :], notification=notification, data=data_strings(data))
-    message = messaging.Message(notification=notification, data=data_strings(data))
-    # Message(token=...) warns that tokens are deprecated in favour of Firebase installation IDs,
-    # but registration tokens are what apps hold today and the v1 API still takes them; the
-    # attribute is the same one the constructor would set.
-    setattr(message, device_id_field, address)
+        topic = address[len(TOPIC_PREFIX) :]
+        if not _TOPIC_NAME.fullmatch(topic):
+            raise _invalid(f"malformed topic name {topic!r}")
+        message["topic"] = topic
+    elif address:
+        message[device_id_field] = address
+    else:
+        raise _invalid("no device token")
+    title, body = parts.get("title"), parts.get("body")
+    if title or body:
+        notification = {"title": str(title) if title else None, "body": str(body) if body else None}
+        message["notification"] = {key: value for key, value in notification.items() if value is not None}
+    if data:
+        message["data"] = data_strings(data)
     return message
 
 
-class _FcmService(messaging._MessagingService):  # type: ignore[misc]
-    """firebase-admin's FCM v1 sender with a chosen endpoint and no retries (see the module docstring)."""
+# -- the provider ----------------------------------------------------------------------------------
 
-    _async_client: Any
 
-    def __init__(self, app: Any, *, base_url: str, timeout_s: float) -> None:
-        super().__init__(app)
-        self._fcm_url = f"{base_url}/v1/projects/{self._project_id}/messages:send"
-        self._unused_async_client = self._async_client
-        self._async_client = _http_client.HttpxAsyncClient(
-            credential=self._credential, timeout=timeout_s, retry_config=HttpxRetry(max_retries=0)
-        )
-
-    @property
-    def project_id(self) -> str:
-        return str(self._project_id)
-
-    async def aclose(self) -> None:
-        await self._async_client.aclose()
-        await self._unused_async_client.aclose()
-        self._client.close()
+def _positive(settings: Mapping[str, Any], key: str, default: float, prefix: str) -> float:
+    try:
+        value = float(settings.get(key, default))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key} must be a number: {exc}", key=f"{prefix}.{key}") from exc
+    if value <= 0:
+        raise ConfigError(f"{key} must be positive", key=f"{prefix}.{key}")
+    return value
 
 
 class FcmProvider:
-    """Sends push envelopes through FCM; batches of up to 500 with `send_batch`."""
+    """Sends push envelopes through FCM; up to 500 at once with `send_batch`."""
 
     capabilities = Capabilities(channels=("push",), max_payload_bytes=4096, batch_size=BATCH_SIZE)
-    idempotent = False
 
     def __init__(self, context: ProviderContext) -> None:
         self.name = context.name
@@ -206,56 +204,57 @@ class FcmProvider:
             )
         self.credentials_path = context.base_dir / Path(str(credentials_path)).expanduser()
         self.project_id = str(settings.get("project_id") or "") or None
-        self.app_name = str(settings.get("app_name") or f"notifyctl-{self.name}")
         self.base_url = str(settings.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
         self.device_id_field = str(settings.get("device_id_field") or "token")
         if self.device_id_field not in DEVICE_ID_FIELDS:
             raise ConfigError(
                 f"device_id_field must be one of {', '.join(DEVICE_ID_FIELDS)}", key=f"{self._prefix}.device_id_field"
             )
-        try:
-            self.timeout_s = float(settings.get("timeout_s", DEFAULT_TIMEOUT_S))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"timeout_s must be a number: {exc}", key=f"{self._prefix}.timeout_s") from exc
-        if self.timeout_s <= 0:
-            raise ConfigError("timeout_s must be positive", key=f"{self._prefix}.timeout_s")
-        self._app: Any = None
-        self._service: _FcmService | None = None
-        self._credential: Any = None
+        self.timeout_s = _positive(settings, "timeout_s", DEFAULT_TIMEOUT_S, self._prefix)
+        self.connections = int(_positive(settings, "connections", DEFAULT_CONNECTIONS, self._prefix))
+        self._credential: Any = None  # google.oauth2.service_account.Credentials
+        self._refresh_request: Callable[..., Any] | None = None
         self._auth_request: AuthRequest | None = None
         self._token_lock = asyncio.Lock()
+        self._api: JsonApi | None = None
+        self._send_path = ""
+
+    def __repr__(self) -> str:
+        return f"FcmProvider(name={self.name!r}, base_url={self.base_url!r})"
 
     async def open(self) -> None:
         try:
-            certificate = credentials.Certificate(str(self.credentials_path))
+            credential = await asyncio.to_thread(
+                service_account.Credentials.from_service_account_file, str(self.credentials_path), scopes=SCOPES
+            )
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"cannot use the service-account key {self.credentials_path}: {exc}", key=f"{self._prefix}.credentials"
             ) from exc
-        options: dict[str, Any] = {"httpTimeout": self.timeout_s}
-        if self.project_id:
-            options["projectId"] = self.project_id
-        try:
-            app = firebase_admin.initialize_app(certificate, options, name=self.app_name)
-        except ValueError as exc:
-            raise ConfigError(f"firebase app name in use: {exc}", key=f"{self._prefix}.app_name") from exc
-        try:
-            self._service = _FcmService(app, base_url=self.base_url, timeout_s=self.timeout_s)
-        except ValueError as exc:
-            firebase_admin.delete_app(app)
-            raise ConfigError(f"no FCM project id: {exc}", key=f"{self._prefix}.project_id") from exc
-        self._app = app
-        self._credential = certificate.get_credential()
+        project_id = self.project_id or credential.project_id or next(filter(None, map(os.getenv, PROJECT_ENV)), None)
+        if not project_id:
+            raise ConfigError("no FCM project id in the settings or the key file", key=f"{self._prefix}.project_id")
+        self._send_path = f"/v1/projects/{project_id}/messages:send"
+        self._credential = credential
         self._auth_request = AuthRequest()
+        # google-auth's default is 120 s; a token request gets the same time as a send.
+        self._refresh_request = functools.partial(self._auth_request, timeout=self.timeout_s)
+        self._api = JsonApi(
+            self.base_url,
+            label="fcm",
+            timeout_s=self.timeout_s,
+            connections=self.connections,
+            headers={"User-Agent": USER_AGENT},
+        )
+        await self._api.open()
 
     async def close(self) -> None:
-        if self._service is not None:
-            await self._service.aclose()
-        if self._app is not None:
-            firebase_admin.delete_app(self._app)
+        api, self._api = self._api, None
+        if api is not None:
+            await api.close()
         if self._auth_request is not None:
             self._auth_request.session.close()
-        self._service = self._app = self._credential = self._auth_request = None
+        self._credential = self._auth_request = self._refresh_request = None
 
     async def send(self, envelope: Envelope) -> SendResult:
         (outcome,) = await self.send_batch([envelope])
@@ -271,45 +270,62 @@ class FcmProvider:
         return outcomes
 
     async def _send_chunk(self, envelopes: list[Envelope]) -> list[SendResult | ProviderError]:
-        service = self._service
-        if service is None:
+        api = self._api
+        if api is None:
             raise RuntimeError(f"provider '{self.name}' is not open")
         outcomes: dict[int, SendResult | ProviderError] = {}
-        messages: list[Any] = []
-        positions: list[int] = []
+        messages: dict[int, dict[str, Any]] = {}
         for index, envelope in enumerate(envelopes):
             try:
-                message = build_message(envelope, self.device_id_field)
-                # The SDK encodes the whole batch up front and one bad message would fail them all.
-                service.encode_message(message)
-            except (ValueError, TypeError) as exc:
-                outcomes[index] = provider_error(exc)
-                continue
-            messages.append(message)
-            positions.append(index)
+                messages[index] = build_message(envelope, self.device_id_field)
+            except PermanentError as exc:  # refused here, alone: the others still go
+                outcomes[index] = exc
         if messages:
             try:
-                await self._ensure_token()
-                batch = await service.send_each_async(messages, dry_run=False)
-            except (exceptions.FirebaseError, GoogleAuthError, httpx.HTTPError, OSError, ValueError) as exc:
-                for index in positions:
-                    outcomes[index] = provider_error(exc)
+                authorization = await self._authorization()
+            except ProviderError as exc:
+                outcomes.update(dict.fromkeys(messages, exc))
             else:
-                for index, response in zip(positions, batch.responses, strict=True):
-                    outcomes[index] = self._outcome(response)
+                answers = await asyncio.gather(
+                    *(self._send_one(api, message, authorization) for message in messages.values())
+                )
+                outcomes.update(zip(messages, answers, strict=True))
         return [outcomes[index] for index in range(len(envelopes))]
 
-    def _outcome(self, response: Any) -> SendResult | ProviderError:
-        if response.success:
-            return SendResult(provider=self.name, provider_message_id=str(response.message_id), status_code=200)
-        if response.exception is not None:
-            return provider_error(response.exception)
-        return TransientError("fcm: a 2xx answer without a message name", code="bad_response")
+    async def _send_one(
+        self, api: JsonApi, message: dict[str, Any], authorization: dict[str, str]
+    ) -> SendResult | ProviderError:
+        try:
+            answer = await api.post(self._send_path, {"message": message}, headers=authorization)
+        except ProviderError as exc:
+            return exc
+        if 200 <= answer.status < 300:
+            name = answer.body.get("name") if isinstance(answer.body, Mapping) else None
+            if not name:
+                return TransientError("fcm: a 2xx answer without a message name", code="bad_response")
+            return SendResult(provider=self.name, provider_message_id=str(name), status_code=answer.status)
+        error = error_for_answer(answer)
+        if error.code == "UNAUTHENTICATED":
+            self._drop_token(authorization)
+        return error
 
-    async def _ensure_token(self) -> None:
+    async def _authorization(self) -> dict[str, str]:
+        """The request headers with a valid access token, refreshed in a worker thread when needed."""
         credential = self._credential
-        if credential is None or credential.valid:
-            return
-        async with self._token_lock:
-            if not credential.valid:
-                await asyncio.to_thread(credential.refresh, self._auth_request)
+        if credential is None:
+            raise RuntimeError(f"provider '{self.name}' is not open")
+        if not credential.valid:
+            async with self._token_lock:
+                if not credential.valid:
+                    try:
+                        await asyncio.to_thread(credential.refresh, self._refresh_request)
+                    except (GoogleAuthError, OSError, ValueError) as exc:
+                        raise provider_error(exc) from exc
+        headers: dict[str, str] = {}
+        credential.apply(headers)
+        return headers
+
+    def _drop_token(self, authorization: Mapping[str, str]) -> None:
+        credential = self._credential
+        if credential is not None and authorization.get("authorization") == f"Bearer {credential.token}":
+            credential.token = None  # not valid any more: the next call fetches a new one

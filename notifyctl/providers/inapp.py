@@ -72,8 +72,6 @@ class InAppProvider:
     """Inserts into the inbox table through its own SQLite connection."""
 
     capabilities = Capabilities(channels=("inapp",), idempotent=True)
-    # Read from the class by resume (operations._resend_channels) without building an instance.
-    idempotent = capabilities.idempotent
 
     def __init__(self, context: ProviderContext) -> None:
         self.name = context.name

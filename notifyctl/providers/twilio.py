@@ -3,7 +3,7 @@
 One `send()` is one `POST /2010-04-01/Accounts/{sid}/Messages.json`. The SDK's own retries
 stay off (no aiohttp-retry wrapper), so every request Twilio sees is an attempt in the audit
 log. Twilio has no idempotency key for messages, so a re-send after an unknown outcome can
-double-text: the provider says so with `idempotent = False`.
+double-text: its capabilities say so (`idempotent` stays False).
 
 `base_url` points the SDK at another host (the local fake in tests) through the public
 `Domain.base_url` attribute of `client.api`; nothing inside the SDK is patched.
@@ -143,7 +143,6 @@ class TwilioProvider:
     """Sends each SMS envelope as one Twilio message; the result carries the message SID."""
 
     capabilities = Capabilities(channels=("sms",), max_body_chars=1600)
-    idempotent = False
 
     def __init__(self, context: ProviderContext) -> None:
         self.name = context.name

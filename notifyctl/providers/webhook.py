@@ -98,8 +98,6 @@ class WebhookProvider:
     """POSTs the JSON body of a webhook envelope to the endpoint URL in `envelope.address`."""
 
     capabilities = Capabilities(channels=("webhook",), idempotent=True)
-    # Read from the class by resume (operations._resend_channels) without building an instance.
-    idempotent = capabilities.idempotent
 
     def __init__(self, context: ProviderContext) -> None:
         settings = context.settings

@@ -73,7 +73,7 @@ _TARGETS = ("token", "fid", "topic", "condition")
 def fcm_error_body(
     status: int, status_name: str, message: str, error_code: str | None = None, *, details: list[Any] | None = None
 ) -> dict[str, Any]:
-    """An FCM v1 error document; `error_code` adds the FcmError detail firebase-admin looks for."""
+    """An FCM v1 error document; `error_code` adds the FcmError detail that says which FCM error it is."""
     all_details = list(details or [])
     if error_code is not None:
         all_details.insert(0, {"@type": FCM_ERROR_TYPE, "errorCode": error_code})

@@ -73,8 +73,6 @@ class OutboxProvider:
     """Writes each email to `<path>/<message_id>.eml`."""
 
     capabilities = Capabilities(channels=("email",), supports_html=True, idempotent=True)
-    # Read from the class by resume (operations._resend_channels) without building an instance.
-    idempotent = capabilities.idempotent
 
     def __init__(self, context: ProviderContext) -> None:
         self.name = context.name

@@ -1,4 +1,4 @@
-"""Email through the Postmark HTTP API (`POST /email`, `POST /email/batch`) with aiohttp.
+"""Email through the Postmark HTTP API (`POST /email`, `POST /email/batch`), with transports/json_api.py.
 
 Postmark answers 200 with a MessageID, 422 with an `ErrorCode` for a message it will not send
 (406: the recipient is inactive, a hard bounce or spam complaint, so the address is suppressed),
@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
-
-import aiohttp
-import orjson
 
 from notifyctl.addresses import AddressError, normalize_email
 from notifyctl.errors import ConfigError, PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Capabilities, ProviderContext
 from notifyctl.providers.email.mime import RESERVED_HEADERS
+from notifyctl.providers.transports.json_api import JsonApi
 from notifyctl.providers.webhook import parse_retry_after
 
 DEFAULT_BASE_URL = "https://api.postmarkapp.com"
@@ -59,21 +56,6 @@ def _error_for_response(status: int, body: Any, headers: Mapping[str, str]) -> P
     return PermanentError(f"Postmark refused the request: HTTP {status} {message}", code=code)
 
 
-@contextmanager
-def _mapped_errors() -> Iterator[None]:
-    """The one place where aiohttp and socket exceptions become provider errors."""
-    try:
-        yield
-    except ProviderError:
-        raise
-    except TimeoutError as exc:
-        raise TransientError("Postmark request timed out", code="timeout") from exc
-    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
-        raise PermanentError(f"invalid Postmark base URL: {exc}", code="bad_url") from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise TransientError(f"Postmark request failed: {type(exc).__name__}: {exc}", code="connection") from exc
-
-
 def _headers_field(headers: Mapping[str, str]) -> list[dict[str, str]]:
     checked = []
     for name, value in headers.items():
@@ -89,7 +71,6 @@ class PostmarkProvider:
     """Sends email envelopes through Postmark, one at a time or up to 500 per batch request."""
 
     capabilities = Capabilities(channels=("email",), supports_html=True, batch_size=BATCH_LIMIT)
-    idempotent = False
 
     def __init__(self, context: ProviderContext) -> None:
         settings = context.settings
@@ -101,7 +82,7 @@ class PostmarkProvider:
         self.message_stream = str(settings.get("message_stream") or DEFAULT_STREAM)
         self.timeout_s = float(settings.get("timeout_s", 10))
         self.connections = int(settings.get("connections", settings.get("concurrency", 32)))
-        self._session: aiohttp.ClientSession | None = None
+        self._api: JsonApi | None = None
 
     def __repr__(self) -> str:
         return f"PostmarkProvider(name={self.name!r}, base_url={self.base_url!r})"
@@ -113,21 +94,19 @@ class PostmarkProvider:
             raise ConfigError(
                 f"the Postmark provider needs a server token (or {TOKEN_ENV})", key=f"{self._settings_key}.server_token"
             )
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.connections),
-            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            headers={
-                "X-Postmark-Server-Token": self.server_token,
-                "Accept": "application/json",
-                "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
-            },
+        self._api = JsonApi(
+            self.base_url,
+            label="Postmark",
+            timeout_s=self.timeout_s,
+            connections=self.connections,
+            headers={"X-Postmark-Server-Token": self.server_token, "User-Agent": USER_AGENT},
         )
+        await self._api.open()
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        api, self._api = self._api, None
+        if api is not None:
+            await api.close()
 
     async def send(self, envelope: Envelope) -> SendResult:
         message = self._message(envelope)
@@ -203,16 +182,8 @@ class PostmarkProvider:
 
     async def _post(self, path: str, payload: Any) -> tuple[int, Mapping[str, str], Any]:
         """POST JSON; the status, the headers and the parsed JSON answer (None when it is not JSON)."""
-        session = self._session
-        if session is None:
+        api = self._api
+        if api is None:
             raise RuntimeError(f"provider {self.name} used before open()")
-        with _mapped_errors():
-            async with session.post(
-                self.base_url + path, data=orjson.dumps(payload), allow_redirects=False
-            ) as response:
-                status, headers, raw = response.status, response.headers, await response.read()
-        try:
-            body = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            body = None
-        return status, headers, body
+        answer = await api.post(path, payload)
+        return answer.status, answer.headers, answer.body

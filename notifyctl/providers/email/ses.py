@@ -97,7 +97,6 @@ class SesProvider:
     """Sends each email envelope with SESv2 SendEmail; the result carries SES's MessageId."""
 
     capabilities = Capabilities(channels=("email",), supports_html=True, max_payload_bytes=40 * 1024 * 1024)
-    idempotent = False
 
     def __init__(self, context: ProviderContext) -> None:
         settings = context.settings

@@ -105,7 +105,6 @@ class SmtpProvider:
     """Sends each email envelope over SMTP; the result carries the message's Message-ID."""
 
     capabilities = Capabilities(channels=("email",), supports_html=True)
-    idempotent = False
 
     def __init__(self, context: ProviderContext) -> None:
         settings = context.settings
