@@ -24,7 +24,8 @@ from notifyctl.providers.base import provider_class
 from notifyctl.settings import Settings
 from notifyctl.store import directory, runs
 from notifyctl.store.db import connect, iso, loads, parse_iso, record_event, transaction
-from notifyctl.templates.store import BUILTIN_VARIABLES, Template, TemplateStore
+from notifyctl.templates.store import TemplateStore
+from notifyctl.templates.template import BUILTIN_VARIABLES, Template
 
 if TYPE_CHECKING:
     from notifyctl.intake.audience import ValidationReport
