@@ -20,12 +20,12 @@ from aiohttp import web
 from notifyctl.addresses import AddressError
 from notifyctl.cli.output import mask_address
 from notifyctl.server.accesslog import note
-from notifyctl.server.dedupe import first_time
 from notifyctl.server.responses import json_error, route_name
 from notifyctl.server.sns import SnsError, url_allowed, verify_message
 from notifyctl.server.state import ServerState, state_of
 from notifyctl.store import directory
-from notifyctl.store.db import iso, record_event, transaction
+from notifyctl.store.db import record_event, transaction
+from notifyctl.store.inbound import first_time, receipt_targets, set_receipt
 
 log = logging.getLogger("notifyctl.server")
 routes = web.RouteTableDef()
@@ -88,16 +88,10 @@ def apply_ses_event(conn: sqlite3.Connection, event: dict[str, Any], sns_message
                 continue
             suppressed += 1
         if receipt and ses_message_id:
-            rows = conn.execute(
-                "SELECT id, receipt_status FROM deliveries WHERE provider_message_id=? AND channel='email'",
-                (ses_message_id,),
-            ).fetchall()
-            for row in rows:
+            for row in receipt_targets(conn, "email", ses_message_id):
                 if RECEIPT_RANK.get(row["receipt_status"] or "", -1) > RECEIPT_RANK.get(receipt, -1):
                     continue
-                conn.execute(
-                    "UPDATE deliveries SET receipt_status=?, updated=? WHERE id=?", (receipt, iso(), row["id"])
-                )
+                set_receipt(conn, row["id"], receipt)
                 record_event(
                     conn,
                     "delivery_receipt",

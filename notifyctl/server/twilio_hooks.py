@@ -24,12 +24,12 @@ from twilio.twiml.messaging_response import MessagingResponse
 from notifyctl.addresses import AddressError, normalize_phone
 from notifyctl.cli.output import mask_address
 from notifyctl.server.accesslog import note
-from notifyctl.server.dedupe import first_time
 from notifyctl.server.responses import json_error, route_name
 from notifyctl.server.state import state_of
 from notifyctl.settings import Settings
 from notifyctl.store import directory
-from notifyctl.store.db import iso, record_event, transaction
+from notifyctl.store.db import record_event, transaction
+from notifyctl.store.inbound import first_time, receipt_targets, set_receipt
 
 routes = web.RouteTableDef()
 
@@ -114,13 +114,9 @@ async def verified_form(request: web.Request) -> MultiDict[str] | web.Response:
     return json_error(403, "invalid Twilio signature")
 
 
-def _users_with_phone(conn: sqlite3.Connection, phone: str) -> list[str]:
-    return [row[0] for row in conn.execute("SELECT user_id FROM users WHERE phone=? ORDER BY user_id", (phone,))]
-
-
 def opt_out(conn: sqlite3.Connection, phone: str, sid: str, word: str) -> list[str]:
     """Suppress the number on SMS and turn SMS off for every user with it; returns those users."""
-    users = _users_with_phone(conn, phone)
+    users = directory.users_with_phone(conn, phone)
     with transaction(conn):
         directory.add_suppression(conn, "sms", phone, "stop", source=f"twilio:{sid}")
         for user_id in users:
@@ -137,17 +133,14 @@ def opt_out(conn: sqlite3.Connection, phone: str, sid: str, word: str) -> list[s
 def opt_in(conn: sqlite3.Connection, phone: str, sid: str, word: str) -> list[str]:
     """Undo an SMS opt-out: lift a `stop` suppression (never one an operator or a provider added for
     another reason) and drop the preference rows the opt-out wrote, so earlier choices apply again."""
-    users = _users_with_phone(conn, phone)
+    users = directory.users_with_phone(conn, phone)
     with transaction(conn):
         lifted = directory.is_suppressed(conn, "sms", phone) == "stop" and directory.remove_suppression(
             conn, "sms", phone
         )
         cleared = 0
         for user_id in users:
-            cleared += conn.execute(
-                "DELETE FROM preferences WHERE user_id=? AND channel='sms' AND category='*' AND source=?",
-                (user_id, STOP_SOURCE),
-            ).rowcount
+            cleared += directory.remove_sms_preference(conn, user_id, source=STOP_SOURCE)
         record_event(
             conn,
             "sms_opt_in",
@@ -205,14 +198,12 @@ async def status(request: web.Request) -> web.Response:
     note(request, message_sid=sid, state=new_status)
     receipt = f"{new_status}:{code}" if code else new_status
     with transaction(conn):
-        rows = conn.execute(
-            "SELECT id, address, receipt_status FROM deliveries WHERE provider_message_id=? AND channel='sms'", (sid,)
-        ).fetchall()
+        rows = receipt_targets(conn, "sms", sid)
         for row in rows:
             current = (row["receipt_status"] or "").split(":", 1)[0]
             if current and STATUS_RANK.get(current, -1) > STATUS_RANK.get(new_status, -1):
                 continue
-            conn.execute("UPDATE deliveries SET receipt_status=?, updated=? WHERE id=?", (receipt, iso(), row["id"]))
+            set_receipt(conn, row["id"], receipt)
             record_event(
                 conn,
                 "delivery_receipt",
