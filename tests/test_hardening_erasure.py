@@ -7,12 +7,14 @@ from pathlib import Path
 import orjson
 import pytest
 
+from notifyctl.app.erase import forget_user
 from notifyctl.cli.admin import register
 from notifyctl.cli.main import app
 from notifyctl.errors import InputError
+from notifyctl.security.erasure import address_hash, erasure_key
 from notifyctl.settings import load_settings
 from notifyctl.store.db import connect
-from notifyctl.store.erasure import address_hash, erasure_key, forget_user, hashed_suppressed
+from notifyctl.store.erasure import hashed_suppressed
 from tests.webhook_sink import SINK_SECRET, WebhookSink, respond
 from tests.workspace import audience_csv, campaign_toml, make_workspace
 

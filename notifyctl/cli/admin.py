@@ -45,9 +45,10 @@ def users_forget(
 
     Example: notifyctl users forget u-1001 --yes
     """
+    from notifyctl.app.erase import forget_user
     from notifyctl.cli import output
     from notifyctl.cli.main import context
-    from notifyctl.store.erasure import erasure_key, forget_user
+    from notifyctl.security.erasure import erasure_key
 
     if not yes and not typer.confirm(f"Erase every personal data of user {user_id}? This cannot be undone"):
         raise typer.Exit(1)
