@@ -3,8 +3,9 @@
 The user's directory entry, devices, webhook endpoint, preferences and in-app inbox are deleted;
 what the audit log says about them (user id and addresses in deliveries, attempts and dead
 letters; user id in audit events) is replaced with keyed labels, so the audit keeps its counts
-and its shape without naming anyone; and every address they had stays suppressed, as a keyed hash
-(notifyctl/store/erasure.py). All in one transaction, audited.
+and its shape without naming anyone; and every address they had, their user id included (the
+address of in-app messages), stays suppressed as a keyed hash (notifyctl/store/erasure.py). All in
+one transaction, audited.
 """
 
 from __future__ import annotations

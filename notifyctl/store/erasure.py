@@ -63,7 +63,9 @@ def audit_addresses(conn: sqlite3.Connection, user_id: str) -> list[tuple[str, s
 def user_addresses(conn: sqlite3.Connection, user_id: str) -> set[tuple[str, str]]:
     """(channel, address) of everything the user could be reached at, now or in the audit log (not
     normalised; audit addresses already erased are left out)."""
-    found: set[tuple[str, str]] = set()
+    # In-app messages are addressed by user id: suppressed too, or a directory sync that brings the
+    # user back would let a run planned before the erasure write to their inbox again.
+    found: set[tuple[str, str]] = {("inapp", user_id)}
     user = conn.execute("SELECT email, phone, webhook_url FROM users WHERE user_id=?", (user_id,)).fetchone()
     if user is not None:
         for channel, value in (("email", user["email"]), ("sms", user["phone"]), ("webhook", user["webhook_url"])):
@@ -141,7 +143,8 @@ def relabel_audit_events(conn: sqlite3.Connection, user_id: str, user_label: str
 def _scrub(text: str | None, replacements: dict[str, str]) -> str | None:
     if not text:
         return text
-    for value, label in replacements.items():
+    # Longest first: the user id may be part of an address ("grace-77@example.com").
+    for value, label in sorted(replacements.items(), key=lambda item: -len(item[0])):
         text = text.replace(value, label)
     return text
 
