@@ -27,7 +27,7 @@ STAGES: list[tuple[str, str, str]] = [
     ("deliver: Engine._prepare (policy again + build)", "Engine._prepare", "pipeline/engine.py"),
     ("deliver: EnvelopeBuilder.build", "EnvelopeBuilder.build", "pipeline/envelope.py"),
     ("  build: context (incl. unsubscribe_url)", "EnvelopeBuilder.context", "pipeline/envelope.py"),
-    ("  build: Template.render", "render", "notifyctl/templates/store.py"),
+    ("  build: Template.render", "render", "notifyctl/templates/template.py"),
     ("  build: Envelope model", "__init__", "pydantic/main.py"),
     ("deliver: token bucket acquire", "TokenBucket.acquire", "pipeline/limiter.py"),
     ("deliver: Sender.transmit_batch (all of a send)", "Sender.transmit_batch", "pipeline/sender.py"),

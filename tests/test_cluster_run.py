@@ -17,8 +17,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from notifyctl.backends.redis.buckets import second_counter_prefix
 from notifyctl.app import optouts
+from notifyctl.backends.redis.buckets import second_counter_prefix
 from notifyctl.backends.redis.streams import Keys
 from notifyctl.settings import load_settings
 from notifyctl.store.db import connect
@@ -42,7 +42,7 @@ def cluster_workspace(
 ) -> Workspace:
     """Webhooks to one sink path per user; `window`: deliveries at the workers at once (queue_size)."""
     channels = {"email": "outbox", "inapp": "inapp"}
-    extra = f"[channels.webhook]\nproviders = [\"webhook\"]\nqueue_size = {window or 1000}\n"
+    extra = f'[channels.webhook]\nproviders = ["webhook"]\nqueue_size = {window or 1000}\n'
     ws = make_workspace(
         root,
         webhook={"rate": rate, "burst": burst, "concurrency": WORKER_CONCURRENCY},

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
+from notifyctl.app.erase import forget_user
+from notifyctl.app.operations import Context, broadcast, due_runs, resume
 from notifyctl.cli.admin import register
 from notifyctl.cli.main import app
 from notifyctl.errors import InputError
+from notifyctl.intake.campaigns import load_campaign
+from notifyctl.pipeline.engine import RunOutcome
+from notifyctl.security.erasure import address_hash, erasure_key
 from notifyctl.settings import load_settings
 from notifyctl.store.db import connect
-from notifyctl.store.erasure import address_hash, erasure_key, forget_user, hashed_suppressed
+from notifyctl.store.erasure import hashed_suppressed
 from tests.webhook_sink import SINK_SECRET, WebhookSink, respond
 from tests.workspace import audience_csv, campaign_toml, make_workspace
 
@@ -68,6 +75,7 @@ def test_forget_erases_personal_data_but_keeps_the_hashed_suppression(tmp_path: 
     conn = connect(ws.db_path)
     assert hashed_suppressed(conn, "email", "grace.hopper@example.com", key) == "complaint"
     assert hashed_suppressed(conn, "webhook", sink.url("/hook/grace"), key) == "erased"
+    assert hashed_suppressed(conn, "inapp", "grace-77", key) == "erased"  # in-app messages go to the user id
     assert hashed_suppressed(conn, "email", "ada@example.com", key) is None
     assert hashed_suppressed(conn, "email", "grace.hopper@example.com", b"another key") is None
     assert conn.execute("SELECT count(*) FROM suppressions WHERE channel='email'").fetchone()[0] == 0
@@ -108,3 +116,57 @@ def test_forget_with_audience_rows_only_in_the_audit(tmp_path: Path) -> None:
         conn.execute("DELETE FROM users")
     assert ws.cli("users", "forget", "u1", "--yes").exit_code == 0
     assert "u1@example.com" not in db_text(ws.db_path)
+
+
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_a_forgotten_user_gets_no_in_app_message_from_a_run_planned_before(tmp_path: Path) -> None:
+    """In-app messages are addressed by user id: erasure must suppress that too, or a scheduled run
+    planned before `users forget` writes a new inbox row once a directory sync brings the user back."""
+    ws = make_workspace(tmp_path)
+    users = "user_id,email,first_name\ngrace-77,grace@example.com,Grace\nada-1,ada@example.com,Ada\n"
+    ws.write("users.csv", users)
+    ws.write("aud.csv", "user_id,first_name\ngrace-77,Grace\nada-1,Ada\n")
+    ws.write("c.toml", campaign_toml("c1", "welcome", ["email", "inapp"], "aud.csv", send_at="2026-11-21T15:00:00Z"))
+    assert ws.cli("users", "import", "users.csv").exit_code == 0
+    clock = FakeClock(datetime(2026, 11, 21, 14, 0, tzinfo=UTC))
+    ctx = Context.open(load_settings(ws.config), clock)
+    scheduled = asyncio.run(broadcast(ctx, load_campaign(ws.root / "c.toml")))
+    assert not isinstance(scheduled, RunOutcome) and scheduled.state == "scheduled"
+
+    assert ws.cli("users", "forget", "grace-77", "--yes").exit_code == 0
+    assert ws.cli("users", "import", "users.csv").exit_code == 0  # a nightly sync brings the user back
+
+    clock.now = datetime(2026, 11, 21, 15, 0, 1, tzinfo=UTC)
+    assert due_runs(ctx) == [scheduled.run_id]  # what `resume --due` finishes
+    done = asyncio.run(resume(ctx, scheduled.run_id))
+    assert isinstance(done, RunOutcome) and done.state == "completed"
+    with ws.db() as conn:
+        inbox = [row[0] for row in conn.execute("SELECT user_id FROM inbox")]
+        rows = conn.execute("SELECT channel, state, reason FROM deliveries WHERE user_id='grace-77'").fetchall()
+    assert inbox == ["ada-1"]
+    assert {channel: (state, reason) for channel, state, reason in rows} == {
+        "email": ("skipped", "suppressed:erased"),
+        "inapp": ("skipped", "suppressed:erased"),
+    }
+
+
+def test_an_address_holding_the_user_id_is_erased_whole(tmp_path: Path) -> None:
+    """The user id is erased from the audit's texts too, after any address that contains it."""
+    ws = make_workspace(tmp_path)
+    ws.write("users.csv", "user_id,email,first_name\ngrace-77,grace-77@hopper-family.example,Grace\n")
+    ws.write("aud.csv", "user_id,first_name\ngrace-77,Grace\n")
+    ws.write("c.toml", campaign_toml("c1", "welcome", ["email"], "aud.csv"))
+    assert ws.cli("users", "import", "users.csv").exit_code == 0
+    assert ws.cli("broadcast", "c.toml", "--json").exit_code == 0
+    with ws.db() as conn:  # as a provider's refusal would quote it
+        conn.execute("UPDATE deliveries SET error_message='550 grace-77@hopper-family.example: no such user'")
+    assert ws.cli("users", "forget", "grace-77", "--yes").exit_code == 0
+    after = db_text(ws.db_path)
+    assert "grace-77" not in after and "hopper-family" not in after

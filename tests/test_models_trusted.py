@@ -24,6 +24,8 @@ ENVELOPE: dict[str, Any] = dict(
     headers={"X": "y"},
     signing_secrets=["whsec_secret"],
     client_cert=None,
+    recipient_timezone="Europe/Paris",
+    recipient_phone=None,
 )
 USER: dict[str, Any] = dict(
     user_id="u1",

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from notifyctl.app.erase import forget_user
 from notifyctl.app.operations import Context
 from notifyctl.backends.local import LocalBackend
 from notifyctl.models import Envelope, SendResult, User
@@ -24,10 +25,10 @@ from notifyctl.pipeline.engine import Engine
 from notifyctl.pipeline.planner import PlanItem
 from notifyctl.policy.decide import Policy
 from notifyctl.providers.base import Capabilities
+from notifyctl.security.erasure import erasure_key
 from notifyctl.settings import load_settings
 from notifyctl.store import directory, runs
 from notifyctl.store.db import connect
-from notifyctl.store.erasure import erasure_key, forget_user
 from tests.workspace import make_workspace
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)

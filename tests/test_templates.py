@@ -13,8 +13,10 @@ from jinja2 import DictLoader
 from jinja2.utils import htmlsafe_json_dumps
 
 from notifyctl.errors import TemplateError
+from notifyctl.templates.locales import locale_chain
 from notifyctl.templates.sandbox import TemplateSandbox
-from notifyctl.templates.store import BUILTIN_VARIABLES, Template, TemplateStore, locale_chain
+from notifyctl.templates.store import TemplateStore
+from notifyctl.templates.template import BUILTIN_VARIABLES, Template
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "templates"
 

@@ -78,6 +78,10 @@ def check_config(settings: Settings) -> list[Check]:
 
 
 def check_database(path: Path) -> list[Check]:
+    from notifyctl.store import health
+    from notifyctl.store.db import applied_migrations
+    from notifyctl.store.schema import MIGRATIONS
+
     area = "database"
     if not path.exists():
         return [warn(area, f"{path} does not exist yet; it is created (mode 0600) on first use")]
@@ -88,19 +92,17 @@ def check_database(path: Path) -> list[Check]:
             fail(area, f"{path} is readable or writable by other users (mode {mode:04o}); run: chmod 600 {path}")
         )
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        conn = health.open_read_only(path)
     except sqlite3.Error as exc:
         return [*checks, fail(area, f"cannot open {path}: {exc}")]
     try:
-        integrity = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+        integrity = health.integrity_check(conn)
         if integrity != ["ok"]:
             checks.append(fail(area, f"integrity check failed: {'; '.join(map(str, integrity[:5]))}"))
-        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        journal = health.journal_mode(conn)
         if str(journal).lower() != "wal":
             checks.append(fail(area, f"journal mode is {journal}, not WAL (open it once with notifyctl to fix)"))
-        from notifyctl.store.schema import MIGRATIONS
-
-        done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
+        done = applied_migrations(conn)
         missing = [name for name, _ in MIGRATIONS if name not in done]
         if missing:
             checks.append(warn(area, f"{len(missing)} migration(s) not applied yet (applied on next use)"))

@@ -24,7 +24,8 @@ from notifyctl.pipeline.planner import PLAN_BATCH, PlanItem, Planner
 from notifyctl.settings import Settings
 from notifyctl.store import directory, runs
 from notifyctl.store.db import connect, iso, loads, parse_iso, record_event, transaction
-from notifyctl.templates.store import BUILTIN_VARIABLES, Template, TemplateStore
+from notifyctl.templates.store import TemplateStore
+from notifyctl.templates.template import BUILTIN_VARIABLES, Template
 
 if TYPE_CHECKING:
     from notifyctl.backends.redis.coordinator import ClusterOptions

@@ -16,10 +16,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from notifyctl.app.erase import forget_user
+from notifyctl.models import Decision
+from notifyctl.security.erasure import erasure_key
 from notifyctl.settings import Settings
-from notifyctl.store import cluster, directory, erasure
+from notifyctl.store import cluster, directory, runs
 from notifyctl.store.db import transaction
-from notifyctl.store.erasure import erasure_key
+from notifyctl.store.erasure import ERASED_REASON
 
 
 def _now() -> datetime:
@@ -28,15 +31,21 @@ def _now() -> datetime:
 
 @contextmanager
 def opting_out(
-    conn: sqlite3.Connection, settings: Settings, clock: Callable[[], datetime] = _now
-) -> Iterator[sqlite3.Connection]:
-    """The write transaction of an opt-out (store functions called inside nest as savepoints)."""
+    conn: sqlite3.Connection,
+    settings: Settings,
+    clock: Callable[[], datetime] = _now,
+    revoke: dict[int, Decision] | None = None,
+) -> Iterator[dict[int, Decision]]:
+    """The write transaction of an opt-out (store functions called inside nest as savepoints). What
+    the caller adds to the yielded mapping is revoked whatever policy says (deliveries of an erased
+    user)."""
+    forced: dict[int, Decision] = dict(revoke or {})
     with transaction(conn):
-        yield conn
+        yield forced
         if cluster.attached(conn):  # runs on Redis workers: imported only then
             from notifyctl.backends.redis.revocations import revoke_published
 
-            revoke_published(conn, settings, clock())
+            revoke_published(conn, settings, clock(), forced)
 
 
 def set_preference(
@@ -54,6 +63,11 @@ def suppress(conn: sqlite3.Connection, settings: Settings, channel: str, address
 
 
 def forget(conn: sqlite3.Connection, settings: Settings, user_id: str) -> dict[str, Any]:
-    """Erase a user's personal data; their addresses stay suppressed (as keyed hashes) at once."""
-    with opting_out(conn, settings):
-        return erasure.forget_user(conn, user_id, erasure_key(settings))
+    """Erase a user's personal data; their addresses stay suppressed (as keyed hashes) at once. Their
+    deliveries not yet sent are skipped first (after the erasure they would carry erased labels, which
+    no suppression matches), and those already at Redis workers are revoked."""
+    erased = Decision.skip(f"suppressed:{ERASED_REASON}")
+    with opting_out(conn, settings, revoke={}) as revoke:
+        in_flight = runs.skip_unsent_of_user(conn, user_id, erased.reason or "")
+        revoke.update(dict.fromkeys(in_flight, erased))
+        return forget_user(conn, user_id, erasure_key(settings))

@@ -515,7 +515,8 @@ def templates_render(
     Example: notifyctl templates render order_shipped --channel sms --locale fr --data @order.json
     """
     from notifyctl.cli import output
-    from notifyctl.templates.store import BUILTIN_VARIABLES, TemplateStore
+    from notifyctl.templates.store import TemplateStore
+    from notifyctl.templates.template import BUILTIN_VARIABLES
 
     s = settings()
     template = TemplateStore(s.templates_path).get(name)
@@ -550,7 +551,7 @@ def templates_check(
     from notifyctl.cli import output
     from notifyctl.intake import audience as audience_mod
     from notifyctl.store import directory
-    from notifyctl.templates.store import BUILTIN_VARIABLES
+    from notifyctl.templates.template import BUILTIN_VARIABLES
 
     with context() as ctx:
         template = ctx.templates.get(name)

@@ -12,7 +12,8 @@ from notifyctl.models import Envelope, User, trusted
 from notifyctl.security.unsubscribe import unsubscribe_url
 from notifyctl.settings import Settings
 from notifyctl.store.db import loads
-from notifyctl.templates.store import Template, TemplateStore
+from notifyctl.templates.store import TemplateStore
+from notifyctl.templates.template import Template
 
 
 class EnvelopeBuilder:

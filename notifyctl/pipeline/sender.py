@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import cast
 
-from notifyctl.errors import OutcomeUnknown, RateLimited, TransientError
+from notifyctl.errors import OutcomeUnknown, PermanentError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult
 from notifyctl.pipeline import outcomes
 from notifyctl.pipeline.backend import (
@@ -32,6 +32,7 @@ from notifyctl.pipeline.outcomes import Outcome
 from notifyctl.pipeline.retry import backoff_s, should_retry
 from notifyctl.pipeline.router import CircuitBreaker
 from notifyctl.providers.base import BatchProvider, Provider
+from notifyctl.providers.capabilities import check as check_capabilities
 from notifyctl.settings import RetrySettings
 
 
@@ -105,34 +106,47 @@ class Sender:
         return [r if r is not None else STOPPED for r in results]
 
     async def _call(self, dispatches: list[Dispatch]) -> list[Result]:
-        """The provider call for claimed dispatches, and their outcomes."""
+        """The provider call for claimed dispatches, and their outcomes. What the provider declares it
+        cannot take is refused here, never sent (providers/capabilities.py)."""
         provider_name = dispatches[0].provider
         provider = self.providers[provider_name]
-        started = time.perf_counter()
-        answers: list[SendResult | BaseException]
-        async with self.semaphores[provider_name]:
-            if len(dispatches) == 1:
-                try:
-                    answers = [await provider.send(dispatches[0].envelope)]
-                except Exception as exc:
-                    answers = [exc]
+        answers: list[SendResult | BaseException | None] = [None] * len(dispatches)
+        to_send: list[tuple[int, Envelope]] = []
+        for i, dispatch in enumerate(dispatches):
+            fitted = check_capabilities(dispatch.envelope, provider.capabilities)
+            if isinstance(fitted, PermanentError):
+                answers[i] = fitted
             else:
-                try:
-                    batch = cast(BatchProvider, provider)
-                    answers = list(await batch.send_batch([d.envelope for d in dispatches]))
-                except Exception as exc:
-                    answers = [exc for _ in dispatches]
+                to_send.append((i, fitted))
+        started = time.perf_counter()
+        if to_send:
+            async with self.semaphores[provider_name]:
+                sent: list[SendResult | BaseException]
+                if len(to_send) == 1:
+                    try:
+                        sent = [await provider.send(to_send[0][1])]
+                    except Exception as exc:
+                        sent = [exc]
+                else:
+                    try:
+                        batch = cast(BatchProvider, provider)
+                        sent = list(await batch.send_batch([envelope for _, envelope in to_send]))
+                    except Exception as exc:
+                        sent = [exc for _ in to_send]
+            for (i, _), reply in zip(to_send, sent, strict=True):
+                answers[i] = reply
         latency_ms = (time.perf_counter() - started) * 1000
-        # The breaker hears once per provider call: one failed batch request is one failure.
-        breaker = self.breakers[provider_name]
-        failures = [outcomes.classify(a) for a in answers if not isinstance(a, SendResult)]
-        if len(failures) == len(answers) and all(isinstance(f, (TransientError, OutcomeUnknown)) for f in failures):
-            breaker.failure()  # every message of the call failed as a sick provider fails
-        else:
-            breaker.success()
+        if to_send:  # the breaker hears once per provider call: one failed batch request is one failure
+            called = [answers[i] for i, _ in to_send]
+            failures = [outcomes.classify(a) for a in called if not isinstance(a, SendResult) and a is not None]
+            if len(failures) == len(called) and all(isinstance(f, (TransientError, OutcomeUnknown)) for f in failures):
+                self.breakers[provider_name].failure()  # every message of the call failed as a sick provider fails
+            else:
+                self.breakers[provider_name].success()
         results: list[Result] = []
-        for dispatch, answer in zip(dispatches, answers, strict=True):
-            outcome = self._outcome(dispatch, answer, latency_ms)
+        for dispatch, answered in zip(dispatches, answers, strict=True):
+            assert answered is not None
+            outcome = self._outcome(dispatch, answered, latency_ms)
             self.sink.record(outcome)
             results.append(result_of(outcome, self.stopping()))
         return results

@@ -48,9 +48,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from notifyctl.errors import ConfigError
 from notifyctl.models import Decision
+from notifyctl.security.erasure import erasure_key
 from notifyctl.settings import CategoryRule, Settings
 from notifyctl.store import directory
-from notifyctl.store.erasure import erasure_key, hashed_suppressed, hashed_suppressed_among
+from notifyctl.store.erasure import hashed_suppressed, hashed_suppressed_among
 
 Clock = Callable[[], datetime]
 

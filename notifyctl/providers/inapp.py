@@ -1,7 +1,7 @@
 """In-app messages: rows in the `inbox` table that `notifyctl serve` shows to the user.
 
 The row is keyed by delivery id, so a re-send of the same delivery (retry, in-doubt resume)
-finds the row already there and returns it instead of adding a second one.
+finds the row already there and returns it instead of adding a second one (notifyctl.store.inbox).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from notifyctl.errors import PermanentError, ProviderError, TransientError
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Capabilities, ProviderContext
-from notifyctl.store.db import connect, dumps, iso, transaction
+from notifyctl.store import inbox
 
 # Primary result codes (the low byte of the extended code) worth another attempt.
 _TRANSIENT_SQLITE_CODES = frozenset(
@@ -29,12 +29,6 @@ _TRANSIENT_SQLITE_CODES = frozenset(
         sqlite3.SQLITE_PROTOCOL,
     }
 )
-
-_INSERT = """
-    INSERT INTO inbox (user_id, delivery_id, title, body, data, created)
-    VALUES (?, ?, ?, ?, ?, ?)
-    ON CONFLICT(delivery_id) DO NOTHING
-"""
 
 
 @contextmanager
@@ -55,7 +49,8 @@ def _mapped_errors() -> Iterator[None]:
         raise PermanentError(f"inbox write failed: {exc}", code=name) from exc
 
 
-def _inbox_row(envelope: Envelope) -> tuple[str, int, str, str, str, str]:
+def _inbox_message(envelope: Envelope) -> tuple[str, int, str, str, dict[str, Any]]:
+    """(user id, delivery id, title, body, data) of the message; PermanentError when it is malformed."""
     parts = envelope.parts
     user_id = envelope.user_id or envelope.address
     title, body, data = parts.get("title"), parts.get("body"), parts.get("data") or {}
@@ -65,7 +60,7 @@ def _inbox_row(envelope: Envelope) -> tuple[str, int, str, str, str, str]:
         raise PermanentError("in-app message needs text parts 'title' and 'body'", code="missing_part")
     if not isinstance(data, dict):
         raise PermanentError("in-app part 'data' must be an object", code="bad_part")
-    return user_id, envelope.delivery_id, title, body, dumps(data), iso()
+    return user_id, envelope.delivery_id, title, body, data
 
 
 class InAppProvider:
@@ -87,9 +82,7 @@ class InAppProvider:
             self._conn = await asyncio.to_thread(self._connect)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = connect(self.db_path)
-        conn.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms:d}")
-        return conn
+        return inbox.connect_writer(self.db_path, self.busy_timeout_ms)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -105,12 +98,10 @@ class InAppProvider:
         if conn is None:
             raise RuntimeError(f"provider {self.name} used before open()")
         with _mapped_errors():
-            row = _inbox_row(envelope)
-            inbox_id = await asyncio.to_thread(self._insert, conn, row)
+            message = _inbox_message(envelope)
+            inbox_id = await asyncio.to_thread(self._insert, conn, message)
         return SendResult(provider=self.name, provider_message_id=str(inbox_id))
 
-    def _insert(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> int:
-        with self._lock, transaction(conn):
-            conn.execute(_INSERT, row)
-            found = conn.execute("SELECT id FROM inbox WHERE delivery_id = ?", (row[1],)).fetchone()
-        return int(found[0])
+    def _insert(self, conn: sqlite3.Connection, message: tuple[str, int, str, str, dict[str, Any]]) -> int:
+        with self._lock:
+            return inbox.add_message(conn, *message)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Literal
 
 from aiohttp import web
@@ -11,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from notifyctl.server.responses import json_error, read_json, validation_details
 from notifyctl.server.state import state_of
 from notifyctl.store import directory
-from notifyctl.store.db import iso, record_event, transaction
 
 routes = web.RouteTableDef()
 
@@ -21,24 +19,6 @@ class DeviceRequest(BaseModel):
 
     token: str = Field(min_length=1, max_length=4096, pattern=r"^[^\s/]+$")
     platform: Literal["ios", "android", "web"] | None = None
-
-
-def register_device(conn: sqlite3.Connection, user_id: str, token: str, platform: str | None) -> bool:
-    """True when the token is new for this user (a re-registration only updates the platform)."""
-    with transaction(conn):
-        existing = conn.execute("SELECT 1 FROM devices WHERE user_id=? AND token=?", (user_id, token)).fetchone()
-        if existing:
-            conn.execute(
-                "UPDATE devices SET platform=COALESCE(?, platform) WHERE user_id=? AND token=?",
-                (platform, user_id, token),
-            )
-            return False
-        conn.execute(
-            "INSERT INTO devices (user_id, token, platform, created) VALUES (?, ?, ?, ?)",
-            (user_id, token, platform, iso()),
-        )
-        record_event(conn, "device_registered", user_id, {"platform": platform, "source": "api"})
-    return True
 
 
 @routes.post("/v1/users/{user_id}/devices")
@@ -53,7 +33,7 @@ async def post_device(request: web.Request) -> web.Response:
         return json_error(422, "invalid device", details=validation_details(exc))
     if directory.get_user(conn, user_id) is None:
         return json_error(404, "unknown user")
-    created = register_device(conn, user_id, body.token, body.platform)
+    created = directory.register_device(conn, user_id, body.token, body.platform, source="api")
     return web.json_response(
         {"user_id": user_id, "platform": body.platform, "created": created}, status=201 if created else 200
     )
@@ -63,7 +43,7 @@ async def post_device(request: web.Request) -> web.Response:
 async def delete_device(request: web.Request) -> web.Response:
     conn = state_of(request).ctx.conn
     user_id, token = request.match_info["user_id"], request.match_info["token"]
-    if not conn.execute("SELECT 1 FROM devices WHERE user_id=? AND token=?", (user_id, token)).fetchone():
+    if not directory.has_device(conn, user_id, token):
         return json_error(404, "unknown device")
     directory.remove_device(conn, user_id, token, reason="api")
     return web.Response(status=204)

@@ -6,15 +6,12 @@
 
 from __future__ import annotations
 
-import sqlite3
-from typing import Any
-
 from aiohttp import web
 
 from notifyctl.server.responses import json_error
 from notifyctl.server.state import state_of
 from notifyctl.store import directory
-from notifyctl.store.db import iso, loads, transaction
+from notifyctl.store.inbox import list_inbox, mark_read, unread_count
 
 routes = web.RouteTableDef()
 
@@ -33,47 +30,6 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     if not low <= value <= high:
         raise web.HTTPBadRequest(text=f"'{name}' must be between {low} and {high}")
     return value
-
-
-def _message(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "title": row["title"],
-        "body": row["body"],
-        "data": loads(row["data"]) or {},
-        "created": row["created"],
-        "read_at": row["read_at"],
-        "delivery_id": row["delivery_id"],
-    }
-
-
-def list_inbox(
-    conn: sqlite3.Connection, user_id: str, *, unread_only: bool, limit: int, cursor: int | None
-) -> tuple[list[dict[str, Any]], int | None]:
-    sql = "SELECT id, delivery_id, title, body, data, created, read_at FROM inbox WHERE user_id=?"
-    params: list[Any] = [user_id]
-    if unread_only:
-        sql += " AND read_at IS NULL"
-    if cursor is not None:
-        sql += " AND id<?"
-        params.append(cursor)
-    rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*params, limit + 1]).fetchall()
-    messages = [_message(r) for r in rows[:limit]]
-    return messages, (messages[-1]["id"] if len(rows) > limit else None)
-
-
-def unread_count(conn: sqlite3.Connection, user_id: str) -> int:
-    return int(conn.execute("SELECT count(*) FROM inbox WHERE user_id=? AND read_at IS NULL", (user_id,)).fetchone()[0])
-
-
-def mark_read(conn: sqlite3.Connection, user_id: str, message_id: int) -> str | None:
-    """The message's read time (the first one: marking twice changes nothing); None if not theirs."""
-    with transaction(conn):
-        conn.execute(
-            "UPDATE inbox SET read_at=COALESCE(read_at, ?) WHERE id=? AND user_id=?", (iso(), message_id, user_id)
-        )
-        row = conn.execute("SELECT read_at FROM inbox WHERE id=? AND user_id=?", (message_id, user_id)).fetchone()
-    return None if row is None else str(row["read_at"])
 
 
 @routes.get("/v1/users/{user_id}/inbox")

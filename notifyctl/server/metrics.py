@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from aiohttp import web
 
 from notifyctl.server.state import ServerState, state_of
+from notifyctl.store import health
 
 routes = web.RouteTableDef()
 
@@ -46,7 +47,7 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[str]) -> lis
 
 
 def deliveries_lines(conn: sqlite3.Connection) -> list[str]:
-    rows = conn.execute("SELECT channel, state, count(*) FROM deliveries GROUP BY channel, state ORDER BY 1, 2")
+    rows = health.delivery_counts(conn)
     return _family(
         "notifyctl_deliveries_total",
         "counter",
@@ -57,16 +58,8 @@ def deliveries_lines(conn: sqlite3.Connection) -> list[str]:
 
 def latency_lines(conn: sqlite3.Connection) -> list[str]:
     samples: list[str] = []
-    totals = conn.execute("""SELECT provider, count(*), COALESCE(sum(latency_ms), 0) FROM attempts
-                             WHERE latency_ms IS NOT NULL GROUP BY provider ORDER BY provider""").fetchall()
-    for provider, count, total in totals:
-        recent = sorted(
-            r[0]
-            for r in conn.execute(
-                "SELECT latency_ms FROM attempts WHERE provider=? AND latency_ms IS NOT NULL ORDER BY id DESC LIMIT ?",
-                (provider, LATENCY_WINDOW),
-            )
-        )
+    for provider, count, total in health.latency_totals(conn):
+        recent = sorted(health.recent_latencies(conn, provider, LATENCY_WINDOW))
         for q in QUANTILES:
             samples.append(
                 f"notifyctl_provider_latency_ms{labels(provider=provider, quantile=str(q))} "
@@ -109,7 +102,7 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     state = state_of(request)
-    state.ctx.conn.execute("SELECT 1").fetchone()
+    health.ping(state.ctx.conn)
     running = state.service.running
     return web.json_response(
         {"status": "ok" if running else "degraded", "engine": running, "run_id": state.service.run_id},

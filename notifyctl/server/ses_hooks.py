@@ -18,14 +18,16 @@ import orjson
 from aiohttp import web
 
 from notifyctl.addresses import AddressError
+from notifyctl.app.optouts import opting_out
 from notifyctl.cli.output import mask_address
 from notifyctl.server.accesslog import note
-from notifyctl.server.dedupe import first_time
 from notifyctl.server.responses import json_error, route_name
 from notifyctl.server.sns import SnsError, url_allowed, verify_message
 from notifyctl.server.state import ServerState, state_of
+from notifyctl.settings import Settings
 from notifyctl.store import directory
-from notifyctl.store.db import iso, record_event, transaction
+from notifyctl.store.db import record_event, transaction
+from notifyctl.store.inbound import first_time, receipt_targets, set_receipt
 
 log = logging.getLogger("notifyctl.server")
 routes = web.RouteTableDef()
@@ -72,12 +74,14 @@ def ses_outcome(event: dict[str, Any]) -> tuple[str | None, list[tuple[str, str]
     return None, []
 
 
-def apply_ses_event(conn: sqlite3.Connection, event: dict[str, Any], sns_message_id: str) -> dict[str, int]:
+def apply_ses_event(
+    conn: sqlite3.Connection, settings: Settings, event: dict[str, Any], sns_message_id: str
+) -> dict[str, int]:
     receipt, suppress = ses_outcome(event)
     mail = _object(event, "mail")
     ses_message_id = str(mail.get("messageId") or "")
     suppressed = updated = 0
-    with transaction(conn):
+    with opting_out(conn, settings):  # a bounce or complaint holds before the next message anywhere
         for address, reason in suppress:
             try:
                 directory.add_suppression(
@@ -88,16 +92,10 @@ def apply_ses_event(conn: sqlite3.Connection, event: dict[str, Any], sns_message
                 continue
             suppressed += 1
         if receipt and ses_message_id:
-            rows = conn.execute(
-                "SELECT id, receipt_status FROM deliveries WHERE provider_message_id=? AND channel='email'",
-                (ses_message_id,),
-            ).fetchall()
-            for row in rows:
+            for row in receipt_targets(conn, "email", ses_message_id):
                 if RECEIPT_RANK.get(row["receipt_status"] or "", -1) > RECEIPT_RANK.get(receipt, -1):
                     continue
-                conn.execute(
-                    "UPDATE deliveries SET receipt_status=?, updated=? WHERE id=?", (receipt, iso(), row["id"])
-                )
+                set_receipt(conn, row["id"], receipt)
                 record_event(
                     conn,
                     "delivery_receipt",
@@ -178,5 +176,5 @@ async def ses_hook(request: web.Request) -> web.Response:
         if not first_time(conn, f"sns:{message['MessageId']}", "sns"):
             note(request, outcome="duplicate")
             return web.json_response({"duplicate": True})
-        result = apply_ses_event(conn, event, str(message["MessageId"]))
+        result = apply_ses_event(conn, state.ctx.settings, event, str(message["MessageId"]))
     return web.json_response(result)

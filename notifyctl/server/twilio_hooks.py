@@ -22,14 +22,15 @@ from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 
 from notifyctl.addresses import AddressError, normalize_phone
+from notifyctl.app.optouts import opting_out
 from notifyctl.cli.output import mask_address
 from notifyctl.server.accesslog import note
-from notifyctl.server.dedupe import first_time
 from notifyctl.server.responses import json_error, route_name
 from notifyctl.server.state import state_of
 from notifyctl.settings import Settings
 from notifyctl.store import directory
-from notifyctl.store.db import iso, record_event, transaction
+from notifyctl.store.db import record_event, transaction
+from notifyctl.store.inbound import first_time, receipt_targets, set_receipt
 
 routes = web.RouteTableDef()
 
@@ -114,14 +115,11 @@ async def verified_form(request: web.Request) -> MultiDict[str] | web.Response:
     return json_error(403, "invalid Twilio signature")
 
 
-def _users_with_phone(conn: sqlite3.Connection, phone: str) -> list[str]:
-    return [row[0] for row in conn.execute("SELECT user_id FROM users WHERE phone=? ORDER BY user_id", (phone,))]
-
-
-def opt_out(conn: sqlite3.Connection, phone: str, sid: str, word: str) -> list[str]:
-    """Suppress the number on SMS and turn SMS off for every user with it; returns those users."""
-    users = _users_with_phone(conn, phone)
-    with transaction(conn):
+def opt_out(conn: sqlite3.Connection, settings: Settings, phone: str, sid: str, word: str) -> list[str]:
+    """Suppress the number on SMS and turn SMS off for every user with it, before the number's next
+    message on any backend; returns those users."""
+    users = directory.users_with_phone(conn, phone)
+    with opting_out(conn, settings):
         directory.add_suppression(conn, "sms", phone, "stop", source=f"twilio:{sid}")
         for user_id in users:
             directory.set_preference(conn, user_id, "sms", "*", False, source=STOP_SOURCE)
@@ -137,17 +135,14 @@ def opt_out(conn: sqlite3.Connection, phone: str, sid: str, word: str) -> list[s
 def opt_in(conn: sqlite3.Connection, phone: str, sid: str, word: str) -> list[str]:
     """Undo an SMS opt-out: lift a `stop` suppression (never one an operator or a provider added for
     another reason) and drop the preference rows the opt-out wrote, so earlier choices apply again."""
-    users = _users_with_phone(conn, phone)
+    users = directory.users_with_phone(conn, phone)
     with transaction(conn):
         lifted = directory.is_suppressed(conn, "sms", phone) == "stop" and directory.remove_suppression(
             conn, "sms", phone
         )
         cleared = 0
         for user_id in users:
-            cleared += conn.execute(
-                "DELETE FROM preferences WHERE user_id=? AND channel='sms' AND category='*' AND source=?",
-                (user_id, STOP_SOURCE),
-            ).rowcount
+            cleared += directory.remove_sms_preference(conn, user_id, source=STOP_SOURCE)
         record_event(
             conn,
             "sms_opt_in",
@@ -181,7 +176,7 @@ async def inbound(request: web.Request) -> web.Response:
     with transaction(conn):
         fresh = first_time(conn, sid, "twilio_sms") if sid else True
         if fresh and phone and word == "stop":
-            opt_out(conn, phone, sid, str(form.get("Body") or "").strip()[:20])
+            opt_out(conn, state_of(request).ctx.settings, phone, sid, str(form.get("Body") or "").strip()[:20])
         elif fresh and phone and word == "start":
             opt_in(conn, phone, sid, str(form.get("Body") or "").strip()[:20])
     if not fresh:
@@ -204,15 +199,13 @@ async def status(request: web.Request) -> web.Response:
         return json_error(400, "MessageSid and MessageStatus are required")
     note(request, message_sid=sid, state=new_status)
     receipt = f"{new_status}:{code}" if code else new_status
-    with transaction(conn):
-        rows = conn.execute(
-            "SELECT id, address, receipt_status FROM deliveries WHERE provider_message_id=? AND channel='sms'", (sid,)
-        ).fetchall()
+    with opting_out(conn, state_of(request).ctx.settings):  # a 21610 receipt is an opt-out
+        rows = receipt_targets(conn, "sms", sid)
         for row in rows:
             current = (row["receipt_status"] or "").split(":", 1)[0]
             if current and STATUS_RANK.get(current, -1) > STATUS_RANK.get(new_status, -1):
                 continue
-            conn.execute("UPDATE deliveries SET receipt_status=?, updated=? WHERE id=?", (receipt, iso(), row["id"]))
+            set_receipt(conn, row["id"], receipt)
             record_event(
                 conn,
                 "delivery_receipt",

@@ -17,10 +17,12 @@ import sqlite3
 from aiohttp import web
 
 from notifyctl.addresses import AddressError, normalize_address
+from notifyctl.app.optouts import opting_out
 from notifyctl.cli.output import mask_address
 from notifyctl.security.unsubscribe import read_token
 from notifyctl.server.accesslog import note
 from notifyctl.server.state import state_of
+from notifyctl.settings import Settings
 from notifyctl.store import directory
 
 routes = web.RouteTableDef()
@@ -59,9 +61,15 @@ def invalid_link() -> web.Response:
     )
 
 
-def unsubscribe(conn: sqlite3.Connection, who: str, channel: str, category: str) -> str | None:
-    """Apply an unsubscribe; returns what was done ('preference', 'suppression', 'already'), or
-    None when the token names neither a user nor a usable address."""
+def unsubscribe(conn: sqlite3.Connection, settings: Settings, who: str, channel: str, category: str) -> str | None:
+    """Apply an unsubscribe, before the next message on any backend; returns what was done
+    ('preference', 'suppression', 'already'), or None when the token names neither a user nor a
+    usable address."""
+    with opting_out(conn, settings):
+        return _unsubscribe(conn, who, channel, category)
+
+
+def _unsubscribe(conn: sqlite3.Connection, who: str, channel: str, category: str) -> str | None:
     if directory.get_user(conn, who) is not None:
         if directory.preference(conn, who, channel, category) is False:
             return "already"
@@ -108,7 +116,7 @@ async def one_click(request: web.Request) -> web.Response:
     if form.get("List-Unsubscribe") != "One-Click":
         return page(400, "Unsubscribe", "<p>Expected the form field List-Unsubscribe=One-Click.</p>")
     who, channel, category = fields
-    done = unsubscribe(state.ctx.conn, who, channel, category)
+    done = unsubscribe(state.ctx.conn, state.ctx.settings, who, channel, category)
     note(request, outcome=done or "unknown_recipient", address=mask_address(who))
     if done is None:
         return invalid_link()

@@ -214,7 +214,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 def run_migrations(conn: sqlite3.Connection) -> list[str]:
     """Apply the migrations not applied yet; returns their names."""
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied TEXT NOT NULL)")
-    done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
+    done = applied_migrations(conn)
     applied = []
     for name, sql in MIGRATIONS:
         if name in done:
@@ -228,6 +228,11 @@ def run_migrations(conn: sqlite3.Connection) -> list[str]:
             conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, iso()))
         applied.append(name)
     return applied
+
+
+def applied_migrations(conn: sqlite3.Connection) -> set[str]:
+    """The names of the migrations applied to the database (the table must exist)."""
+    return {row[0] for row in conn.execute("SELECT name FROM migrations")}
 
 
 def record_event(conn: sqlite3.Connection, kind: str, subject: str | None, detail: dict[str, Any]) -> None:

@@ -159,6 +159,11 @@ def get_contacts(conn: sqlite3.Connection, user_ids: Sequence[str], *, push_toke
     return contacts
 
 
+def users_with_phone(conn: sqlite3.Connection, phone: str) -> list[str]:
+    """The ids of the users whose phone is `phone` (normalised), in order."""
+    return [row[0] for row in conn.execute("SELECT user_id FROM users WHERE phone=? ORDER BY user_id", (phone,))]
+
+
 def user_attribute_keys(conn: sqlite3.Connection) -> set[str]:
     """Every attribute name present in the directory (for checking templates before a send)."""
     keys: set[str] = set()
@@ -170,6 +175,27 @@ def user_attribute_keys(conn: sqlite3.Connection) -> set[str]:
 def endpoint(conn: sqlite3.Connection, user_id: str) -> sqlite3.Row | None:
     row: sqlite3.Row | None = conn.execute("SELECT * FROM endpoints WHERE user_id=?", (user_id,)).fetchone()
     return row
+
+
+def has_device(conn: sqlite3.Connection, user_id: str, token: str) -> bool:
+    return conn.execute("SELECT 1 FROM devices WHERE user_id=? AND token=?", (user_id, token)).fetchone() is not None
+
+
+def register_device(conn: sqlite3.Connection, user_id: str, token: str, platform: str | None, source: str) -> bool:
+    """True when the token is new for this user (a re-registration only updates the platform)."""
+    with transaction(conn):
+        if has_device(conn, user_id, token):
+            conn.execute(
+                "UPDATE devices SET platform=COALESCE(?, platform) WHERE user_id=? AND token=?",
+                (platform, user_id, token),
+            )
+            return False
+        conn.execute(
+            "INSERT INTO devices (user_id, token, platform, created) VALUES (?, ?, ?, ?)",
+            (user_id, token, platform, iso()),
+        )
+        record_event(conn, "device_registered", user_id, {"platform": platform, "source": source})
+    return True
 
 
 def remove_device(conn: sqlite3.Connection, user_id: str | None, token: str, reason: str) -> None:
@@ -219,6 +245,14 @@ def preference(conn: sqlite3.Connection, user_id: str, channel: str, category: s
     ).fetchone()
     row = None if row is None or row[0] is None else row
     return None if row is None else bool(row[0])
+
+
+def remove_sms_preference(conn: sqlite3.Connection, user_id: str, *, source: str) -> int:
+    """Drop the user's all-categories SMS preference if `source` wrote it (an SMS opt-in undoing its
+    opt-out); returns the rows removed."""
+    return conn.execute(
+        "DELETE FROM preferences WHERE user_id=? AND channel='sms' AND category='*' AND source=?", (user_id, source)
+    ).rowcount
 
 
 def preferences(conn: sqlite3.Connection, user_id: str) -> list[dict[str, Any]]:

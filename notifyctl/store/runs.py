@@ -410,6 +410,20 @@ def mark_in_doubt(
         )
 
 
+def skip_unsent_of_user(conn: sqlite3.Connection, user_id: str, reason: str) -> list[int]:
+    """A user's deliveries not yet sent: pending and deferred ones are skipped for `reason`; returns
+    the ids of those in flight (their outcome is on its way)."""
+    now = iso()
+    conn.execute(
+        "UPDATE deliveries SET state='skipped', reason=?, defer_until=NULL, next_attempt_at=NULL, updated=? "
+        "WHERE user_id=? AND state IN ('pending', 'deferred')",
+        (reason, now, user_id),
+    )
+    return [
+        row[0] for row in conn.execute("SELECT id FROM deliveries WHERE user_id=? AND state='inflight'", (user_id,))
+    ]
+
+
 def in_flight_attempt(conn: sqlite3.Connection, delivery_id: int, attempt: int) -> bool:
     """Whether `attempt` is the delivery's attempt in flight (an outcome reported for it is current)."""
     row = conn.execute("SELECT state, attempts FROM deliveries WHERE id=?", (delivery_id,)).fetchone()

@@ -61,21 +61,27 @@ def revoked(policy: Policy, rows: Iterable[sqlite3.Row], now: datetime) -> dict[
     return found
 
 
-def revoke_published(conn: sqlite3.Connection, settings: Settings, now: datetime) -> int:
+def revoke_published(
+    conn: sqlite3.Connection, settings: Settings, now: datetime, forced: dict[int, Decision] | None = None
+) -> int:
     """In an opt-out's write transaction, after its change and before its COMMIT: decide every
     published delivery of this database again and revoke, in each Redis, those that may no longer
-    go out. Returns how many were revoked. A Redis it cannot reach is logged, not fatal: the opt-out
-    is kept, and the coordinator's backstop writes the revocation once Redis is back."""
+    go out (and those in `forced`, whatever policy says). Returns how many were revoked. A Redis it
+    cannot reach is logged, not fatal: the opt-out is kept, and the coordinator's backstop writes the
+    revocation once Redis is back."""
     runs = cluster.attached(conn)
     if not runs:
         return 0
     policy = Policy(settings, conn)
+    forced = forced or {}
     total = 0
     by_redis: dict[tuple[str, str, str], list[str]] = {}
     for run in runs:
         by_redis.setdefault((run.redis_url, run.prefix, run.identity), []).append(run.run_id)
     for (url, prefix, identity), run_ids in by_redis.items():
-        decisions = revoked(policy, cluster.published(conn, run_ids), now)
+        published = cluster.published(conn, run_ids)
+        decisions = revoked(policy, published, now)
+        decisions.update({row["id"]: forced[row["id"]] for row in published if row["id"] in forced})
         if not decisions:
             continue
         try:
