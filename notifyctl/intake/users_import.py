@@ -1,6 +1,6 @@
 """`notifyctl users import`: read and validate the file once, stage the valid rows, write them last.
 
-The file is parsed a single time (`audience.iter_user_fields`). The valid users' fields go, in
+The file is parsed a single time (`users.iter_user_fields`). The valid users' fields go, in
 marshalled chunks, to a helper process (`python -m notifyctl.intake.users_import`) that appends them to
 a scratch SQLite database in a private temporary directory: staging runs on another core while
 the file is still being read, and memory does not grow with the file. Only once the whole file
@@ -65,7 +65,7 @@ class StagedUsers:
 def staged_users(path: Path, *, batch: int = BATCH) -> Iterator[StagedUsers]:
     """Parse and validate `path` once, staging the valid users in batches of `batch`; the scratch
     database is deleted on exit."""
-    from notifyctl.intake.audience import iter_user_fields
+    from notifyctl.intake.users import iter_user_fields
 
     with tempfile.TemporaryDirectory(prefix="notifyctl-users-") as scratch:
         staged = StagedUsers(Path(scratch) / "stage.sqlite", batch)
