@@ -91,3 +91,22 @@ def test_a_clean_audience_never_takes_the_line_by_line_reader(tmp_path: Path) ->
     assert (report.rows, report.valid, report.error_count, report.duplicates) == (3002, 3001, 1, 1)
     assert [(e.line, e.reason) for e in report.errors] == [(3002, "duplicate recipient, first seen on line 9")]
     assert report == validate_line_by_line(path, "csv", max_field_chars=4096, default_region=None)
+
+
+def test_the_line_by_line_reader_takes_over_after_the_last_row_given(tmp_path: Path) -> None:
+    path = tmp_path / "audience.csv"
+    rows = b"".join(b"u%d,u%d@example.com\n" % (i, i) for i in range(50))
+    path.write_bytes(b"user_id,email\n" + rows + b"u\x00,x\nu7,again@example.com\n")
+    taken_over: list[int] = []
+    records = fast_reader.read_records
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        taken_over.append(kwargs["start_offset"])
+        return records(*args, **kwargs)
+
+    with fast_path_limits(64), mock.patch.object(fast_reader, "read_records", side_effect=recorded):
+        report = validate_audience(path)
+    assert len(taken_over) == 1 and 0 < taken_over[0] < path.stat().st_size  # not from the start
+    assert (report.rows, report.valid, report.error_count, report.duplicates) == (52, 50, 2, 1)
+    assert [e.line for e in report.errors] == [52, 53]
+    assert report == validate_line_by_line(path, "csv", max_field_chars=4096, default_region=None)

@@ -212,6 +212,24 @@ def test_a_clean_csv_never_takes_the_line_by_line_reader(tmp_path: Path) -> None
     assert len(fast) == 3001 and not any(isinstance(item, RowError) for item in fast)
 
 
+def test_the_line_by_line_reader_takes_over_after_the_last_user_given(tmp_path: Path) -> None:
+    path = tmp_path / "users.csv"
+    rows = b"".join(b"u%d,u%d@example.com\n" % (i, i) for i in range(50))
+    path.write_bytes(b"user_id,email\n" + rows + b"u\x00,x\nu-last,last@example.com\n")
+    taken_over: list[int] = []
+    records = fast_reader.read_records
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        taken_over.append(kwargs["start_offset"])
+        return records(*args, **kwargs)
+
+    with fast_path_limits(64), mock.patch.object(fast_reader, "read_records", side_effect=recorded):
+        fast = list(iter_user_fields(path))
+    assert len(taken_over) == 1 and 0 < taken_over[0] < path.stat().st_size  # not from the start
+    assert len(fast) == 52 and isinstance(fast[50], RowError) and "NUL" in fast[50].reason
+    assert _comparable(fast) == _comparable(_full(path, 4096))
+
+
 @pytest.mark.parametrize(
     "content",
     [
