@@ -15,20 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from notifyctl.cli.output import csv_safe
 from notifyctl.errors import InputError, RowError
-from notifyctl.intake.audience import (
-    MAX_LINE_BYTES,
-    Parsed,
-    ValidationReport,
-    audience_columns,
-    csv_safe,
-    detect_format,
-    iter_events,
-    iter_recipients,
-    iter_users,
-    spool_stdin,
-    validate_audience,
-)
+from notifyctl.intake.audience import audience_columns, iter_recipients
+from notifyctl.intake.events import iter_events
+from notifyctl.intake.lines import MAX_LINE_BYTES, detect_format
+from notifyctl.intake.records import Parsed
+from notifyctl.intake.spool import spool_stdin
+from notifyctl.intake.users import iter_users
+from notifyctl.intake.validate import ValidationReport, validate_audience
 from notifyctl.models import Recipient
 
 CSV_HEADER = b"user_id,email,city\n"

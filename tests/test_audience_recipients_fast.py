@@ -13,8 +13,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from notifyctl.errors import InputError
-from notifyctl.intake import audience
+from notifyctl.intake import fast as fast_reader
 from notifyctl.intake.audience import iter_recipients
+from notifyctl.intake.fields import CONTACT_FIELDS, convert, recipient_builder, require_columns
+from notifyctl.intake.records import read_records
 from tests.test_users_import import CELLS, RAW, csv_files, fast_path_limits
 
 
@@ -28,10 +30,8 @@ def _rows(read: Callable[[], Any]) -> tuple[str, Any]:
 
 def _line_by_line(path: Path, **kwargs: Any) -> Any:
     skip_lines: Container[int] = kwargs.pop("skip_lines", ())
-    records = audience._records(
-        path, check_header=audience._require_columns(path, any_of=("user_id", *audience._CONTACT_FIELDS)), **kwargs
-    )
-    return audience._convert(records, audience._recipient_builder(True, None), skip_lines)
+    records = read_records(path, check_header=require_columns(path, any_of=("user_id", *CONTACT_FIELDS)), **kwargs)
+    return convert(records, recipient_builder(True, None), skip_lines)
 
 
 def assert_same(
@@ -90,7 +90,7 @@ def test_a_clean_audience_is_read_without_the_line_by_line_reader(tmp_path: Path
     rows = ["user_id,email,first_name,plan"]
     rows += [f"u{i},u{i}@example.com,Zoë {i},pro" for i in range(2000)]
     path.write_text("\r\n".join(rows) + "\r\n", encoding="utf-8")
-    with mock.patch.object(audience, "_records", side_effect=AssertionError("slow path taken")):
+    with mock.patch.object(fast_reader, "read_records", side_effect=AssertionError("slow path taken")):
         fast = list(iter_recipients(path))
     assert len(fast) == 2000 and all(p.value is not None for p in fast)
     assert fast[7].value is not None and fast[7].value.data == {"first_name": "Zoë 7", "plan": "pro"}
@@ -102,13 +102,13 @@ def test_the_line_by_line_reader_takes_over_after_the_last_row_given(tmp_path: P
     path = tmp_path / "audience.csv"
     path.write_bytes(b"user_id,email\n" + b"".join(b"u%d,u%d@example.com\n" % (i, i) for i in range(50)) + b"u\x00,x\n")
     taken_over: list[int] = []
-    records = audience._records
+    records = read_records
 
     def recorded(*args: Any, **kwargs: Any) -> Any:
         taken_over.append(kwargs["start_offset"])
         return records(*args, **kwargs)
 
-    with fast_path_limits(64), mock.patch.object(audience, "_records", side_effect=recorded):
+    with fast_path_limits(64), mock.patch.object(fast_reader, "read_records", side_effect=recorded):
         fast = list(iter_recipients(path))
     assert len(taken_over) == 1 and 0 < taken_over[0] < path.stat().st_size  # not from the start
     assert [p.line for p in fast] == list(range(2, 53))

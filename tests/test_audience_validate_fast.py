@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from notifyctl.errors import InputError
-from notifyctl.intake import audience
-from notifyctl.intake.audience import validate_audience
+from notifyctl.intake import fast as fast_reader
+from notifyctl.intake.validate import validate_audience, validate_line_by_line
 from tests.test_users_import import CELLS, RAW, csv_files, fast_path_limits
 
 
@@ -31,7 +31,7 @@ def assert_same(content: bytes, *, max_field_chars: int = 4096, piece_bytes: int
         path.write_bytes(content)
         with fast_path_limits(piece_bytes, max_line):
             fast = _report(lambda: validate_audience(path, max_field_chars=max_field_chars))
-            slow = _report(lambda: audience._validate_line_by_line(path, "csv", max_field_chars, None))
+            slow = _report(lambda: validate_line_by_line(path, "csv", max_field_chars, None))
     assert fast == slow
 
 
@@ -86,8 +86,27 @@ def test_a_clean_audience_never_takes_the_line_by_line_reader(tmp_path: Path) ->
     rows += [f"u{i},u{i}@example.com,,t{i},https://h.example.com/{i},Ada" for i in range(3000)]
     rows += ["u7,again@example.com,,,,Bob", ',"last@example.com",+1 415 555 2671,,,"multi\nline"']
     path.write_text("\r\n".join(rows) + "\r\n")
-    with mock.patch.object(audience, "_validate_line_by_line", side_effect=AssertionError("slow path taken")):
+    with mock.patch.object(fast_reader, "read_records", side_effect=AssertionError("slow path taken")):
         report = validate_audience(path)
     assert (report.rows, report.valid, report.error_count, report.duplicates) == (3002, 3001, 1, 1)
     assert [(e.line, e.reason) for e in report.errors] == [(3002, "duplicate recipient, first seen on line 9")]
-    assert report == audience._validate_line_by_line(path, "csv", max_field_chars=4096, default_region=None)
+    assert report == validate_line_by_line(path, "csv", max_field_chars=4096, default_region=None)
+
+
+def test_the_line_by_line_reader_takes_over_after_the_last_row_given(tmp_path: Path) -> None:
+    path = tmp_path / "audience.csv"
+    rows = b"".join(b"u%d,u%d@example.com\n" % (i, i) for i in range(50))
+    path.write_bytes(b"user_id,email\n" + rows + b"u\x00,x\nu7,again@example.com\n")
+    taken_over: list[int] = []
+    records = fast_reader.read_records
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        taken_over.append(kwargs["start_offset"])
+        return records(*args, **kwargs)
+
+    with fast_path_limits(64), mock.patch.object(fast_reader, "read_records", side_effect=recorded):
+        report = validate_audience(path)
+    assert len(taken_over) == 1 and 0 < taken_over[0] < path.stat().st_size  # not from the start
+    assert (report.rows, report.valid, report.error_count, report.duplicates) == (52, 50, 2, 1)
+    assert [e.line for e in report.errors] == [52, 53]
+    assert report == validate_line_by_line(path, "csv", max_field_chars=4096, default_region=None)

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from notifyctl.intake.audience import iter_events
+from notifyctl.intake.events import iter_events
 
 VALID = {"event_id": "e1", "user_id": "u1", "template": "welcome", "data": {"a": 1}}
 

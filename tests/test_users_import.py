@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from notifyctl.errors import InputError, RowError
-from notifyctl.intake import audience, users_import
-from notifyctl.intake.audience import iter_user_fields, iter_users, user_fields
+from notifyctl.intake import fast as fast_reader
+from notifyctl.intake import lines, users_import
+from notifyctl.intake.users import iter_user_fields, iter_users, user_fields
 from notifyctl.store import directory
 from notifyctl.store.db import connect
 from tests.workspace import SINK_SECRET, Workspace, make_workspace
@@ -58,9 +59,9 @@ def fast_path_limits(piece_bytes: int, max_line: int = 0) -> Iterator[None]:
     """The fast CSV readers with pieces of `piece_bytes` and, if given, lines of at most `max_line`
     bytes (small values make the piece and line edges show up in small files)."""
     with contextlib.ExitStack() as patches:
-        patches.enter_context(mock.patch.object(audience, "_FAST_PIECE_BYTES", piece_bytes))
+        patches.enter_context(mock.patch.object(lines, "_FAST_PIECE_BYTES", piece_bytes))
         if max_line:
-            patches.enter_context(mock.patch.object(audience, "MAX_LINE_BYTES", max_line))
+            patches.enter_context(mock.patch.object(lines, "MAX_LINE_BYTES", max_line))
         yield
 
 
@@ -205,10 +206,28 @@ def test_a_clean_csv_never_takes_the_line_by_line_reader(tmp_path: Path) -> None
     rows += [f"u{i},u{i}@example.com,t{i}|x{i},https://h.example.com/{i},{SINK_SECRET},pro" for i in range(3000)]
     rows.append('u-last,"last@example.com",,,,"multi\nline plan"')
     path.write_text("\r\n".join(rows) + "\r\n")
-    with mock.patch.object(audience, "iter_users", side_effect=AssertionError("slow path taken")):
+    with mock.patch.object(fast_reader, "read_records", side_effect=AssertionError("slow path taken")):
         fast = list(iter_user_fields(path))
     assert _comparable(fast) == _comparable(_full(path, 4096))
     assert len(fast) == 3001 and not any(isinstance(item, RowError) for item in fast)
+
+
+def test_the_line_by_line_reader_takes_over_after_the_last_user_given(tmp_path: Path) -> None:
+    path = tmp_path / "users.csv"
+    rows = b"".join(b"u%d,u%d@example.com\n" % (i, i) for i in range(50))
+    path.write_bytes(b"user_id,email\n" + rows + b"u\x00,x\nu-last,last@example.com\n")
+    taken_over: list[int] = []
+    records = fast_reader.read_records
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        taken_over.append(kwargs["start_offset"])
+        return records(*args, **kwargs)
+
+    with fast_path_limits(64), mock.patch.object(fast_reader, "read_records", side_effect=recorded):
+        fast = list(iter_user_fields(path))
+    assert len(taken_over) == 1 and 0 < taken_over[0] < path.stat().st_size  # not from the start
+    assert len(fast) == 52 and isinstance(fast[50], RowError) and "NUL" in fast[50].reason
+    assert _comparable(fast) == _comparable(_full(path, 4096))
 
 
 @pytest.mark.parametrize(

@@ -29,8 +29,8 @@ from notifyctl.templates.template import BUILTIN_VARIABLES, Template
 
 if TYPE_CHECKING:
     from notifyctl.backends.redis.coordinator import ClusterOptions
-    from notifyctl.intake.audience import ValidationReport
     from notifyctl.intake.campaigns import Campaign
+    from notifyctl.intake.validate import ValidationReport
 
 Clock = Callable[[], datetime]
 
@@ -196,7 +196,7 @@ def prepare_broadcast(
         raise InputError("the campaign names no audience file; give one with --audience FILE")
     if not path.is_file():
         raise InputError(f"audience file not found: {path}")
-    from notifyctl.intake import audience  # here: a one-off send needs no parsers
+    from notifyctl.intake import validate as audience  # here: a one-off send needs no parsers
 
     report = audience.validate_audience(path)
     if report.error_count and not skip_invalid:
@@ -436,7 +436,7 @@ def check_render(ctx: Context, template: Template, channels: list[str], user: Us
 def _event_items(
     ctx: Context, path: Path, start_offset: int, start_line: int, skip_invalid: bool
 ) -> Iterator[tuple[PlanItem | None, RowError | None, tuple[int, int]]]:
-    from notifyctl.intake import audience  # here: a one-off send needs no parsers
+    from notifyctl.intake import events as audience  # here: a one-off send needs no parsers
 
     for parsed in audience.iter_events(path, start_offset=start_offset, start_line=start_line):
         cursor = (parsed.end_offset, parsed.end_line or parsed.line)

@@ -608,7 +608,7 @@ def send(
                 raise InputError("--events cannot be combined with --template/--user")
             path = Path(events)
             if events == "-":
-                from notifyctl.intake.audience import spool_stdin
+                from notifyctl.intake.spool import spool_stdin
 
                 # Kept next to the database so that an interrupted run can be resumed from it.
                 spool = ctx.settings.database_path.parent / "spool"

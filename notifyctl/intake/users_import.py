@@ -1,13 +1,13 @@
 """`notifyctl users import`: read and validate the file once, stage the valid rows, write them last.
 
-The file is parsed a single time (`audience.iter_user_fields`). The valid users' fields go, in
+The file is parsed a single time (`users.iter_user_fields`). The valid users' fields go, in
 marshalled chunks, to a helper process (`python -m notifyctl.intake.users_import`) that appends them to
 a scratch SQLite database in a private temporary directory: staging runs on another core while
 the file is still being read, and memory does not grow with the file. Only once the whole file
 has been read, and only if no row was invalid (or invalid rows are to be skipped), are the staged
-users copied into the directory by INSERT ... SELECT (no row passes through Python again): what
-`directory.upsert_users` writes for each batch of `batch` valid users, in file order, one
-transaction a batch, exactly as when each batch was upserted as it was read. No write lock is
+users copied into the directory by INSERT ... SELECT (`store/staging.py`; no row passes through
+Python again): what `directory.upsert_users` writes for each batch of `batch` valid users, in file
+order, one transaction a batch, exactly as when each batch was upserted as it was read. No write lock is
 held while parsing, and a bad row at the very end of the file still means nothing was written.
 
 This module is the helper process's entry point too, so it imports little at the top.
@@ -17,40 +17,27 @@ from __future__ import annotations
 
 import marshal
 import os
-import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import notifyctl
 from notifyctl.errors import NotifyctlError, RowError
-from notifyctl.store.db import dumps, iso, transaction
+from notifyctl.store.staging import Counts, UserFields, copy_staged, create_stage, stage_chunk
 
 if TYPE_CHECKING:
-    from notifyctl.intake.audience import UserFields
+    import sqlite3
 
 BATCH = 5_000  # valid users per transaction (duplicates in a file resolve per batch, as ever)
 STAGE_CHUNK = 1_000  # at most this many users are sent to the staging process at a time
 MAX_REPORTED_ERRORS = 1000
-_SCHEMA = "notifyctl_users_import"  # the scratch database, attached for the copy
 _FRAME_HEADER = 8  # bytes: the length of each marshalled chunk, little-endian
-
-# The scratch database. users.endpoint: NULL no endpoint (no webhook_url), 0 a new secret (an
-# existing one is kept), 1 the secret the file gave. chunks: users and devices rows staged after
-# each chunk (a batch ends at the end of a chunk).
-_STAGE_SCHEMA = """
-    CREATE TABLE users (user_id, email, phone, locale, timezone, webhook_url, attributes, secret, endpoint);
-    CREATE TABLE devices (user_id, token);
-    CREATE TABLE chunks (users, devices)"""
-_NEW_SECRET, _GIVEN_SECRET = 0, 1
-
-Counts = tuple[int, int]  # users and devices rows staged
 
 
 class StagingError(NotifyctlError):
@@ -71,58 +58,14 @@ class StagedUsers:
         """Upsert every staged user into the directory, a batch per transaction; returns how many."""
         if not self.valid:
             return 0
-        written = 0
-        conn.execute(f"ATTACH DATABASE ? AS {_SCHEMA}", (str(self.path),))
-        try:
-            chunks: list[Counts] = [
-                (users, devices)
-                for users, devices in conn.execute(f"SELECT users, devices FROM {_SCHEMA}.chunks ORDER BY rowid")
-            ]
-            after: Counts = (0, 0)
-            for i, upto in enumerate(chunks):
-                if upto[0] % self.batch == 0 or i == len(chunks) - 1:
-                    written += _copy(conn, after, upto)
-                    after = upto
-        finally:
-            conn.execute(f"DETACH DATABASE {_SCHEMA}")
-        return written
-
-
-def _copy(conn: sqlite3.Connection, after: Counts, upto: Counts) -> int:
-    """What `directory.upsert_users` writes for the staged users and devices with rowids in
-    (after, upto], in its order; one transaction. Returns how many users."""
-    from notifyctl.store import directory
-
-    users = f"FROM {_SCHEMA}.users WHERE rowid > :low AND rowid <= :high"
-    now = iso()
-    with transaction(conn):
-        conn.execute(
-            f"INSERT INTO main.users ({directory.USERS_COLUMNS}) SELECT user_id, email, phone, locale, timezone,"
-            f" webhook_url, attributes, :now, :now {users} {directory.USERS_ON_CONFLICT}",
-            {"low": after[0], "high": upto[0], "now": now},
-        )
-        conn.execute(
-            f"INSERT OR IGNORE INTO main.devices SELECT user_id, token, NULL, :now FROM {_SCHEMA}.devices"
-            " WHERE rowid > :low AND rowid <= :high",
-            {"low": after[1], "high": upto[1], "now": now},
-        )
-        for endpoint, on_conflict in (
-            (_NEW_SECRET, directory.ENDPOINT_NEW_SECRET_ON_CONFLICT),
-            (_GIVEN_SECRET, directory.ENDPOINT_GIVEN_SECRET_ON_CONFLICT),
-        ):
-            conn.execute(
-                f"INSERT INTO main.endpoints (user_id, url, secret) SELECT user_id, webhook_url, secret {users}"
-                f" AND endpoint = :endpoint {on_conflict}",
-                {"low": after[0], "high": upto[0], "endpoint": endpoint},
-            )
-    return upto[0] - after[0]
+        return copy_staged(conn, self.path, self.batch)
 
 
 @contextmanager
 def staged_users(path: Path, *, batch: int = BATCH) -> Iterator[StagedUsers]:
     """Parse and validate `path` once, staging the valid users in batches of `batch`; the scratch
     database is deleted on exit."""
-    from notifyctl.intake.audience import iter_user_fields
+    from notifyctl.intake.users import iter_user_fields
 
     with tempfile.TemporaryDirectory(prefix="notifyctl-users-") as scratch:
         staged = StagedUsers(Path(scratch) / "stage.sqlite", batch)
@@ -202,49 +145,17 @@ class _Stager:
 # --- the staging process ------------------------------------------------------------------------
 
 
-def _stage(conn: sqlite3.Connection, users: Iterable[UserFields], new_secret: Callable[[], str]) -> Counts:
-    """Append users (fields in `User` order) to the scratch tables; returns the rows added."""
-    user_rows: list[tuple[Any, ...]] = []
-    device_rows: list[tuple[str, str]] = []
-    for user_id, email, phone, locale, timezone, push_tokens, webhook_url, webhook_secret, attributes in users:
-        # As upsert_users: a given secret needs a URL; a URL without a secret gets a new one.
-        secret: str | None = None
-        endpoint: int | None = None
-        if webhook_url and webhook_secret:
-            secret, endpoint = webhook_secret, _GIVEN_SECRET
-        elif webhook_url:
-            secret, endpoint = new_secret(), _NEW_SECRET
-        user_rows.append((user_id, email, phone, locale, timezone, webhook_url, dumps(attributes), secret, endpoint))
-        if push_tokens:
-            device_rows.extend((user_id, token) for token in push_tokens)
-    conn.executemany("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", user_rows)
-    conn.executemany("INSERT INTO devices VALUES (?, ?)", device_rows)
-    return len(user_rows), len(device_rows)
-
-
-def _new_secret() -> str:
-    # Imported on first use: the directory module brings pydantic, which this process rarely needs.
-    from notifyctl.store.directory import new_webhook_secret
-
-    return new_webhook_secret()
-
-
 def _stage_main(stage: str) -> None:
     """Read framed, marshalled chunks of `UserFields` from stdin into the scratch database."""
     source = sys.stdin.buffer
-    conn = sqlite3.connect(stage, isolation_level=None)
-    conn.executescript(f"PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; {_STAGE_SCHEMA}")
-    users = devices = 0
+    conn = create_stage(stage)
+    staged: Counts = (0, 0)
     while header := source.read(_FRAME_HEADER):
         size = int.from_bytes(header, "little")
         data = source.read(size)
         if len(header) < _FRAME_HEADER or len(data) < size:
             raise SystemExit("truncated input")
-        conn.execute("BEGIN")
-        more_users, more_devices = _stage(conn, marshal.loads(data), _new_secret)
-        users, devices = users + more_users, devices + more_devices
-        conn.execute("INSERT INTO chunks VALUES (?, ?)", (users, devices))
-        conn.execute("COMMIT")
+        staged = stage_chunk(conn, marshal.loads(data), staged)
     conn.close()
 
 
