@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from notifyctl.app.operations import broadcast
+from notifyctl.app.broadcast import broadcast
 from notifyctl.errors import ProviderError, TransientError
 from notifyctl.intake.campaigns import load_campaign
 from notifyctl.models import Envelope, SendResult, User

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from notifyctl.app.operations import Context
+from notifyctl.app.context import Context
 from notifyctl.models import Envelope, SendResult, User
 from notifyctl.pipeline.engine import Engine
 from notifyctl.pipeline.planner import PlanItem

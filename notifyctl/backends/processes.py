@@ -57,21 +57,23 @@ def _die_with_parent(parent: int) -> None:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from notifyctl.app.operations import Context
     from notifyctl.pipeline.engine import Engine
     from notifyctl.settings import load_settings
+    from notifyctl.store.db import connect
+    from notifyctl.templates.store import TemplateStore
 
-    ctx = Context.open(load_settings(Path(args.config) if args.config else None))
-    engine = Engine(
-        ctx.settings, ctx.conn, ctx.templates, clock=ctx.clock, shard=(args.shard, args.processes), follow=True
-    )
+    # Opened as the parent's Context opens them (app/ sits above this room).
+    settings = load_settings(Path(args.config) if args.config else None)
+    conn = connect(settings.database_path)
+    templates = TemplateStore(settings.templates_path, render_timeout_s=settings.render_timeout_s)
+    engine = Engine(settings, conn, templates, shard=(args.shard, args.processes), follow=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, engine.stop)
     try:
         await engine.run(args.run_id, allow_template_change=args.allow_template_change)
     finally:
-        ctx.conn.close()
+        conn.close()
     return 0
 
 

@@ -1,7 +1,7 @@
 """`notifyctl worker` and `notifyctl cluster status`: added to the main app by `register(app)`.
 
 `open_context(redis_url)` is what `broadcast`, `send` and `resume` use for `--redis URL`: an
-operations.Context whose engine publishes to the cluster instead of sending in-process.
+a Context whose engine publishes to the cluster instead of sending in-process.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from notifyctl.app.operations import Context
+    from notifyctl.app.context import Context
     from notifyctl.backends.redis.status import ClusterStatus
 
 RedisOpt = Annotated[str, typer.Option("--redis", help="Redis URL, e.g. redis://HOST:6379/0.")]

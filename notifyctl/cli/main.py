@@ -17,7 +17,7 @@ import typer
 from notifyctl.errors import InputError, NotifyctlError
 
 if TYPE_CHECKING:
-    from notifyctl.app.operations import Context
+    from notifyctl.app.context import Context
     from notifyctl.pipeline.engine import Engine, RunOutcome
     from notifyctl.settings import Settings
 
@@ -130,7 +130,7 @@ def settings() -> Settings:
 
 @contextmanager
 def context() -> Iterator[Context]:
-    from notifyctl.app.operations import Context
+    from notifyctl.app.context import Context
 
     ctx = Context.open(settings())
     try:
@@ -308,7 +308,7 @@ def users_import(
 
     Example: notifyctl users import users.csv
     """
-    from notifyctl.app.operations import import_users
+    from notifyctl.app.users import import_users
     from notifyctl.cli import output
 
     with context() as ctx:
@@ -602,8 +602,8 @@ def send(
 
     Example: notifyctl send -t order_shipped -u u-1001 --channel email --data '{"order_id": "A-1"}'
     """
-    from notifyctl.app import operations
-    from notifyctl.app.operations import DryRun
+    from notifyctl.app import send as sending
+    from notifyctl.app.dry_run import DryRun
     from notifyctl.cli.cluster import open_context
     from notifyctl.cli.output import ChannelProgress
 
@@ -623,13 +623,13 @@ def send(
             elif not path.is_file():
                 raise InputError(f"events file not found: {path}")
             result = run_async(
-                operations.send_events(ctx, path, skip_invalid=skip_invalid, dry_run=dry_run, progress=progress)
+                sending.send_events(ctx, path, skip_invalid=skip_invalid, dry_run=dry_run, progress=progress)
             )
         else:
             if not template or not user:
                 raise InputError("give --template and --user (or --events FILE)")
             result = run_async(
-                operations.send(
+                sending.send(
                     ctx,
                     template_name=template,
                     user_id=user,
@@ -661,8 +661,9 @@ def broadcast(
 
     Example: notifyctl broadcast campaigns/welcome.toml --audience users-2026-11.csv
     """
-    from notifyctl.app import operations
-    from notifyctl.app.operations import DryRun, Started
+    from notifyctl.app import broadcast as broadcasting
+    from notifyctl.app.broadcast import Started
+    from notifyctl.app.dry_run import DryRun
     from notifyctl.cli import output
     from notifyctl.cli.output import ChannelProgress
     from notifyctl.intake.campaigns import load_campaign
@@ -674,7 +675,7 @@ def broadcast(
     loaded = load_campaign(campaign)
     with open_context(redis) as ctx, ChannelProgress(enabled=not machine) as progress:
         result = run_async(
-            operations.broadcast(
+            broadcasting.broadcast(
                 ctx,
                 loaded,
                 audience_path=audience,
@@ -718,8 +719,8 @@ def resume(
 
     Example: notifyctl resume run_20261121_ab12cd   (cron: * * * * * notifyctl resume --due)
     """
-    from notifyctl.app import operations
-    from notifyctl.app.operations import ResumeSkipped
+    from notifyctl.app import resume as resuming
+    from notifyctl.app.resume import ResumeSkipped
     from notifyctl.cli import output
     from notifyctl.cli.output import ChannelProgress
 
@@ -732,11 +733,11 @@ def resume(
     from notifyctl.cli.cluster import open_context
 
     with open_context(redis) as ctx:
-        targets = operations.due_runs(ctx) if due else [run_id or ""]
+        targets = resuming.due_runs(ctx) if due else [run_id or ""]
         for target in targets:
             with ChannelProgress(enabled=not machine) as progress:
                 result = run_async(
-                    operations.resume(
+                    resuming.resume(
                         ctx,
                         target,
                         allow_template_change=allow_template_change,
@@ -810,7 +811,7 @@ def runs_show(run_id: str, json_out: JsonOpt = False) -> None:
 
     Example: notifyctl runs show run_20261121_ab12cd --json
     """
-    from notifyctl.app.operations import run_details
+    from notifyctl.app.audit import run_details
     from notifyctl.cli import output
 
     with context() as ctx:
@@ -844,7 +845,7 @@ def audit(
 
     Example: notifyctl audit --run run_20261121_ab12cd --status dead --format csv > dead.csv
     """
-    from notifyctl.app.operations import AUDIT_COLUMNS, audit_rows
+    from notifyctl.app.audit import AUDIT_COLUMNS, audit_rows
     from notifyctl.cli import output
 
     if fmt not in ("table", "json", "csv"):
@@ -879,7 +880,7 @@ def dlq_list(
 
     Example: notifyctl dlq list --run run_20261121_ab12cd --error TransientError
     """
-    from notifyctl.app.operations import dead_letters
+    from notifyctl.app.dlq import dead_letters
     from notifyctl.cli import output
 
     with context() as ctx:
@@ -914,7 +915,7 @@ def dlq_show(delivery_id: int, json_out: JsonOpt = False) -> None:
 
     Example: notifyctl dlq show 1234
     """
-    from notifyctl.app.operations import dead_letter
+    from notifyctl.app.dlq import dead_letter
     from notifyctl.cli import output
 
     with context() as ctx:
@@ -962,13 +963,13 @@ def dlq_redrive(
 
     Example: notifyctl dlq redrive --run run_20261121_ab12cd --rate 10
     """
-    from notifyctl.app import operations
+    from notifyctl.app import redrive as redriving
     from notifyctl.cli import output
     from notifyctl.cli.output import ChannelProgress
 
     machine = machine_output(json_out)
     with context() as ctx:
-        plan = operations.select_for_redrive(ctx, ids=ids, run_id=run, all_=all_, in_doubt=in_doubt, force=force)
+        plan = redriving.select_for_redrive(ctx, ids=ids, run_id=run, all_=all_, in_doubt=in_doubt, force=force)
         for delivery_id, why in plan.refused:
             output.error(f"delivery {delivery_id}: {why}")
         if dry_run or not plan.delivery_ids:
@@ -980,7 +981,7 @@ def dlq_redrive(
                 )
             raise typer.Exit(1 if plan.refused else 0)
         with ChannelProgress(enabled=not machine) as progress:
-            result = run_async(operations.redrive(ctx, plan, rate=rate, progress=progress))
+            result = run_async(redriving.redrive(ctx, plan, rate=rate, progress=progress))
     assert result is not None
     if plan.refused and not machine:
         output.console.print(f"[yellow]{len(plan.refused)} refused[/] (see above)")
@@ -1003,7 +1004,7 @@ def dlq_purge(
     """
     from datetime import UTC, datetime
 
-    from notifyctl.app.operations import purge_dead_letters
+    from notifyctl.app.dlq import purge_dead_letters
     from notifyctl.cli import output
 
     cutoff = None

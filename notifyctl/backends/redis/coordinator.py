@@ -25,7 +25,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from notifyctl.app.operations import Context
+from notifyctl.app.context import Context
 from notifyctl.backends.redis.claims import RedisIdempotencyStore, database_identity
 from notifyctl.backends.redis.streams import (
     COORDINATOR_CONSUMER,
@@ -426,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from notifyctl import aio
-    from notifyctl.app.operations import ResumeSkipped, broadcast, resume
+    from notifyctl.app.broadcast import broadcast
+    from notifyctl.app.resume import ResumeSkipped, resume
     from notifyctl.intake.campaigns import load_campaign
     from notifyctl.settings import load_settings
 
