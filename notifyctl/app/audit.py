@@ -1,4 +1,4 @@
-"""The audit log and a run's details, as the `audit` and `runs show` commands present them."""
+"""The audit log, recent runs and one run's details, as `audit`, `runs list` and `runs show` show them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from notifyctl.store import audit, runs
 from notifyctl.store.audit import AUDIT_COLUMNS
 from notifyctl.store.db import parse_iso
 
-__all__ = ["AUDIT_COLUMNS", "audit_rows", "run_details"]
+__all__ = ["AUDIT_COLUMNS", "audit_rows", "recent_runs", "run_details"]
 
 
 def audit_rows(
@@ -18,6 +18,11 @@ def audit_rows(
 ) -> list[dict[str, Any]]:
     """Deliveries with their decision, provider, ids, attempts and times; at most `limit` (0: all)."""
     return audit.audit_rows(ctx.conn, run_id=run_id, user_id=user_id, state=state, limit=limit)
+
+
+def recent_runs(ctx: Context, limit: int = 50) -> list[tuple[runs.Run, dict[str, dict[str, int]]]]:
+    """The newest runs, each with its counts per channel and state."""
+    return [(run, runs.counts(ctx.conn, run.run_id)) for run in runs.list_runs(ctx.conn, limit)]
 
 
 def run_details(ctx: Context, run_id: str) -> dict[str, Any]:

@@ -56,6 +56,41 @@ def check_template(
         raise TemplateError("; ".join(problems), template=template.name)
 
 
+def read_data(value: str | None) -> dict[str, Any]:
+    """Shared data given as a JSON object, or as @file.json (the --data option)."""
+    import orjson
+
+    if not value:
+        return {}
+    raw: str | bytes = value
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"--data: cannot read {path}: {exc}") from exc
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"--data is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InputError("--data must be a JSON object")
+    return data
+
+
+def template_problems(
+    ctx: Context, name: str, audience: Path, data: str | None, channels: list[str] | None
+) -> list[str]:
+    """What a template uses on these channels (default: all of its) that the audience file's
+    columns, the data (--data), user attributes and built-ins do not provide."""
+    from notifyctl.intake import audience as audience_mod  # here: a one-off send needs no parsers
+
+    template = ctx.templates.get(name)
+    columns = audience_mod.audience_columns(audience)
+    available = available_variables(ctx, columns, read_data(data))
+    return template.check_variables(available, channels or template.channels)
+
+
 def check_render(ctx: Context, template: Template, channels: list[str], user: User, data: dict[str, Any]) -> None:
     """A one-off send renders every part once up front: a template error is bad input, not a dead letter."""
     context: dict[str, Any] = {name: "" for name in BUILTIN_VARIABLES}
