@@ -7,8 +7,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from notifyctl.cli import app
 from notifyctl.cli.admin import register
-from notifyctl.cli.main import app
 from notifyctl.errors import InputError
 from notifyctl.settings import load_settings
 from notifyctl.store.db import connect
