@@ -19,7 +19,7 @@ FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]+)(?::(?P<line>\d+))?\)$")
 
 # Inclusive stage shares: a sample counts for a stage when any frame matches (function, file part).
 STAGES: list[tuple[str, str, str]] = [
-    ("plan: read + validate audience rows", "_audience_source", "notifyctl/app/operations.py"),
+    ("plan: read + validate audience rows", "audience_source", "notifyctl/app/broadcast.py"),
     ("plan: Planner.plan_batch", "Planner.plan_batch", "pipeline/planner.py"),
     ("feed: pending_page + get_users", "Engine._feed", "pipeline/engine.py"),
     ("  feed: endpoints.credentials (SQL)", "credentials", "store/endpoints.py"),

@@ -96,7 +96,7 @@ def main() -> None:
                 [
                     python,
                     "-m",
-                    "notifyctl.cli.main",
+                    "notifyctl.cli",
                     "send",
                     "-t",
                     "welcome",

@@ -19,7 +19,7 @@ or by importing the fixtures a module needs (`from tests.provider_fixtures impor
 
 For pipeline tests: `add_users(ws, users)` writes users (phones, devices, endpoints) straight
 into a workspace's directory, `order_campaign(...)` writes a campaign of templates/order_shipped,
-and `open_context(ws)` opens an operations.Context on the workspace for in-process broadcasts.
+and `open_context(ws)` opens an app Context on the workspace for in-process broadcasts.
 
 The `*_settings` functions give the provider options that point notifyctl at each fake, for
 `ProviderContext.settings` in unit tests and for `make_workspace(providers=...)` in pipeline tests.
@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 
-from notifyctl.app.operations import Context
+from notifyctl.app.context import Context
 from notifyctl.models import User
 from notifyctl.providers.base import Provider, ProviderContext, build_provider
 from notifyctl.settings import load_settings
@@ -216,5 +216,5 @@ def order_campaign(ws: Workspace, campaign_id: str, channels: Sequence[str], use
 
 
 def open_context(ws: Workspace) -> Context:
-    """An operations.Context on the workspace's notifyctl.toml (close `ctx.conn` when done)."""
+    """An app Context on the workspace's notifyctl.toml (close `ctx.conn` when done)."""
     return Context.open(load_settings(ws.config, environ={}))

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from notifyctl.app.operations import broadcast
+from notifyctl.app.broadcast import broadcast
 from notifyctl.intake.campaigns import load_campaign
 from notifyctl.models import User
 from notifyctl.pipeline.engine import RunOutcome

@@ -243,7 +243,7 @@ def test_bad_configuration_names_the_key_and_file(tmp_path: Path, config: str, m
         [
             sys.executable,
             "-m",
-            "notifyctl.cli.main",
+            "notifyctl.cli",
             "--config",
             str(tmp_path / "notifyctl.toml"),
             "broadcast",

@@ -11,8 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from notifyctl.cli import main as cli
-from notifyctl.cli import output
+from notifyctl.cli import app, output, startup
 from tests.workspace import Workspace, make_workspace
 
 HEAVY = ("rich", "aioboto3", "boto3", "botocore", "twilio", "firebase_admin", "aiosmtplib", "aiohttp", "redis")
@@ -48,7 +47,8 @@ def test_an_in_app_send_imports_neither_rich_nor_an_sdk_and_builds_the_app_once(
     assert done.returncode == 0, done.stderr[-2000:]
     assert '"sent": 1' in done.stdout
     assert not [name for name in names if name.split(".")[0] in HEAVY]
-    assert names.count("notifyctl.cli.main") == 1  # `python -m notifyctl.cli` builds the app once
+    assert names.count("notifyctl.cli.startup") == 1  # `python -m notifyctl.cli` builds the app once
+    assert "notifyctl.cli.send" in names and "notifyctl.cli.dlq" not in names  # ... with the send command only
     assert not [name for name in names if name.startswith("notifyctl.intake.")]  # no file parsers
 
 
@@ -67,23 +67,23 @@ def test_an_in_app_send_imports_neither_rich_nor_an_sdk_and_builds_the_app_once(
     ],
 )
 def test_the_invoked_command_is_found_only_when_plainly_named(argv: list[str], expected: str | None) -> None:
-    assert cli._invoked_command(argv) == expected
+    assert startup._invoked_command(argv) == expected
 
 
 def test_only_a_known_plainly_named_command_is_built_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    send = cli._app_for(["send", "--json"])
-    users = cli._app_for(["users", "show", "u1"])
-    doctor = cli._app_for(["doctor"])  # registered by cli_admin
+    send = startup._app_for(["send", "--json"])
+    users = startup._app_for(["users", "show", "u1"])
+    doctor = startup._app_for(["doctor"])  # registered by cli/admin.py
 
     assert [info.callback.__name__ for info in send.registered_commands if info.callback] == ["send"]
     assert not send.registered_groups
     assert not users.registered_commands and [info.name for info in users.registered_groups] == ["users"]
     assert [info.name for info in doctor.registered_commands] == ["doctor"]
-    assert len(cli.app.registered_commands) > 1 and len(cli.app.registered_groups) > 1  # the app is left whole
+    assert len(app.registered_commands) > 1 and len(app.registered_groups) > 1  # the app is left whole
     for argv in (["sendx"], ["--help", "send"], []):
-        assert cli._app_for(argv) is cli.app
+        assert startup._app_for(argv) is app
     monkeypatch.setenv("_NOTIFYCTL_COMPLETE", "complete_bash")
-    assert cli._app_for(["send"]) is cli.app
+    assert startup._app_for(["send"]) is app
 
 
 @pytest.mark.parametrize("argv", [["send", "--help"], ["users", "import", "--help"], ["dlq", "--help"]])
@@ -93,7 +93,7 @@ def test_a_command_built_alone_reads_as_in_the_whole_app(argv: list[str]) -> Non
         assert result.exit_code == 0
         return str(result.stdout)
 
-    assert run(cli._app_for(argv)) == run(cli.app)
+    assert run(startup._app_for(argv)) == run(app)
 
 
 def test_output_consoles_and_mask_address_are_made_on_first_use() -> None:
@@ -131,7 +131,7 @@ def test_the_cli_leaves_with_its_exit_status_and_its_output(ws: Workspace) -> No
 EXIT_SCRIPT = """
 import atexit, sys, threading, time
 from pathlib import Path
-from notifyctl.cli.main import _exit_without_teardown
+from notifyctl.cli.startup import _exit_without_teardown
 atexit.register(lambda: Path(sys.argv[1]).write_text("ran"))
 sys.stdout.write("buffered output")
 if sys.argv[2] == "thread":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from notifyctl.app.operations import Context
+from notifyctl.app.context import Context
 from notifyctl.models import User
 from notifyctl.settings import load_settings
 from notifyctl.store import directory

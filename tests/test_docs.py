@@ -6,7 +6,7 @@ import click
 import pytest
 import typer.main
 
-from notifyctl.cli.main import app
+from notifyctl.cli import app
 from tests.workspace import REPO
 
 

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
-from notifyctl.app.operations import Context
+from notifyctl.app.context import Context
 from notifyctl.pipeline.planner import PlanItem
 from notifyctl.settings import load_settings
 from notifyctl.store import runs

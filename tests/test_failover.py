@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from notifyctl.app.operations import broadcast
+from notifyctl.app.broadcast import broadcast
 from notifyctl.backends.local import TokenBucket
 from notifyctl.intake.campaigns import load_campaign
 from notifyctl.models import Envelope, User

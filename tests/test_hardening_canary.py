@@ -18,8 +18,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from notifyctl.cli import app
 from notifyctl.cli.admin import register
-from notifyctl.cli.main import app
 from notifyctl.errors import TransientError
 from notifyctl.logs import LOGGER_NAME, address_field, configure_logging, write_crash_report
 from notifyctl.security.redaction import configured_secrets

@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 
 from notifyctl.app.doctor import Check, diagnose, failed
+from notifyctl.cli import app
 from notifyctl.cli.admin import register
-from notifyctl.cli.main import app
 from tests.fakes.smtp import FakeSmtp
 from tests.workspace import make_workspace
 

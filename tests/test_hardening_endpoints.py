@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from notifyctl.cli import app
 from notifyctl.cli.admin import register
-from notifyctl.cli.main import app
 from notifyctl.models import User
 from notifyctl.store import endpoints
 from notifyctl.store.db import connect

@@ -9,10 +9,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from notifyctl.app.broadcast import broadcast
+from notifyctl.app.context import Context
 from notifyctl.app.erase import forget_user
-from notifyctl.app.operations import Context, broadcast, due_runs, resume
+from notifyctl.app.resume import due_runs, resume
+from notifyctl.cli import app
 from notifyctl.cli.admin import register
-from notifyctl.cli.main import app
 from notifyctl.errors import InputError
 from notifyctl.intake.campaigns import load_campaign
 from notifyctl.pipeline.engine import RunOutcome

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from notifyctl.app.operations import Context
+from notifyctl.app.context import Context
 from notifyctl.models import User
 from notifyctl.pipeline.idempotency import IdempotencyStore
 from notifyctl.pipeline.planner import PlanItem, Planner

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from notifyctl.app.context import Context
 from notifyctl.app.erase import forget_user
-from notifyctl.app.operations import Context
 from notifyctl.backends.local import LocalBackend
 from notifyctl.models import Envelope, SendResult, User
 from notifyctl.pipeline.engine import Engine

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from notifyctl.app import operations
-from notifyctl.app.operations import Context
+from notifyctl.app import sizing
+from notifyctl.app.context import Context
 from notifyctl.settings import load_settings
 from notifyctl.store import runs
 from tests.workspace import make_workspace
@@ -41,8 +41,8 @@ def a_run(ctx: Context, root: Path, lines: int, channels: list[str]) -> runs.Run
     ("lines", "channels", "big"),
     [
         pytest.param(100, ["email"], False, id="small"),
-        pytest.param(operations.AUTO_PROCESSES_FROM + 10, ["email"], True, id="big"),
-        pytest.param(operations.AUTO_PROCESSES_FROM // 2 + 10, ["email", "inapp"], True, id="big-over-two-channels"),
+        pytest.param(sizing.AUTO_PROCESSES_FROM + 10, ["email"], True, id="big"),
+        pytest.param(sizing.AUTO_PROCESSES_FROM // 2 + 10, ["email", "inapp"], True, id="big-over-two-channels"),
     ],
 )
 def test_auto_gives_big_runs_a_process_per_core(tmp_path: Path, lines: int, channels: list[str], big: bool) -> None:
@@ -50,24 +50,24 @@ def test_auto_gives_big_runs_a_process_per_core(tmp_path: Path, lines: int, chan
     ctx = Context.open(load_settings(ws.config))
     assert ctx.settings.processes == "auto"
     run = a_run(ctx, tmp_path, lines, channels)
-    cores = min(usable_cores(), operations.AUTO_PROCESSES_MAX)
+    cores = min(usable_cores(), sizing.AUTO_PROCESSES_MAX)
     expected = cores if big and cores >= 2 else 1
-    assert operations._sender_processes(ctx, run) == expected
+    assert sizing._sender_processes(ctx, run) == expected
     ctx.conn.close()
 
 
 def test_auto_keeps_one_process_when_the_rate_limit_is_low(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path, providers={"outbox": {"type": "outbox", "path": "outbox", "rate": 200}})
     ctx = Context.open(load_settings(ws.config))
-    run = a_run(ctx, tmp_path, operations.AUTO_PROCESSES_FROM * 2, ["email"])
-    assert operations._sender_processes(ctx, run) == 1  # 200/s: one process sends that easily
+    run = a_run(ctx, tmp_path, sizing.AUTO_PROCESSES_FROM * 2, ["email"])
+    assert sizing._sender_processes(ctx, run) == 1  # 200/s: one process sends that easily
     ctx.conn.close()
 
 
 def test_a_number_is_taken_as_given(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path, top="processes = 3")
     ctx = Context.open(load_settings(ws.config))
-    assert operations._sender_processes(ctx, a_run(ctx, tmp_path, 10, ["email"])) == 3
+    assert sizing._sender_processes(ctx, a_run(ctx, tmp_path, 10, ["email"])) == 3
     ctx.conn.close()
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from notifyctl.app.operations import Context, ResumeSkipped, broadcast, due_runs, resume
+from notifyctl.app.broadcast import broadcast
+from notifyctl.app.context import Context
+from notifyctl.app.resume import ResumeSkipped, due_runs, resume
 from notifyctl.intake.campaigns import load_campaign
 from notifyctl.pipeline.engine import RunOutcome
 from notifyctl.settings import load_settings

@@ -19,10 +19,8 @@ from notifyctl.store.keys import create_key
 from tests.webhook_sink import WebhookSink, stall
 from tests.workspace import make_workspace, users_csv
 
-# The serve command is added to the CLI by notifyctl.cli.server.register.
-SCRIPT = (
-    "from notifyctl.cli import main as cli; from notifyctl.cli.server import register; register(cli.app); cli.main()"
-)
+# `notifyctl` as its console script runs it.
+SCRIPT = "from notifyctl.cli import main; main()"
 
 
 def wait_for_url(proc: subprocess.Popen[bytes]) -> tuple[str, list[str]]:

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from notifyctl.app.operations import Context
+from notifyctl.app.context import Context
 from notifyctl.server.app import create_app
 from notifyctl.server.config import ServerSettings
 from notifyctl.settings import load_settings

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from notifyctl.cli import main as cli
+from notifyctl.cli import startup
 from notifyctl.cli.server import register
 from notifyctl.errors import InputError
 from notifyctl.store.db import connect
@@ -22,8 +21,7 @@ from tests.workspace import Workspace, make_workspace, users_csv
 
 def keys_cli(ws: Workspace, *args: str) -> tuple[int, str, str]:
     """`notifyctl keys …` through a Typer app built like the real one (same callback, `register`)."""
-    app = typer.Typer()
-    app.callback()(cli._main)
+    app = startup.new_app()
     register(app)
     result = CliRunner().invoke(app, ["--config", str(ws.config), "keys", *args], catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr

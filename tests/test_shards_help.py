@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from notifyctl.app.operations import Context
+from notifyctl.app.context import Context
 from notifyctl.backends.local import LocalBackend
 from notifyctl.models import Envelope, SendResult, User
 from notifyctl.pipeline.engine import Engine

@@ -14,7 +14,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from notifyctl.cli.main import app
+from notifyctl.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 SINK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

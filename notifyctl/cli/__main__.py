@@ -1,5 +1,5 @@
 """`python -m notifyctl.cli`."""
 
-from notifyctl.cli.main import main
+from notifyctl.cli.startup import main
 
 main()

@@ -1,4 +1,5 @@
-"""`notifyctl users forget`, `notifyctl endpoints …` and `notifyctl doctor`: added by `register(app)`."""
+"""`notifyctl endpoints …` and `notifyctl doctor`, added by `register(app)`; and `users forget`,
+which the `users` group (cli/users.py) lists."""
 
 from __future__ import annotations
 
@@ -7,21 +8,12 @@ from typing import Annotated
 
 import typer
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
-
-
-def _users_app(app: typer.Typer) -> typer.Typer:
-    for group in app.registered_groups:
-        if group.name == "users" and group.typer_instance is not None:
-            return group.typer_instance
-    raise RuntimeError("the `users` command group must be registered before cli_admin.register()")
+from notifyctl.cli.common import EXIT_FAILED, JsonOpt, context, guarded, options
+from notifyctl.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
-    """Add `users forget`, the `endpoints` sub-app and `doctor` to the notifyctl command."""
-    from notifyctl.cli.main import guarded
-
-    _users_app(app).command("forget")(guarded(users_forget))
+    """Add the `endpoints` sub-app and `doctor` to the notifyctl command."""
     endpoints_app = typer.Typer(
         help="Customers' webhook endpoints: signing secrets, client certificates, disabled endpoints.\n\n"
         "Example: notifyctl endpoints rotate-secret u-1001 --grace-hours 24",
@@ -36,6 +28,7 @@ def register(app: typer.Typer) -> None:
 
 
 def users_forget(
+    cli: typer.Context,
     user_id: Annotated[str, typer.Argument(help="The user to forget.")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     json_out: JsonOpt = False,
@@ -45,14 +38,13 @@ def users_forget(
 
     Example: notifyctl users forget u-1001 --yes
     """
-    from notifyctl.app import optouts
+    from notifyctl.app.optouts import forget
     from notifyctl.cli import output
-    from notifyctl.cli.main import context
 
     if not yes and not typer.confirm(f"Erase every personal data of user {user_id}? This cannot be undone"):
-        raise typer.Exit(1)
-    with context() as ctx:
-        counts = optouts.forget(ctx.conn, ctx.settings, user_id)
+        raise typer.Exit(EXIT_FAILED)
+    with context(cli) as ctx:
+        counts = forget(ctx.conn, ctx.settings, user_id)
     if json_out:
         output.emit_json({"forgotten": True, "counts": counts})
         return
@@ -60,17 +52,16 @@ def users_forget(
     output.table("erased", ["what", "rows"], sorted(counts.items()))
 
 
-def endpoints_show(user_id: str, json_out: JsonOpt = False) -> None:
+def endpoints_show(cli: typer.Context, user_id: str, json_out: JsonOpt = False) -> None:
     """Show a user's webhook endpoint: URL, state, client certificate (secrets hidden).
 
     Example: notifyctl endpoints show u-1001
     """
+    from notifyctl.app import endpoints
     from notifyctl.cli import output
-    from notifyctl.cli.main import context
-    from notifyctl.store import endpoints
 
-    with context() as ctx:
-        shown = endpoints.show(ctx.conn, user_id, ctx.clock())
+    with context(cli) as ctx:
+        shown = endpoints.show(ctx, user_id)
     if json_out:
         output.emit_json(shown)
     else:
@@ -78,6 +69,7 @@ def endpoints_show(user_id: str, json_out: JsonOpt = False) -> None:
 
 
 def endpoints_rotate_secret(
+    cli: typer.Context,
     user_id: str,
     grace_hours: Annotated[
         float, typer.Option(help="How long the old secret keeps signing too (both signatures are sent).", min=0)
@@ -88,12 +80,11 @@ def endpoints_rotate_secret(
 
     Example: notifyctl endpoints rotate-secret u-1001 --grace-hours 24
     """
+    from notifyctl.app import endpoints
     from notifyctl.cli import output
-    from notifyctl.cli.main import context
-    from notifyctl.store import endpoints
 
-    with context() as ctx:
-        secret = endpoints.rotate_secret(ctx.conn, user_id, grace_hours, ctx.clock())
+    with context(cli) as ctx:
+        secret = endpoints.rotate_secret(ctx, user_id, grace_hours)
     if json_out:
         output.emit_json({"user_id": user_id, "secret": secret, "grace_hours": grace_hours})
         return
@@ -103,21 +94,21 @@ def endpoints_rotate_secret(
         output.console.print(f"the previous secret also signs for {grace_hours:g} more hour(s)", highlight=False)
 
 
-def endpoints_enable(user_id: str) -> None:
+def endpoints_enable(cli: typer.Context, user_id: str) -> None:
     """Re-enable an endpoint disabled after HTTP 410 or a long run of failures.
 
     Example: notifyctl endpoints enable u-1001
     """
+    from notifyctl.app import endpoints
     from notifyctl.cli import output
-    from notifyctl.cli.main import context
-    from notifyctl.store import endpoints
 
-    with context() as ctx:
-        changed = endpoints.enable(ctx.conn, user_id)
+    with context(cli) as ctx:
+        changed = endpoints.enable(ctx, user_id)
     output.console.print(f"endpoint of {user_id} " + ("enabled" if changed else "was not disabled"))
 
 
 def endpoints_set_client_cert(
+    cli: typer.Context,
     user_id: str,
     cert: Annotated[Path | None, typer.Option(help="Client certificate (PEM).")] = None,
     key: Annotated[Path | None, typer.Option(help="Its private key (PEM).")] = None,
@@ -127,19 +118,18 @@ def endpoints_set_client_cert(
 
     Example: notifyctl endpoints set-client-cert u-1001 --cert client.pem --key client.key
     """
+    from notifyctl.app import endpoints
     from notifyctl.cli import output
-    from notifyctl.cli.main import context
-    from notifyctl.errors import InputError
-    from notifyctl.store import endpoints
 
     if remove == (cert is not None or key is not None):
         raise InputError("give --cert and --key, or --remove")
-    with context() as ctx:
-        endpoints.set_client_cert(ctx.conn, user_id, cert, key)
+    with context(cli) as ctx:
+        endpoints.set_client_cert(ctx, user_id, cert, key)
     output.console.print(f"endpoint of {user_id}: " + ("client certificate removed" if remove else f"presents {cert}"))
 
 
 def doctor(
+    cli: typer.Context,
     offline: Annotated[bool, typer.Option(help="Do not contact the providers.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -150,10 +140,9 @@ def doctor(
     """
     from notifyctl import aio
     from notifyctl.app.doctor import diagnose, failed
-    from notifyctl.cli import main as cli
     from notifyctl.cli import output
 
-    checks = aio.run(diagnose(cli._config_path, probe_providers=not offline))
+    checks = aio.run(diagnose(options(cli).config_path, probe_providers=not offline))
     if json_out:
         output.emit_json({"ok": not failed(checks), "checks": [c.as_dict() for c in checks]})
     else:
@@ -163,4 +152,4 @@ def doctor(
             output.console.print(check.message, markup=False, highlight=False)
         output.console.print("[red]something is wrong[/]" if failed(checks) else "[green]all good[/]")
     if failed(checks):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)

@@ -1,7 +1,6 @@
 """`notifyctl worker` and `notifyctl cluster status`: added to the main app by `register(app)`.
 
-`open_context(redis_url)` is what `broadcast`, `send` and `resume` use for `--redis URL`: an
-operations.Context whose engine publishes to the cluster instead of sending in-process.
+(`--redis URL` of `broadcast`, `send`, `resume` and `serve` is cli.common.open_context.)
 """
 
 from __future__ import annotations
@@ -12,18 +11,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from notifyctl.cli.common import JsonOpt, guarded, machine_output, settings
+
 if TYPE_CHECKING:
-    from notifyctl.app.operations import Context
     from notifyctl.backends.redis.status import ClusterStatus
 
 RedisOpt = Annotated[str, typer.Option("--redis", help="Redis URL, e.g. redis://HOST:6379/0.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 
 def register(app: typer.Typer) -> None:
     """Add `worker` and the `cluster` sub-app to the notifyctl command."""
-    from notifyctl.cli.main import guarded
-
     cluster_app = typer.Typer(
         help="Scale-out on Redis: see what the workers are doing.\n\n"
         "Example: notifyctl cluster status --redis redis://10.0.0.5:6379/0",
@@ -32,25 +29,6 @@ def register(app: typer.Typer) -> None:
     app.command("worker")(guarded(worker))
     cluster_app.command("status")(guarded(status))
     app.add_typer(cluster_app, name="cluster")
-
-
-@contextmanager
-def open_context(redis_url: str | None) -> Iterator[Context]:
-    """The command's Context: embedded without a URL, on the cluster with one."""
-    from notifyctl.cli.main import context, settings
-
-    if not redis_url:
-        with context() as ctx:
-            yield ctx
-        return
-    from notifyctl.app.operations import Context
-    from notifyctl.backends.redis.coordinator import ClusterOptions
-
-    cluster_ctx = Context.open(settings(), cluster=ClusterOptions(redis_url))
-    try:
-        yield cluster_ctx
-    finally:
-        cluster_ctx.conn.close()
 
 
 def _host_of(redis_url: str) -> str:
@@ -75,6 +53,7 @@ def _reachable(redis_url: str) -> Iterator[None]:
 
 
 def worker(
+    cli: typer.Context,
     redis: RedisOpt,
     channel: Annotated[
         list[str] | None, typer.Option("--channel", help="Channel to consume (repeatable); default: all configured.")
@@ -93,10 +72,9 @@ def worker(
     """
     from notifyctl.backends.redis.worker import WorkerOptions, run_worker
     from notifyctl.cli import output
-    from notifyctl.cli.main import settings
     from notifyctl.errors import InputError
 
-    loaded = settings()
+    loaded = settings(cli)
     unknown = [c for c in channel or [] if c not in loaded.channels]
     if unknown:
         raise InputError(f"no provider is configured for channel(s) {', '.join(unknown)} in {loaded.source}")
@@ -120,7 +98,6 @@ def status(redis: RedisOpt, json_out: JsonOpt = False) -> None:
     """
     from notifyctl import aio
     from notifyctl.backends.redis.status import cluster_status
-    from notifyctl.cli.main import machine_output
 
     with _reachable(redis):
         snapshot = aio.run(cluster_status(redis))

@@ -6,13 +6,11 @@ from typing import Annotated
 
 import typer
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+from notifyctl.cli.common import EXIT_FAILED, JsonOpt, context, guarded, machine_output, open_context, run_async
 
 
 def register(app: typer.Typer) -> None:
     """Add `serve` and the `keys` sub-app to the notifyctl command."""
-    from notifyctl.cli.main import guarded
-
     keys_app = typer.Typer(
         help="API keys for `notifyctl serve` (only a hash is stored).\n\n"
         "Example: notifyctl keys create billing-backend",
@@ -40,6 +38,7 @@ def _configure_logging() -> None:
 
 
 def serve(
+    cli: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8080,
     redis: Annotated[
@@ -53,8 +52,6 @@ def serve(
     Example: notifyctl serve --host 0.0.0.0 --port 8080
     """
     from notifyctl.cli import output
-    from notifyctl.cli.cluster import open_context
-    from notifyctl.cli.main import run_async
     from notifyctl.server.app import serve as serve_app
 
     _configure_logging()
@@ -64,23 +61,24 @@ def serve(
             f"notifyctl serve: listening on {url} (public URL {ctx.settings.public_url})", highlight=False, markup=False
         )
 
-    with open_context(redis) as ctx:
+    with open_context(cli, redis) as ctx:
         run_async(serve_app(ctx, host, port, on_ready=ready))
 
 
 def keys_create(
-    name: Annotated[str, typer.Argument(help="A name for the key (who uses it).")], json_out: JsonOpt = False
+    cli: typer.Context,
+    name: Annotated[str, typer.Argument(help="A name for the key (who uses it).")],
+    json_out: JsonOpt = False,
 ) -> None:
     """Create an API key and print it once: only its SHA-256 hash is stored.
 
     Example: notifyctl keys create billing-backend
     """
+    from notifyctl.app.keys import create_key
     from notifyctl.cli import output
-    from notifyctl.cli.main import context, machine_output
-    from notifyctl.store.keys import create_key
 
-    with context() as ctx:
-        key = create_key(ctx.conn, name)
+    with context(cli) as ctx:
+        key = create_key(ctx, name)
     if machine_output(json_out):
         output.emit_json({"name": name, "key": key})
     else:
@@ -88,17 +86,16 @@ def keys_create(
         output.err_console.print("Store this key now: it cannot be shown again.", highlight=False, markup=False)
 
 
-def keys_list(json_out: JsonOpt = False) -> None:
+def keys_list(cli: typer.Context, json_out: JsonOpt = False) -> None:
     """List API keys (names and dates; the keys themselves are not stored).
 
     Example: notifyctl keys list --json
     """
+    from notifyctl.app.keys import list_keys
     from notifyctl.cli import output
-    from notifyctl.cli.main import context, machine_output
-    from notifyctl.store.keys import list_keys
 
-    with context() as ctx:
-        keys = list_keys(ctx.conn)
+    with context(cli) as ctx:
+        keys = list_keys(ctx)
     if machine_output(json_out):
         output.emit_json(
             [{"name": k.name, "created": k.created, "revoked_at": k.revoked_at, "active": k.active} for k in keys]
@@ -109,18 +106,17 @@ def keys_list(json_out: JsonOpt = False) -> None:
         )
 
 
-def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
+def keys_revoke(cli: typer.Context, name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
     """Revoke an API key; requests with it are refused (401) from now on.
 
     Example: notifyctl keys revoke billing-backend
     """
+    from notifyctl.app.keys import revoke_key
     from notifyctl.cli import output
-    from notifyctl.cli.main import context
-    from notifyctl.store.keys import revoke_key
 
-    with context() as ctx:
-        revoked = revoke_key(ctx.conn, name)
+    with context(cli) as ctx:
+        revoked = revoke_key(ctx, name)
     if not revoked:
         output.error(f"no active key named '{name}'")
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
     output.console.print(f"revoked {name}")

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from notifyctl.app.operations import channels_for, check_render
+from notifyctl.app.checks import channels_for, check_render
 from notifyctl.errors import InputError, TemplateError
 from notifyctl.pipeline.planner import PlanItem
 from notifyctl.server.accesslog import note

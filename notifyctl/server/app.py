@@ -22,7 +22,7 @@ from collections.abc import Callable
 import aiohttp
 from aiohttp import web
 
-from notifyctl.app.operations import Context
+from notifyctl.app.context import Context
 from notifyctl.server import api, devices, inbox, metrics, ses_hooks, twilio_hooks, unsubscribe
 from notifyctl.server.accesslog import access_log_middleware
 from notifyctl.server.auth import api_key_middleware

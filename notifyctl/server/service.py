@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import logging
 
-from notifyctl.app import operations
-from notifyctl.app.operations import Context
+from notifyctl.app.context import Context
+from notifyctl.app.resume import due_runs, resume
 from notifyctl.errors import NotifyctlError
 from notifyctl.pipeline.engine import Engine
 from notifyctl.pipeline.planner import PlanItem, PlanResult
@@ -41,7 +41,7 @@ class DeliveryService:
         ctx = self.ctx
         earlier = [
             run_id
-            for run_id in operations.due_runs(ctx)
+            for run_id in due_runs(ctx)
             if (run := runs.get_run(ctx.conn, run_id)) is not None and run.kind == API_RUN_KIND
         ]
         self.run_id = runs.new_run_id("api")
@@ -74,7 +74,7 @@ class DeliveryService:
 
     async def _resume(self, run_id: str) -> None:
         try:
-            result = await operations.resume(self.ctx, run_id, on_engine=self._resume_engines.append)
+            result = await resume(self.ctx, run_id, on_engine=self._resume_engines.append)
         except NotifyctlError as exc:
             log.warning("could not resume earlier API run", extra={"run_id": run_id, "error": str(exc)})
             return

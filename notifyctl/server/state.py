@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from notifyctl.app.operations import Context
+from notifyctl.app.context import Context
 from notifyctl.server.config import ServerSettings
 from notifyctl.server.service import DeliveryService
 

@@ -1,0 +1,61 @@
+"""The audit log, recent runs and one run's details, as `audit`, `runs list` and `runs show` show them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from notifyctl.app.context import Context
+from notifyctl.errors import InputError
+from notifyctl.store import audit, runs
+from notifyctl.store.audit import AUDIT_COLUMNS
+from notifyctl.store.db import parse_iso
+
+__all__ = ["AUDIT_COLUMNS", "audit_rows", "recent_runs", "run_details"]
+
+
+def audit_rows(
+    ctx: Context, *, run_id: str | None = None, user_id: str | None = None, state: str | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """Deliveries with their decision, provider, ids, attempts and times; at most `limit` (0: all)."""
+    return audit.audit_rows(ctx.conn, run_id=run_id, user_id=user_id, state=state, limit=limit)
+
+
+def recent_runs(ctx: Context, limit: int = 50) -> list[tuple[runs.Run, dict[str, dict[str, int]]]]:
+    """The newest runs, each with its counts per channel and state."""
+    return [(run, runs.counts(ctx.conn, run.run_id)) for run in runs.list_runs(ctx.conn, limit)]
+
+
+def run_details(ctx: Context, run_id: str) -> dict[str, Any]:
+    """One run: what it is, its times and rate, counts per channel and state, reasons, top errors."""
+    run = runs.get_run(ctx.conn, run_id)
+    if run is None:
+        raise InputError(f"unknown run '{run_id}' (see `notifyctl runs list`)")
+    counts = runs.counts(ctx.conn, run_id)
+    sent = sum(states.get("sent", 0) for states in counts.values())
+    elapsed = None
+    if run.started:
+        end = parse_iso(run.finished) if run.finished else ctx.clock()
+        elapsed = round((end - parse_iso(run.started)).total_seconds(), 3)
+    errors = audit.run_errors(ctx.conn, run_id)
+    requests = audit.provider_requests(ctx.conn, run_id)
+    return {
+        "run_id": run.run_id,
+        "kind": run.kind,
+        "campaign_id": run.campaign_id,
+        "template": run.template,
+        "template_version": run.template_version,
+        "category": run.category,
+        "channels": run.channels,
+        "state": run.state,
+        "created": run.created,
+        "started": run.started,
+        "finished": run.finished,
+        "send_at": run.send_at,
+        "elapsed_s": elapsed,
+        "rate_per_s": round(sent / elapsed, 1) if elapsed else None,
+        "provider_requests": requests,
+        "rejected_rows": run.options.get("rejected_count", 0),
+        "counts": counts,
+        "reasons": runs.reasons(ctx.conn, run_id),
+        "errors": errors,
+    }

@@ -1,0 +1,54 @@
+"""What every use case works with: settings, the database, the templates and the clock, opened once."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from notifyctl.backends.local import LocalBackend
+from notifyctl.pipeline.engine import Backend, Engine, Progress, utc_clock
+from notifyctl.settings import Settings
+from notifyctl.store.db import connect
+from notifyctl.templates.store import TemplateStore
+
+if TYPE_CHECKING:
+    from notifyctl.backends.redis.coordinator import ClusterOptions
+
+Clock = Callable[[], datetime]
+
+
+@dataclass
+class Context:
+    """Everything a command needs, opened once."""
+
+    settings: Settings
+    conn: sqlite3.Connection
+    templates: TemplateStore
+    clock: Clock = utc_clock
+    cluster: ClusterOptions | None = None  # runs go to Redis workers
+
+    @classmethod
+    def open(cls, settings: Settings, clock: Clock = utc_clock, cluster: ClusterOptions | None = None) -> Context:
+        templates = TemplateStore(settings.templates_path, render_timeout_s=settings.render_timeout_s)
+        return cls(settings, connect(settings.database_path), templates, clock, cluster)
+
+    def engine(self, progress: Progress | None = None, backend: Backend | None = None) -> Engine:
+        """An engine for this context: on the embedded backend, or on Redis workers with `cluster`."""
+        idempotency = None
+        if backend is None and self.cluster is not None:
+            from notifyctl.backends.redis.coordinator import RedisBackend, redis_idempotency
+
+            backend = RedisBackend(self.cluster)
+            idempotency = redis_idempotency(self.settings, self.cluster)
+        return Engine(
+            self.settings,
+            self.conn,
+            self.templates,
+            clock=self.clock,
+            progress=progress,
+            backend=backend or LocalBackend(),
+            idempotency=idempotency,
+        )

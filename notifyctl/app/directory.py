@@ -1,0 +1,61 @@
+"""The user directory as the CLI manages it: users, preferences and suppressions.
+
+Preferences and suppressions are written as opt-outs (app/optouts.py): they hold before the next
+message on every backend, Redis workers included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from notifyctl.addresses import AddressError
+from notifyctl.app import optouts
+from notifyctl.app.context import Context
+from notifyctl.errors import InputError
+from notifyctl.store import directory
+
+
+def show_user(ctx: Context, user_id: str) -> dict[str, Any]:
+    """One user's fields, devices and endpoint, with the webhook secret hidden, and preferences."""
+    user = directory.get_user(ctx.conn, user_id)
+    if user is None:
+        raise InputError(f"unknown user '{user_id}'")
+    prefs = directory.preferences(ctx.conn, user_id)
+    data = user.model_dump(exclude={"webhook_secret"})
+    data["webhook_secret"] = "whsec_…(hidden)" if user.webhook_secret else None
+    data["preferences"] = prefs
+    return data
+
+
+def set_preference(ctx: Context, user_id: str, channel: str, category: str, on: bool) -> None:
+    """Opt a known user in (on) or out of a category ('*': all) on a channel; audited."""
+    if directory.get_user(ctx.conn, user_id) is None:
+        raise InputError(f"unknown user '{user_id}'")
+    optouts.set_preference(ctx.conn, ctx.settings, user_id, channel, category, on, "cli")
+
+
+def preferences(ctx: Context, user_id: str) -> list[dict[str, Any]]:
+    """A user's preferences: channel, category, enabled, source, updated."""
+    return directory.preferences(ctx.conn, user_id)
+
+
+def suppress(ctx: Context, channel: str, address: str, reason: str) -> str:
+    """Never contact an address on a channel again, from the next message on (workers included);
+    returns it normalised."""
+    try:
+        return optouts.suppress(ctx.conn, ctx.settings, channel, address, reason, "cli")
+    except (AddressError, ValueError) as exc:
+        raise InputError(str(exc)) from exc
+
+
+def lift_suppression(ctx: Context, channel: str, address: str) -> bool:
+    """Lift a suppression; False when there was none."""
+    try:
+        return directory.remove_suppression(ctx.conn, channel, address)
+    except AddressError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def suppressions(ctx: Context, channel: str | None = None) -> list[dict[str, Any]]:
+    """Suppressions, oldest first: channel, address, reason, source, created."""
+    return directory.suppressions(ctx.conn, channel)

@@ -1,0 +1,77 @@
+"""`notifyctl broadcast`: a campaign to an audience file, with a progress bar per channel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from notifyctl.cli.common import (
+    JsonOpt,
+    RedisOpt,
+    guarded,
+    machine_output,
+    open_context,
+    report_dry_run,
+    report_outcome,
+    run_async,
+)
+
+if TYPE_CHECKING:
+    from notifyctl.pipeline.engine import Engine
+
+
+def register(app: typer.Typer) -> None:
+    """Add `broadcast` to the notifyctl command."""
+    app.command()(broadcast)
+
+
+@guarded
+def broadcast(
+    cli: typer.Context,
+    campaign: Annotated[Path, typer.Argument(help="Campaign file (TOML).")],
+    audience: Annotated[Path | None, typer.Option(help="Audience file (overrides the campaign's).")] = None,
+    skip_invalid: Annotated[bool, typer.Option(help="Send to the valid rows, report the invalid ones.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Decide everything, send and record nothing.")] = False,
+    redis: RedisOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Send a campaign to an audience file, with a progress bar per channel.
+
+    Example: notifyctl broadcast campaigns/welcome.toml --audience users-2026-11.csv
+    """
+    from notifyctl.app import broadcast as broadcasting
+    from notifyctl.app.dry_run import DryRun
+    from notifyctl.cli import output
+    from notifyctl.cli.output import ChannelProgress
+    from notifyctl.intake.campaigns import load_campaign
+
+    machine = machine_output(json_out)
+    engines: list[Engine] = []
+    loaded = load_campaign(campaign)
+    with open_context(cli, redis) as ctx, ChannelProgress(enabled=not machine) as progress:
+        result = run_async(
+            broadcasting.broadcast(
+                ctx,
+                loaded,
+                audience_path=audience,
+                dry_run=dry_run,
+                skip_invalid=skip_invalid,
+                progress=progress,
+                on_engine=engines.append,
+            ),
+            engines,
+        )
+    if isinstance(result, DryRun):
+        report_dry_run(result, machine)
+    elif isinstance(result, broadcasting.Started):
+        if machine:
+            output.emit_json({"run_id": result.run_id, "state": result.state, "send_at": result.send_at})
+        else:
+            output.console.print(
+                f"run {result.run_id} scheduled for {result.send_at}; "
+                "`notifyctl resume --due` (from cron) starts it then"
+            )
+    else:
+        report_outcome(result, machine, "broadcast")

@@ -1,0 +1,117 @@
+"""`notifyctl runs list | show` and `notifyctl audit`: runs and the audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from notifyctl.cli.common import JsonOpt, context, guarded
+from notifyctl.errors import InputError
+
+runs_app = typer.Typer(
+    help="Runs (each send and broadcast).\n\nExample: notifyctl runs show RUN_ID", no_args_is_help=True
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `audit` and the `runs` group to the notifyctl command."""
+    app.add_typer(runs_app, name="runs")
+    app.command()(audit)
+
+
+@runs_app.command("list")
+@guarded
+def runs_list(
+    cli: typer.Context,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """List runs, newest first.
+
+    Example: notifyctl runs list --limit 10
+    """
+    from notifyctl.app.audit import recent_runs
+    from notifyctl.cli import output
+
+    with context(cli) as ctx:
+        items = recent_runs(ctx, limit)
+    if json_out:
+        output.emit_json([{**vars(r), "counts": counts} for r, counts in items])
+        return
+    output.table(
+        "runs",
+        ["run", "kind", "campaign", "template", "state", "deliveries", "created"],
+        [
+            (
+                r.run_id,
+                r.kind,
+                r.campaign_id,
+                r.template,
+                r.state,
+                sum(sum(s.values()) for s in counts.values()),
+                r.created,
+            )
+            for r, counts in items
+        ],
+    )
+
+
+@runs_app.command("show")
+@guarded
+def runs_show(cli: typer.Context, run_id: str, json_out: JsonOpt = False) -> None:
+    """Counts per state and channel, rate, errors and times of one run.
+
+    Example: notifyctl runs show run_20261121_ab12cd --json
+    """
+    from notifyctl.app.audit import run_details
+    from notifyctl.cli import output
+
+    with context(cli) as ctx:
+        details = run_details(ctx, run_id)
+    if json_out:
+        output.emit_json(details)
+        return
+    output.table(
+        f"run {run_id}",
+        ["field", "value"],
+        [(k, v) for k, v in details.items() if k not in ("counts", "reasons", "errors")],
+    )
+    output.summary_table("deliveries", details["counts"])
+    if details["reasons"]:
+        output.table("reasons", ["state:reason", "count"], sorted(details["reasons"].items()))
+    if details["errors"]:
+        output.table("errors", ["class", "message", "count"], details["errors"])
+
+
+@guarded
+def audit(
+    cli: typer.Context,
+    run: Annotated[str | None, typer.Option(help="Only this run.")] = None,
+    user: Annotated[str | None, typer.Option(help="Only this user.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only this state (sent, skipped, dead, …).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    limit: Annotated[int, typer.Option(help="At most this many rows (0: all).")] = 1000,
+    redact: Annotated[bool, typer.Option(help="Mask addresses, for sharing.")] = False,
+) -> None:
+    """Every delivery with its decision, provider, message id, template version, attempts and times.
+
+    Example: notifyctl audit --run run_20261121_ab12cd --status dead --format csv > dead.csv
+    """
+    from notifyctl.app.audit import AUDIT_COLUMNS, audit_rows
+    from notifyctl.cli import output
+
+    if fmt not in ("table", "json", "csv"):
+        raise InputError("--format must be table, json or csv")
+    with context(cli) as ctx:
+        rows = audit_rows(ctx, run_id=run, user_id=user, state=status, limit=limit)
+    if redact:
+        for row in rows:
+            row["address"] = output.mask_address(row["address"])
+    if fmt == "json":
+        output.emit_json(rows)
+    elif fmt == "csv":
+        output.emit_csv(rows, AUDIT_COLUMNS)
+    else:
+        shown = ("id", "run_id", "user_id", "channel", "address", "state", "reason", "provider", "attempts", "updated")
+        output.table("audit", shown, [[r[c] for c in shown] for r in rows])
