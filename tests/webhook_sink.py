@@ -24,7 +24,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -109,6 +109,7 @@ class WebhookSink(ThreadedApp):
         self._records: list[ReceivedRequest] = []
         self._script: deque[Fault] = deque()
         self._path_faults: dict[str, Fault] = {}
+        self._hook: Callable[[ReceivedRequest, int], None] | None = None
 
     # -- configuration (any thread) ------------------------------------------------------------
 
@@ -124,6 +125,12 @@ class WebhookSink(ThreadedApp):
         """Answer every request to `path` with `fault` (after the script is used up)."""
         with self._lock:
             self._path_faults[path] = fault
+
+    def on_request(self, hook: Callable[[ReceivedRequest, int], None] | None) -> None:
+        """Call `hook(request, count)` in the sink's thread for every request once it is recorded and
+        before it is answered (`count`: requests so far, this one included)."""
+        with self._lock:
+            self._hook = hook
 
     def clear(self) -> None:
         """Forget recorded requests, the script and the per-path faults."""
@@ -179,7 +186,9 @@ class WebhookSink(ThreadedApp):
         )
         with self._lock:
             self._records.append(record)
-
+            hook, count = self._hook, len(self._records)
+        if hook is not None:
+            hook(record, count)
         if fault.kind == "reset":
             return await self._reset(request)
         if fault.kind == "stall":

@@ -52,14 +52,18 @@ class Outage:
 
 
 async def retrying(call: Callable[[], Awaitable[T]], outage: Outage, stopping: asyncio.Event | None = None) -> T:
-    """`call()` until it succeeds (retried while Redis is unreachable); raises CancelledError-free
-    `asyncio.TimeoutError` never: only a non-connection error or cancellation ends it. With
-    `stopping` set during an outage, the last error is raised."""
+    """`call()` until it succeeds, retried while Redis is unreachable: only another error, the
+    caller's cancellation, or `stopping` set during an outage (the last error is raised) ends it."""
     attempt = 0
     while True:
         try:
             result = await call()
         except UNREACHABLE as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # redis-py turns a cancellation during a read into a ConnectionError: the task was
+                # told to stop, and must not retry as if the connection had failed.
+                raise asyncio.CancelledError from exc
             outage.failed(exc)
             if stopping is not None and stopping.is_set():
                 raise

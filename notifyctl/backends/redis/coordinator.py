@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from notifyctl.pipeline.engine import Engine
 
 log = logging.getLogger("notifyctl.redis.coordinator")
+CLOSE_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -97,6 +98,9 @@ class RedisBackend:
         self._engine: Engine | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._carried: dict[int, str] = {}  # delivery id → channel: published by an earlier session
+        # Set by close(): the loops end between two Redis calls (redis-py may swallow a cancellation
+        # that lands during a read, so they are not stopped by cancelling them).
+        self.closing = asyncio.Event()
 
     @property
     def client(self) -> aioredis.Redis:
@@ -145,7 +149,7 @@ class RedisBackend:
                 self.outage,
                 self.options.block_ms,
             )
-            self._tasks.append(asyncio.create_task(collector.run(engine.stopping), name=f"collect-{channel}"))
+            self._tasks.append(asyncio.create_task(collector.run(self.closing), name=f"collect-{channel}"))
         for delivery_id, channel in self._carried.items():
             engine.lanes[channel].outstanding += 1  # counted before the feeders can finish the lane
             self.publisher.expect(delivery_id)
@@ -155,9 +159,12 @@ class RedisBackend:
         return self.publisher
 
     async def close(self) -> None:
-        for task in self._tasks:
+        self.closing.set()
+        _, late = await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S) if self._tasks else (set(), set())
+        for task in late:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if late:
+            await asyncio.wait(late, timeout=CLOSE_TIMEOUT_S)
         if self._client is None:
             return
         engine = self.engine
@@ -207,8 +214,9 @@ class RedisBackend:
 
     async def _watch_generation(self) -> None:
         """After each outage: is the dataset the run published into still there?"""
-        while True:
-            await self.outage.recovered.wait()
+        while not self.closing.is_set():
+            if not await self._until(self.outage.recovered, None):
+                return
             self.outage.recovered.clear()
             current = await retrying(lambda: self.client.get(self.keys.generation), self.outage)
             if current == self.generation:
@@ -262,13 +270,23 @@ class RedisBackend:
 
         self._tasks.append(asyncio.create_task(again()))
 
+    async def _until(self, event: asyncio.Event, timeout_s: float | None) -> bool:
+        """Wait for `event` (at most `timeout_s`), or until closing; True when `event` is set."""
+        waits = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.closing.wait())}
+        try:
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        return event.is_set()
+
     # --- revocations and heartbeat --------------------------------------------------------------
 
     async def _backstop(self) -> None:
         engine = self.engine
         policy = Policy(engine.settings, engine.conn, engine.clock)
         seen = -1
-        while True:
+        while not self.closing.is_set():
             version = directory_version(engine.conn)
             if version != seen:
                 ids = list(self.publisher.waiting)
@@ -276,7 +294,7 @@ class RedisBackend:
                 if decisions:
                     await retrying(functools.partial(self._revoke, decisions), self.outage)
                 seen = version
-            await asyncio.sleep(self.options.backstop_every_s)
+            await self._until(self.closing, self.options.backstop_every_s)
 
     async def _revoke(self, decisions: dict[int, Decision]) -> None:
         name = self.keys.revoked(self.identity)
@@ -289,7 +307,7 @@ class RedisBackend:
         """What `cluster status` shows of this run: alive, how much is at the workers, Redis reachable."""
         engine = self.engine
         ttl_ms = int(self.options.heartbeat_ttl_s * 1000)
-        while True:
+        while not self.closing.is_set():
             beat = {
                 "run_id": engine.run_id,
                 "host": socket.gethostname(),
@@ -300,4 +318,4 @@ class RedisBackend:
             }
             with contextlib.suppress(Exception):  # an outage is reported by the loops that retry
                 await self.client.set(self.keys.coordinator(engine.run_id), orjson.dumps(beat).decode(), px=ttl_ms)
-            await asyncio.sleep(self.options.heartbeat_ttl_s / 4)
+            await self._until(self.closing, self.options.heartbeat_ttl_s / 4)

@@ -180,10 +180,12 @@ class Collector:
         self.block_ms = block_ms
         self.recording = Recording(settings.webhook_disable_after_hours * 3600)
 
-    async def run(self, stopping: asyncio.Event) -> None:
+    async def run(self, closing: asyncio.Event) -> None:
+        """Until `closing` is set (between two reads: outcomes of deliveries in flight are still
+        recorded while the engine stops)."""
         backlog = True  # first what a predecessor read but did not acknowledge
-        while not stopping.is_set():
-            entries = await retrying(functools.partial(self._read, backlog), self.outage, stopping)
+        while not closing.is_set():
+            entries = await retrying(functools.partial(self._read, backlog), self.outage, closing)
             if not entries:
                 backlog = False
                 continue

@@ -1,0 +1,50 @@
+"""The guarantee contract suite's fixtures: every test runs once per path (tests/contract/paths.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path as FsPath
+from typing import Any
+
+import pytest
+
+from tests.contract.paths import PATHS, Path, make_path
+from tests.contract.world import World, make_world
+from tests.fakes.sns import FakeSns
+from tests.fakes.twilio import FakeTwilio
+from tests.redis_server import RedisServer
+from tests.webhook_sink import WebhookSink
+
+Setup = Callable[..., tuple[World, Path]]
+
+
+@pytest.fixture(params=PATHS)
+def path_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def contract(path_name: str, tmp_path: FsPath) -> Iterator[Setup]:
+    """`contract(n=…, rate=…, burst=…, quiet_webhook=…)` → (world, path) for this test's path."""
+    made: list[World] = []
+    with WebhookSink() as sink, FakeTwilio() as twilio, FakeSns() as sns:
+        redis = RedisServer() if path_name == "redis" else None
+        if redis is not None:
+            redis.start()
+        try:
+
+            def setup(n: int, **options: Any) -> tuple[World, Path]:
+                processes = 2 if path_name == "embedded-2" else 1
+                world = make_world(
+                    tmp_path, n, sink=sink, twilio=twilio, sns=sns, redis=redis, processes=processes, **options
+                )
+                made.append(world)
+                return world, make_path(path_name, world)
+
+            yield setup
+        finally:
+            for world in made:
+                world.kill_all()
+            if redis is not None:
+                redis.stop()
