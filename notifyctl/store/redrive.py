@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from notifyctl.store.db import record_event, transaction
-from notifyctl.store.runs import get_delivery
+from notifyctl.store.outbox import get_delivery
 
 
 def candidates(
