@@ -132,6 +132,18 @@ def set_run_state(
     conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id=?", params)
 
 
+def advance_plan(conn: sqlite3.Connection, run_id: str, cursor: tuple[int, int] | None, planned: bool) -> None:
+    """The run's read cursor (offset, line) after a planned batch, and whether planning is done;
+    in the batch's transaction, so a resumed plan starts right after the last committed row."""
+    if cursor is not None:
+        conn.execute(
+            "UPDATE runs SET plan_offset=?, plan_line=?, planned=? WHERE run_id=?",
+            (cursor[0], cursor[1], int(planned), run_id),
+        )
+    elif planned:
+        conn.execute("UPDATE runs SET planned=1 WHERE run_id=?", (run_id,))
+
+
 def counts(conn: sqlite3.Connection, run_id: str) -> dict[str, dict[str, int]]:
     """{channel: {state: n}} for one run."""
     result: dict[str, dict[str, int]] = {}
