@@ -12,6 +12,7 @@ from notifyctl.app.context import Context
 from notifyctl.app.send import events_source
 from notifyctl.app.sizing import _engine_for
 from notifyctl.errors import InputError, PolicyRefused
+from notifyctl.models import RunState
 from notifyctl.pipeline.engine import Engine, PlanBatch, Progress, RunOutcome
 from notifyctl.store import locks, outbox, runs
 from notifyctl.store import resume as resumable
@@ -74,7 +75,7 @@ async def resume(
     if not locks.acquire_lock(ctx.conn, lock, owner="resume"):
         return ResumeSkipped(run_id, "another notifyctl process is working on this run")
     try:
-        if run.state in ("completed", "completed_with_failures") and run.planned:
+        if run.state in (RunState.completed, RunState.completed_with_failures) and run.planned:
             return ResumeSkipped(
                 run_id,
                 f"run is {run.state}; nothing to resume "
@@ -101,11 +102,11 @@ def due_runs(ctx: Context) -> list[str]:
     now = iso(ctx.clock())
     due: list[str] = []
     for row in resumable.unfinished_runs(ctx.conn):
-        if row["state"] == "scheduled" and (row["send_at"] or "") > now:
+        if row["state"] == RunState.scheduled and (row["send_at"] or "") > now:
             continue
-        if row["state"] == "running" and locks.lock_holder_alive(ctx.conn, f"run:{row['run_id']}"):
+        if row["state"] == RunState.running and locks.lock_holder_alive(ctx.conn, f"run:{row['run_id']}"):
             continue  # a live process is on it
-        if row["state"] == "waiting" and not resumable.has_due_deferred(ctx.conn, row["run_id"], now):
+        if row["state"] == RunState.waiting and not resumable.has_due_deferred(ctx.conn, row["run_id"], now):
             continue
         due.append(row["run_id"])
     return due

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from notifyctl.errors import TemplateError
-from notifyctl.models import Decision, DeliveryState, Envelope
+from notifyctl.models import AttemptOutcome, Decision, DeliveryState, Envelope
 from notifyctl.pipeline.backend import Dispatcher, Result
 from notifyctl.pipeline.envelope import EnvelopeBuilder
 from notifyctl.pipeline.lanes import Feeder, Lane, Queued
@@ -123,7 +123,7 @@ class LaneDispatch:
                 conn,
                 delivery_id,
                 attempt=None,
-                outcome="template_error",
+                outcome=AttemptOutcome.template_error,
                 latency_ms=None,
                 code=None,
                 error_class="TemplateError",

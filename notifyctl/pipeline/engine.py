@@ -257,7 +257,7 @@ class Engine:
             if sibling.returncode is None:
                 sibling.send_signal(signal.SIGINT)  # it stops as this engine does
 
-    def _final_state(self, run_id: str) -> str:
+    def _final_state(self, run_id: str) -> RunState:
         if self.stopping.is_set():
             return RunState.interrupted
         run = runs.get_run(self.conn, run_id)

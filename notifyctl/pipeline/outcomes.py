@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from notifyctl.errors import OutcomeUnknown, PermanentError, ProviderError, RateLimited, TransientError
-from notifyctl.models import Decision, DeliveryState, Envelope
+from notifyctl.models import AttemptOutcome, Decision, DeliveryState, Envelope
 from notifyctl.providers.base import provider_class
 from notifyctl.settings import Settings
 from notifyctl.store import directory, endpoints, outbox
@@ -233,7 +233,7 @@ def write(conn: sqlite3.Connection, outcome: Outcome, recording: Recording) -> N
     elif kind is Kind.unknown:
         outbox.mark_in_doubt(conn, delivery_id, attempt, resend=outcome.resend, reason=outcome.reason)
     elif kind is Kind.not_sent and outcome.retry_at is not None:
-        outcome_name = "rate_limited" if outcome.rate_limited else "transient"
+        outcome_name = AttemptOutcome.rate_limited if outcome.rate_limited else AttemptOutcome.transient
         outbox.mark_retry(
             conn,
             delivery_id,
@@ -248,7 +248,11 @@ def write(conn: sqlite3.Connection, outcome: Outcome, recording: Recording) -> N
         _endpoint_failed(conn, outcome, recording)
     else:  # rejected, or not sent and given up: a dead letter
         permanent = kind is Kind.rejected
-        outcome_name = "permanent" if permanent else ("rate_limited" if outcome.rate_limited else "transient")
+        outcome_name = (
+            AttemptOutcome.permanent
+            if permanent
+            else (AttemptOutcome.rate_limited if outcome.rate_limited else AttemptOutcome.transient)
+        )
         outbox.mark_dead(
             conn,
             delivery_id,

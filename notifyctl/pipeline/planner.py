@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from notifyctl.models import DeliveryState
 from notifyctl.pipeline.idempotency import IdempotencyStore, idempotency_key
 from notifyctl.policy.decide import Policy
 from notifyctl.security.signing import webhook_id
@@ -22,6 +23,11 @@ from notifyctl.store.db import WriteLock, dumps, iso, transaction
 from notifyctl.store.directory import Contact, get_contacts
 
 PLAN_BATCH = 1000
+
+# A policy decision's action as the delivery's first state; the states that claim an idempotency key.
+# Module constants: looking an enum member up costs more than the dict it is looked up in.
+_STATE_OF_ACTION = {"send": DeliveryState.pending, "skip": DeliveryState.skipped, "defer": DeliveryState.deferred}
+_LIVE = (DeliveryState.pending, DeliveryState.deferred)
 
 
 @dataclass
@@ -113,7 +119,9 @@ class Planner:
         for item, user, who, channel, addresses, missing in wanted:
             locale = item.locale or (user.locale if user else None)
             if missing:
-                drafts.append(self._draft(run_id, item, who, channel, None, locale, "skipped", missing, None))
+                drafts.append(
+                    self._draft(run_id, item, who, channel, None, locale, DeliveryState.skipped, missing, None)
+                )
                 continue
             timezone = item.timezone or (user.timezone if user else None)
             phone = item.phone or (user.phone if user else None)
@@ -129,11 +137,11 @@ class Planner:
                     view=views[channel],
                     verify=False,  # read at the start of this batch; re-checked at dispatch anyway
                 )
-                state = {"send": "pending", "skip": "skipped", "defer": "deferred"}[decision.action]
+                state = _STATE_OF_ACTION[decision.action]
                 until = iso(decision.until) if decision.until else None
                 drafts.append(self._draft(run_id, item, who, channel, address, locale, state, decision.reason, until))
         with self.write_lock.held(), transaction(self.conn):
-            live = [d for d in drafts if d["state"] in ("pending", "deferred")]
+            live = [d for d in drafts if d["state"] in _LIVE]
             seen = self.idempotency.seen(self.conn, [d["idempotency_key"] for d in live], now.timestamp())
             next_id = outbox.next_delivery_id(self.conn)
             keys: list[tuple[str, int, str]] = []
@@ -142,9 +150,9 @@ class Planner:
                 draft["id"] = next_id
                 next_id += 1
                 key = draft["idempotency_key"]
-                if draft["state"] in ("pending", "deferred"):
+                if draft["state"] in _LIVE:
                     if key in seen or key in claimed:
-                        draft["state"], draft["reason"], draft["defer_until"] = "skipped", "duplicate", None
+                        draft["state"], draft["reason"], draft["defer_until"] = DeliveryState.skipped, "duplicate", None
                         draft["duplicate_of"] = seen.get(key)
                     else:
                         claimed.add(key)

@@ -15,6 +15,7 @@ import logging
 from notifyctl.app.context import Context
 from notifyctl.app.resume import due_runs, resume
 from notifyctl.errors import NotifyctlError
+from notifyctl.models import RunState
 from notifyctl.pipeline.engine import Engine
 from notifyctl.pipeline.planner import PlanItem, PlanResult
 from notifyctl.store import locks, runs
@@ -53,7 +54,7 @@ class DeliveryService:
             template_version="-",
             category="-",
             channels=sorted(ctx.settings.channels),
-            state="running",
+            state=RunState.running,
         )
         if not locks.acquire_lock(ctx.conn, f"run:{self.run_id}", owner="serve"):
             raise NotifyctlError(f"run {self.run_id} is locked by another process")

@@ -8,6 +8,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
+from notifyctl.states import AttemptOutcome, DeliveryState
 from notifyctl.store.db import UPDATE_FROM, dumps, in_chunks, iso, multirow_chunks, transaction
 
 DELIVERY_COLUMNS = (
@@ -103,15 +104,11 @@ def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> sqlite3.Row | No
 # --- state transitions (run inside the ledger's batch transaction) ------------------------------
 
 
-def mark_inflight(conn: sqlite3.Connection, delivery_id: int, attempt: int, provider: str) -> None:
-    mark_inflight_many(conn, [(delivery_id, attempt, provider)], iso())
-
-
 def mark_inflight_many(
     conn: sqlite3.Connection, intents: list[tuple[int, int, str]], now: str, *, claim: bool = False
 ) -> set[int]:
-    """`mark_inflight` for many (delivery_id, attempt, provider) at once, in delivery order; returns
-    the delivery ids marked.
+    """Intents: each (delivery_id, attempt, provider) in flight, its attempt begun, in delivery
+    order; returns the delivery ids marked.
 
     `claim=True` (the ledger's intents): only the rows still pending after exactly attempt - 1
     attempts are marked, as one sender's claim on them. A run's sender processes may read the same
@@ -136,10 +133,11 @@ def mark_inflight_many(
             "UPDATE deliveries SET state='inflight', attempts=?, provider=?, updated=? WHERE id=?",
             [(attempt, provider, now, delivery_id) for delivery_id, attempt, provider in intents],
         )
+    outcome = AttemptOutcome.inflight  # looked up once, not per row
     for chunk, values in multirow_chunks(conn, intents, 5):
         conn.execute(
             f"INSERT INTO attempts (delivery_id, number, started, outcome, provider) VALUES {values}",
-            [value for d, attempt, provider in chunk for value in (d, attempt, now, "inflight", provider)],
+            [value for d, attempt, provider in chunk for value in (d, attempt, now, outcome, provider)],
         )
     return {delivery_id for delivery_id, _, _ in intents}
 
@@ -191,7 +189,7 @@ def _finish_attempt(
     conn: sqlite3.Connection,
     delivery_id: int,
     attempt: int,
-    outcome: str,
+    outcome: AttemptOutcome,
     latency_ms: float,
     code: str | None,
     message: str | None,
@@ -217,7 +215,7 @@ def mark_retry(
     conn: sqlite3.Connection,
     delivery_id: int,
     attempt: int,
-    outcome: str,
+    outcome: AttemptOutcome,
     latency_ms: float,
     code: str | None,
     error_class: str,
@@ -237,7 +235,7 @@ def mark_dead(
     delivery_id: int,
     *,
     attempt: int | None,
-    outcome: str,
+    outcome: AttemptOutcome,
     latency_ms: float | None,
     code: str | None,
     error_class: str,
@@ -321,7 +319,7 @@ def skip_unsent_of_user(conn: sqlite3.Connection, user_id: str, reason: str) -> 
 def in_flight_attempt(conn: sqlite3.Connection, delivery_id: int, attempt: int) -> bool:
     """Whether `attempt` is the delivery's attempt in flight (an outcome reported for it is current)."""
     row = conn.execute("SELECT state, attempts FROM deliveries WHERE id=?", (delivery_id,)).fetchone()
-    return row is not None and row["state"] == "inflight" and row["attempts"] == attempt
+    return row is not None and row["state"] == DeliveryState.inflight and row["attempts"] == attempt
 
 
 def unpublish(conn: sqlite3.Connection, delivery_id: int, attempt: int) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from notifyctl.states import RunState
 from notifyctl.store.db import dumps, iso, loads, transaction
 
 
@@ -26,7 +27,7 @@ class Run:
     template_version: str
     category: str
     channels: list[str]
-    state: str
+    state: RunState
     data: dict[str, Any]
     audience_path: str | None
     audience_sha256: str | None
@@ -49,7 +50,7 @@ class Run:
             template_version=row["template_version"],
             category=row["category"],
             channels=loads(row["channels"]),
-            state=row["state"],
+            state=RunState(row["state"]),
             data=loads(row["data"]) or {},
             audience_path=row["audience_path"],
             audience_sha256=row["audience_sha256"],
@@ -73,7 +74,7 @@ def create_run(
     template_version: str,
     category: str,
     channels: Sequence[str],
-    state: str,
+    state: RunState,
     data: dict[str, Any] | None = None,
     campaign_id: str | None = None,
     audience_path: str | None = None,
@@ -118,7 +119,7 @@ def list_runs(conn: sqlite3.Connection, limit: int = 50) -> list[Run]:
 
 
 def set_run_state(
-    conn: sqlite3.Connection, run_id: str, state: str, *, started: bool = False, finished: bool = False
+    conn: sqlite3.Connection, run_id: str, state: RunState, *, started: bool = False, finished: bool = False
 ) -> None:
     sets = ["state=?"]
     params: list[Any] = [state]

@@ -44,7 +44,7 @@ from notifyctl.backends.redis.connection import Outage, retrying
 from notifyctl.backends.redis.publisher import Collector, Publisher
 from notifyctl.backends.redis.revocations import REVOCATION_TTL_S, encode, revoked
 from notifyctl.backends.redis.streams import COORDINATOR_GROUP, WORKERS_GROUP, Keys, connect, ensure_group
-from notifyctl.models import Decision
+from notifyctl.models import Decision, DeliveryState
 from notifyctl.pipeline import outcomes
 from notifyctl.pipeline.backend import Dispatcher
 from notifyctl.pipeline.outcomes import Outcome, Recording
@@ -230,7 +230,7 @@ class RedisBackend:
         assert engine.ledger is not None
         recording = Recording(engine.settings.webhook_disable_after_hours * 3600)
         for row in outbox.deliveries_by_id(engine.conn, delivery_ids):
-            if row["state"] != "inflight":
+            if row["state"] != DeliveryState.inflight:
                 continue
             resend = outcomes.resend_in_doubt(engine.settings, row["provider"] or "")
             outcome = outcomes.crashed(
