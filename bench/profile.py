@@ -37,8 +37,8 @@ STAGES: list[tuple[str, str, str]] = [
     ("deliver: ledger.submit (await)", "Ledger.submit", "pipeline/ledger.py"),
     ("ledger: Ledger._run (event-loop side)", "Ledger._run", "pipeline/ledger.py"),
     ("ledger thread: Ledger._commit", "Ledger._commit", "pipeline/ledger.py"),
-    ("  commit: mark_inflight", "mark_inflight", "store/runs.py"),
-    ("  commit: mark_sent", "mark_sent", "store/runs.py"),
+    ("  commit: mark_inflight_many", "mark_inflight_many", "store/outbox.py"),
+    ("  commit: mark_sent_many", "mark_sent_many", "store/outbox.py"),
     ("event loop: _run_once / select", "_run_once", "asyncio/base_events.py"),
     ("engine: Engine._work (everything per message)", "Engine._work", "pipeline/engine.py"),
 ]

@@ -8,6 +8,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from notifyctl.states import AttemptOutcome as AttemptOutcome
+from notifyctl.states import DeliveryState as DeliveryState
+from notifyctl.states import RunState as RunState
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -41,30 +45,6 @@ class Channel(enum.StrEnum):
 
 
 CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
-
-
-class DeliveryState(enum.StrEnum):
-    """Outbox states. `pending → inflight → sent`, or one of the others."""
-
-    pending = "pending"
-    inflight = "inflight"
-    sent = "sent"
-    skipped = "skipped"
-    deferred = "deferred"
-    dead = "dead"
-    in_doubt = "in_doubt"
-
-
-TERMINAL_STATES = frozenset({"sent", "skipped", "dead"})
-
-
-class RunState(enum.StrEnum):
-    scheduled = "scheduled"
-    running = "running"
-    interrupted = "interrupted"
-    waiting = "waiting"  # only deferred deliveries (quiet hours) are left
-    completed = "completed"
-    completed_with_failures = "completed_with_failures"
 
 
 class User(BaseModel):

@@ -15,7 +15,7 @@ from notifyctl.pipeline.idempotency import IdempotencyStore
 from notifyctl.pipeline.planner import PlanItem, Planner
 from notifyctl.policy.decide import Policy
 from notifyctl.settings import load_settings
-from notifyctl.store import directory, runs
+from notifyctl.store import directory, outbox, runs
 from notifyctl.store.db import MULTIROW
 from notifyctl.store.ledger import Ledger
 from tests.workspace import make_workspace
@@ -92,7 +92,7 @@ async def test_an_outcome_and_the_next_attempts_intent_in_one_batch_apply_in_tha
     (d,) = ids
     await ledger.intent(d, 1, "inapp")
     # Queued in the same tick, so they share a batch: the retry of attempt 1, then attempt 2's intent.
-    ledger.post(lambda c: runs.mark_retry(c, d, 1, "transient", 3.0, "500", "TransientError", "boom", 0.0))
+    ledger.post(lambda c: outbox.mark_retry(c, d, 1, "transient", 3.0, "500", "TransientError", "boom", 0.0))
     await ledger.intent(d, 2, "inapp")
     await ledger.stop()
     assert rows(ctx.conn) == {d: ("inflight", 2, "inapp")}
@@ -140,12 +140,12 @@ def test_bulk_changes_respect_a_small_bound_values_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, update_from: bool
 ) -> None:
     ctx, ids = planned(tmp_path, 50)
-    monkeypatch.setattr(runs, "UPDATE_FROM", update_from)
+    monkeypatch.setattr(outbox, "UPDATE_FROM", update_from)
     ctx.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 20)  # as old SQLite builds (999) but smaller
     with ctx.conn:
         ctx.conn.execute("BEGIN IMMEDIATE")
-        runs.mark_inflight_many(ctx.conn, [(i, 1, "inapp") for i in ids], "2026-11-22T00:00:00+00:00")
-        runs.mark_sent_many(ctx.conn, [(i, 1, "inapp", f"m{i}", 2.0) for i in ids[:30]], "2026-11-22T00:00:01+00:00")
+        outbox.mark_inflight_many(ctx.conn, [(i, 1, "inapp") for i in ids], "2026-11-22T00:00:00+00:00")
+        outbox.mark_sent_many(ctx.conn, [(i, 1, "inapp", f"m{i}", 2.0) for i in ids[:30]], "2026-11-22T00:00:01+00:00")
     assert rows(ctx.conn) == {i: ("sent" if i in ids[:30] else "inflight", 1, "inapp") for i in ids}
     assert attempts(ctx.conn) == [(i, 1, "sent" if i in ids[:30] else "inflight") for i in ids]
     ctx.conn.close()

@@ -27,7 +27,7 @@ from notifyctl.policy.decide import Policy
 from notifyctl.providers.base import Capabilities
 from notifyctl.security.erasure import erasure_key
 from notifyctl.settings import load_settings
-from notifyctl.store import directory, runs
+from notifyctl.store import directory, outbox, runs
 from notifyctl.store.db import connect
 from tests.workspace import make_workspace
 
@@ -220,14 +220,14 @@ async def test_pages_are_read_in_the_reader_thread_not_on_the_event_loop(
     template = ctx.templates.get("welcome")
     _service_run(ctx.conn)
     readers: list[str] = []
-    pending_page = runs.pending_page
+    pending_page = outbox.pending_page
 
     def recorded(conn: sqlite3.Connection, *args: Any, **kwargs: Any) -> list[sqlite3.Row]:
         readers.append(threading.current_thread().name)
         assert conn is not ctx.conn  # the reader's own connection
         return pending_page(conn, *args, **kwargs)
 
-    monkeypatch.setattr(runs, "pending_page", recorded)
+    monkeypatch.setattr(outbox, "pending_page", recorded)
     inbox = GatedInbox()
     inbox.gate.set()
     engine = Engine(settings, ctx.conn, ctx.templates, providers={"inapp": inbox}, backend=LocalBackend())

@@ -23,7 +23,7 @@ from notifyctl.pipeline.planner import PlanItem, Planner
 from notifyctl.policy.decide import Policy
 from notifyctl.providers.base import Capabilities
 from notifyctl.settings import load_settings
-from notifyctl.store import directory, runs
+from notifyctl.store import directory, outbox, runs
 from notifyctl.store.db import connect, iso
 from notifyctl.store.ledger import Ledger
 from tests.workspace import make_workspace
@@ -152,7 +152,7 @@ def test_an_intent_claims_only_a_row_still_pending_after_the_attempts_before_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, update_from: bool
 ) -> None:
     """With UPDATE … FROM (SQLite 3.33+), and one UPDATE per row on older SQLite."""
-    monkeypatch.setattr(runs, "UPDATE_FROM", update_from and runs.UPDATE_FROM)
+    monkeypatch.setattr(outbox, "UPDATE_FROM", update_from and outbox.UPDATE_FROM)
     ws = make_workspace(tmp_path)
     settings = load_settings(ws.config)
     ctx = Context.open(settings)
@@ -163,12 +163,12 @@ def test_an_intent_claims_only_a_row_still_pending_after_the_attempts_before_it(
         conn.execute("UPDATE deliveries SET attempts=1 WHERE id=3")  # pending again after a failed attempt 1
     with conn:
         intents = [(1, 1, "inapp"), (2, 1, "inapp"), (3, 1, "inapp"), (4, 1, "inapp"), (4, 1, "inapp")]
-        claimed = runs.mark_inflight_many(conn, intents, iso(), claim=True)
+        claimed = outbox.mark_inflight_many(conn, intents, iso(), claim=True)
     assert claimed == {1, 4}
     assert [_row(conn, i) for i in (1, 2, 3, 4)] == [("inflight", 1), ("sent", 1), ("pending", 1), ("inflight", 1)]
     assert [tuple(r) for r in conn.execute("SELECT delivery_id, number FROM attempts ORDER BY 1")] == [(1, 1), (4, 1)]
     with conn:  # attempt 2 of row 3 is its to claim; attempt 2 of row 1 (in flight) is not
-        assert runs.mark_inflight_many(conn, [(3, 2, "inapp"), (1, 2, "inapp")], iso(), claim=True) == {3}
+        assert outbox.mark_inflight_many(conn, [(3, 2, "inapp"), (1, 2, "inapp")], iso(), claim=True) == {3}
     assert runs.counts(conn, run_id) == {"inapp": {"inflight": 3, "sent": 1}}
     conn.close()
 

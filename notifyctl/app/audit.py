@@ -6,6 +6,7 @@ from typing import Any
 
 from notifyctl.app.context import Context
 from notifyctl.errors import InputError
+from notifyctl.models import DeliveryState
 from notifyctl.store import audit, runs
 from notifyctl.store.audit import AUDIT_COLUMNS
 from notifyctl.store.db import parse_iso
@@ -31,7 +32,7 @@ def run_details(ctx: Context, run_id: str) -> dict[str, Any]:
     if run is None:
         raise InputError(f"unknown run '{run_id}' (see `notifyctl runs list`)")
     counts = runs.counts(ctx.conn, run_id)
-    sent = sum(states.get("sent", 0) for states in counts.values())
+    sent = sum(states.get(DeliveryState.sent, 0) for states in counts.values())
     elapsed = None
     if run.started:
         end = parse_iso(run.finished) if run.finished else ctx.clock()

@@ -12,7 +12,7 @@ from notifyctl.app.context import Context
 from notifyctl.app.drive import drive
 from notifyctl.app.dry_run import DryRun, dry_plan
 from notifyctl.errors import InputError
-from notifyctl.models import Recipient
+from notifyctl.models import Recipient, RunState
 from notifyctl.pipeline.engine import Engine, PlanBatch, Progress, RunOutcome
 from notifyctl.pipeline.planner import PLAN_BATCH, PlanItem
 from notifyctl.store import runs
@@ -29,7 +29,7 @@ class Started:
     """A run that was scheduled rather than started."""
 
     run_id: str
-    state: str
+    state: RunState
     send_at: str | None
 
 
@@ -141,7 +141,7 @@ async def broadcast(
         template_version=template.version,
         category=category,
         channels=channels,
-        state="scheduled" if scheduled else "running",
+        state=RunState.scheduled if scheduled else RunState.running,
         data=campaign.data,
         campaign_id=campaign.id,
         audience_path=str(path.resolve()),
@@ -150,5 +150,5 @@ async def broadcast(
         options={**rejected_summary(report.errors, report.error_count), "duplicate_lines": sorted(skip_lines)},
     )
     if scheduled:
-        return Started(run_id, "scheduled", iso(campaign.send_at) if campaign.send_at else None)
+        return Started(run_id, RunState.scheduled, iso(campaign.send_at) if campaign.send_at else None)
     return await drive(ctx, run_id, audience_source(path, plan, 0, 0, skip_lines), progress, on_engine)

@@ -8,7 +8,7 @@ from notifyctl.app.context import Context
 from notifyctl.app.sizing import _engine_for
 from notifyctl.errors import PolicyRefused
 from notifyctl.pipeline.engine import Engine, PlanBatch, Progress, RunOutcome
-from notifyctl.store import runs
+from notifyctl.store import locks
 
 
 async def drive(
@@ -21,7 +21,7 @@ async def drive(
 ) -> RunOutcome:
     """Plan `source` (None: the run is planned already) and send until the run is done or stopped."""
     lock = f"run:{run_id}"
-    if not runs.acquire_lock(ctx.conn, lock, owner="notifyctl"):
+    if not locks.acquire_lock(ctx.conn, lock, owner="notifyctl"):
         raise PolicyRefused(f"run {run_id} is being worked on by another notifyctl process")
     try:
         engine = await _engine_for(ctx, run_id, progress, allow_template_change)
@@ -29,4 +29,4 @@ async def drive(
             on_engine(engine)
         return await engine.run(run_id, source, allow_template_change=allow_template_change)
     finally:
-        runs.release_lock(ctx.conn, lock)
+        locks.release_lock(ctx.conn, lock)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from notifyctl.app.context import Context
 from notifyctl.errors import RowError
+from notifyctl.models import RunState
 from notifyctl.pipeline.engine import PlanBatch
 from notifyctl.pipeline.planner import Planner
 from notifyctl.store import runs
@@ -44,7 +45,7 @@ async def dry_plan(
             template_version=version,
             category=category,
             channels=channels,
-            state="running",
+            state=RunState.running,
         )
         for batch in source:
             planner.plan_batch(run_id, batch.items)

@@ -20,7 +20,7 @@ from notifyctl.app.erase import forget_user
 from notifyctl.models import Decision
 from notifyctl.security.erasure import erasure_key
 from notifyctl.settings import Settings
-from notifyctl.store import cluster, directory, runs
+from notifyctl.store import cluster, directory, outbox
 from notifyctl.store.db import transaction
 from notifyctl.store.erasure import ERASED_REASON
 
@@ -68,6 +68,6 @@ def forget(conn: sqlite3.Connection, settings: Settings, user_id: str) -> dict[s
     no suppression matches), and those already at Redis workers are revoked."""
     erased = Decision.skip(f"suppressed:{ERASED_REASON}")
     with opting_out(conn, settings, revoke={}) as revoke:
-        in_flight = runs.skip_unsent_of_user(conn, user_id, erased.reason or "")
+        in_flight = outbox.skip_unsent_of_user(conn, user_id, erased.reason or "")
         revoke.update(dict.fromkeys(in_flight, erased))
         return forget_user(conn, user_id, erasure_key(settings))

@@ -8,6 +8,7 @@ from datetime import timedelta
 from notifyctl.app.context import Context
 from notifyctl.app.drive import drive
 from notifyctl.errors import InputError
+from notifyctl.models import RunState
 from notifyctl.pipeline.engine import Progress, RunOutcome
 from notifyctl.store import redrive as redrives
 from notifyctl.store import runs
@@ -69,7 +70,7 @@ def create_redrive_run(ctx: Context, delivery_ids: list[int], *, rate: float | N
         template_version="-",
         category="-",
         channels=redrives.channels_of(ctx.conn, delivery_ids),
-        state="running",
+        state=RunState.running,
         options={"rate": rate, "redrive_of": len(delivery_ids)},
     )
     redrives.copy_into_run(ctx.conn, run_id, delivery_ids, lambda name: ctx.templates.get(name).version, now)

@@ -12,9 +12,10 @@ from notifyctl.app.context import Context
 from notifyctl.app.send import events_source
 from notifyctl.app.sizing import _engine_for
 from notifyctl.errors import InputError, PolicyRefused
+from notifyctl.models import RunState
 from notifyctl.pipeline.engine import Engine, PlanBatch, Progress, RunOutcome
+from notifyctl.store import locks, outbox, runs
 from notifyctl.store import resume as resumable
-from notifyctl.store import runs
 from notifyctl.store.db import iso
 
 
@@ -71,10 +72,10 @@ async def resume(
     if run is None:
         raise InputError(f"unknown run '{run_id}' (see `notifyctl runs list`)")
     lock = f"run:{run_id}"
-    if not runs.acquire_lock(ctx.conn, lock, owner="resume"):
+    if not locks.acquire_lock(ctx.conn, lock, owner="resume"):
         return ResumeSkipped(run_id, "another notifyctl process is working on this run")
     try:
-        if run.state in ("completed", "completed_with_failures") and run.planned:
+        if run.state in (RunState.completed, RunState.completed_with_failures) and run.planned:
             return ResumeSkipped(
                 run_id,
                 f"run is {run.state}; nothing to resume "
@@ -86,14 +87,14 @@ async def resume(
                 f"run {run_id}: template changed since the run started: {', '.join(changes)}; "
                 "pass --allow-template-change to render the rest with the new version"
             )
-        runs.release_due_deferred(ctx.conn, run_id, ctx.clock())
+        outbox.release_due_deferred(ctx.conn, run_id, ctx.clock())
         source = _resume_source(ctx, run)
         engine = await _engine_for(ctx, run_id, progress, allow_template_change)
         if on_engine:
             on_engine(engine)
         return await engine.run(run_id, source, allow_template_change=allow_template_change)
     finally:
-        runs.release_lock(ctx.conn, lock)
+        locks.release_lock(ctx.conn, lock)
 
 
 def due_runs(ctx: Context) -> list[str]:
@@ -101,11 +102,11 @@ def due_runs(ctx: Context) -> list[str]:
     now = iso(ctx.clock())
     due: list[str] = []
     for row in resumable.unfinished_runs(ctx.conn):
-        if row["state"] == "scheduled" and (row["send_at"] or "") > now:
+        if row["state"] == RunState.scheduled and (row["send_at"] or "") > now:
             continue
-        if row["state"] == "running" and runs.lock_holder_alive(ctx.conn, f"run:{row['run_id']}"):
+        if row["state"] == RunState.running and locks.lock_holder_alive(ctx.conn, f"run:{row['run_id']}"):
             continue  # a live process is on it
-        if row["state"] == "waiting" and not resumable.has_due_deferred(ctx.conn, row["run_id"], now):
+        if row["state"] == RunState.waiting and not resumable.has_due_deferred(ctx.conn, row["run_id"], now):
             continue
         due.append(row["run_id"])
     return due

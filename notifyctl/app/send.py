@@ -12,6 +12,7 @@ from notifyctl.app.context import Context
 from notifyctl.app.drive import drive
 from notifyctl.app.dry_run import DryRun, dry_plan
 from notifyctl.errors import InputError, RowError, TemplateError
+from notifyctl.models import RunState
 from notifyctl.pipeline.engine import PlanBatch, Progress, RunOutcome
 from notifyctl.pipeline.planner import PLAN_BATCH, PlanItem
 from notifyctl.store import directory, runs
@@ -63,7 +64,7 @@ async def send(
         template_version=template.version,
         category=category,
         channels=channels,
-        state="running",
+        state=RunState.running,
         options={"event_id": item.event_id},
     )
     return await drive(ctx, run_id, _single_source([item]), progress, None)
@@ -154,7 +155,7 @@ async def send_events(
         template_version="-",
         category="-",
         channels=sorted(ctx.settings.channels),
-        state="running",
+        state=RunState.running,
         audience_path=str(path.resolve()),
         audience_sha256=file_sha256(path),
         options=rejected_summary(errors, count),

@@ -8,6 +8,7 @@ from pathlib import Path
 from notifyctl.app.context import Context
 from notifyctl.backends import processes as shards
 from notifyctl.backends.local import LocalBackend
+from notifyctl.models import DeliveryState
 from notifyctl.pipeline.engine import Engine, Progress
 from notifyctl.store import runs
 
@@ -51,7 +52,7 @@ def _sender_processes(ctx: Context, run: runs.Run | None) -> int:
     ]
     if not rates or max(rates) < AUTO_PROCESSES_RATE:
         return 1
-    expected = sum(by_state.get("pending", 0) for by_state in runs.counts(ctx.conn, run.run_id).values())
+    expected = sum(by_state.get(DeliveryState.pending, 0) for by_state in runs.counts(ctx.conn, run.run_id).values())
     path = Path(run.audience_path) if run.audience_path else None
     if not run.planned and path is not None and path.is_file():
         expected += _lines_after(path, run.plan_offset) * max(1, len(run.channels))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from notifyctl.errors import InputError, NotifyctlError
+from notifyctl.states import DeliveryState, RunState
 
 if TYPE_CHECKING:
     from notifyctl.app.context import Context
@@ -215,14 +216,16 @@ def outcome_payload(outcome: RunOutcome) -> dict[str, Any]:
 
 
 def _failed(outcome: RunOutcome) -> int:
-    return sum(states.get("dead", 0) + states.get("in_doubt", 0) for states in outcome.counts.values())
+    return sum(
+        states.get(DeliveryState.dead, 0) + states.get(DeliveryState.in_doubt, 0) for states in outcome.counts.values()
+    )
 
 
 def outcome_exit_code(outcome: RunOutcome) -> int:
     """0: everything sent or legitimately skipped/deferred; 1: some failed; 130: interrupted."""
     if _failed(outcome):
         return EXIT_FAILED
-    return EXIT_INTERRUPTED if outcome.state == "interrupted" else EXIT_OK
+    return EXIT_INTERRUPTED if outcome.state == RunState.interrupted else EXIT_OK
 
 
 def print_outcome(outcome: RunOutcome, title: str) -> None:
@@ -233,9 +236,9 @@ def print_outcome(outcome: RunOutcome, title: str) -> None:
     failed = _failed(outcome)
     output.summary_table(f"{title} {outcome.run_id}: {outcome.state}", outcome.counts)
     output.console.print(f"{outcome.sent_this_session} sent in {outcome.elapsed_s:.1f}s ({payload['rate_per_s']}/s)")
-    if outcome.state == "interrupted":
+    if outcome.state == RunState.interrupted:
         output.console.print(f"[yellow]Interrupted. Resume with:[/] notifyctl resume {outcome.run_id}")
-    elif outcome.state == "waiting":
+    elif outcome.state == RunState.waiting:
         output.console.print(
             "Some deliveries wait for quiet hours to end; `notifyctl resume --due` "
             "(from cron) sends them when they are due."

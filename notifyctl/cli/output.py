@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from notifyctl.errors import RowError
+from notifyctl.states import DeliveryState
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -52,7 +53,17 @@ def _console(name: str) -> Console:
     return found if found is not None else __getattr__(name)
 
 
-OUTCOME_COLUMNS = ("sent", "skipped", "deferred", "dead", "in_doubt", "pending")
+# The states a run's summary shows, in this order (their names are the column titles).
+OUTCOME_COLUMNS = (
+    DeliveryState.sent,
+    DeliveryState.skipped,
+    DeliveryState.deferred,
+    DeliveryState.dead,
+    DeliveryState.in_doubt,
+    DeliveryState.pending,
+)
+# States still on their way: not done yet for a progress bar.
+_UNDERWAY = (DeliveryState.pending, DeliveryState.inflight)
 
 
 def emit_json(value: Any) -> None:
@@ -149,15 +160,15 @@ class ChannelProgress:
             self._task(self._progress, channel),
             total=self.totals.get(channel, 0),
             completed=self.done.get(channel, 0),
-            sent=states.get("sent", 0),
-            skipped=states.get("skipped", 0) + states.get("deferred", 0),
-            failed=states.get("dead", 0) + states.get("in_doubt", 0),
-            rate=int(states.get("sent", 0) / elapsed),
+            sent=states.get(DeliveryState.sent, 0),
+            skipped=states.get(DeliveryState.skipped, 0) + states.get(DeliveryState.deferred, 0),
+            failed=states.get(DeliveryState.dead, 0) + states.get(DeliveryState.in_doubt, 0),
+            rate=int(states.get(DeliveryState.sent, 0) / elapsed),
         )
 
     def planned(self, channel: str, state: str, n: int) -> None:
         self.totals[channel] = self.totals.get(channel, 0) + n
-        if state not in ("pending", "inflight"):
+        if state not in _UNDERWAY:
             self.done[channel] = self.done.get(channel, 0) + n
             states = self.by_state.setdefault(channel, {})
             states[state] = states.get(state, 0) + n
@@ -168,7 +179,7 @@ class ChannelProgress:
         """The whole run's counts from the database (sibling sender processes report there only)."""
         for channel, states in counts.items():
             self.totals[channel] = sum(states.values())
-            self.by_state[channel] = {s: n for s, n in states.items() if s not in ("pending", "inflight")}
+            self.by_state[channel] = {s: n for s, n in states.items() if s not in _UNDERWAY}
             self.done[channel] = sum(self.by_state[channel].values())
             if self.enabled:
                 self._refresh(channel)

@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from notifyctl.errors import TemplateError
-from notifyctl.models import Decision, DeliveryState, Envelope
+from notifyctl.models import AttemptOutcome, Decision, DeliveryState, Envelope
 from notifyctl.pipeline.backend import Dispatcher, Result
 from notifyctl.pipeline.envelope import EnvelopeBuilder
 from notifyctl.pipeline.lanes import Feeder, Lane, Queued
 from notifyctl.pipeline.verify import Verifier
 from notifyctl.providers.base import Provider
-from notifyctl.store import runs
+from notifyctl.store import outbox
 from notifyctl.store.db import iso
 from notifyctl.store.ledger import Ledger
 
@@ -114,16 +114,16 @@ class LaneDispatch:
         state = DeliveryState.skipped if decision.action == "skip" else DeliveryState.deferred
         until = iso(decision.until) if decision.until else None
         reason = decision.reason
-        self.ledger.post(lambda conn: runs.mark_decided(conn, delivery_id, state, reason, until))
+        self.ledger.post(lambda conn: outbox.mark_decided(conn, delivery_id, state, reason, until))
         self.report(lane.channel, state)
 
     def template_failed(self, lane: Lane, delivery_id: int, message: str) -> None:
         self.ledger.post(
-            lambda conn: runs.mark_dead(
+            lambda conn: outbox.mark_dead(
                 conn,
                 delivery_id,
                 attempt=None,
-                outcome="template_error",
+                outcome=AttemptOutcome.template_error,
                 latency_ms=None,
                 code=None,
                 error_class="TemplateError",

@@ -33,7 +33,7 @@ from notifyctl.pipeline.verify import Verifier
 from notifyctl.policy.decide import Policy
 from notifyctl.providers.base import Provider
 from notifyctl.settings import Settings
-from notifyctl.store import runs
+from notifyctl.store import outbox, runs
 from notifyctl.store.db import BUSY_WRITER_AUTOCHECKPOINT, Checkpointer, WriteLock, connect
 from notifyctl.store.ledger import Ledger
 from notifyctl.templates.store import TemplateStore
@@ -257,7 +257,7 @@ class Engine:
             if sibling.returncode is None:
                 sibling.send_signal(signal.SIGINT)  # it stops as this engine does
 
-    def _final_state(self, run_id: str) -> str:
+    def _final_state(self, run_id: str) -> RunState:
         if self.stopping.is_set():
             return RunState.interrupted
         run = runs.get_run(self.conn, run_id)
@@ -319,7 +319,7 @@ class Engine:
     async def release_due(self, run_id: str) -> int:
         """Deferred deliveries whose time has come (quiet hours over), sent by this running engine.
         A service-mode run (`serve`) never ends, so `resume --due` cannot do it for it."""
-        released = runs.deliveries_by_id(self.conn, runs.release_due_deferred(self.conn, run_id, self.clock()))
+        released = outbox.deliveries_by_id(self.conn, outbox.release_due_deferred(self.conn, run_id, self.clock()))
         for channel, lane in self.lanes.items():
             rows = [r for r in released if r["channel"] == channel]
             if rows:

@@ -26,7 +26,7 @@ from notifyctl.pipeline.queue import LaneQueue
 from notifyctl.pipeline.router import Router
 from notifyctl.policy.decide import Policy, PolicyView
 from notifyctl.settings import Settings
-from notifyctl.store import directory, endpoints, runs
+from notifyctl.store import directory, endpoints, outbox
 from notifyctl.store.db import connect
 
 FEED_PAGE = 500
@@ -162,9 +162,9 @@ class Feeder:
         assert self._conn is not None and self._policy is not None
         conn = self._conn
         if before_id is None:
-            rows = runs.pending_page(conn, run_id, channel, after_id, FEED_PAGE, self.shard)
+            rows = outbox.pending_page(conn, run_id, channel, after_id, FEED_PAGE, self.shard)
         else:
-            rows = runs.others_pending_page(conn, run_id, channel, before_id, FEED_PAGE, self.shard)
+            rows = outbox.others_pending_page(conn, run_id, channel, before_id, FEED_PAGE, self.shard)
         return self.page(conn, self._policy, channel, rows) if rows else None
 
     def page(self, conn: sqlite3.Connection, policy: Policy, channel: str, rows: list[sqlite3.Row]) -> Page:

@@ -35,10 +35,10 @@ from typing import Any
 import orjson
 
 from notifyctl.errors import OutcomeUnknown, PermanentError, ProviderError, RateLimited, TransientError
-from notifyctl.models import Decision, DeliveryState, Envelope
+from notifyctl.models import AttemptOutcome, Decision, DeliveryState, Envelope
 from notifyctl.providers.base import provider_class
 from notifyctl.settings import Settings
-from notifyctl.store import directory, endpoints, runs
+from notifyctl.store import directory, endpoints, outbox
 from notifyctl.store.db import iso, transaction
 
 MAX_ERROR_CHARS = 500
@@ -224,17 +224,17 @@ def write(conn: sqlite3.Connection, outcome: Outcome, recording: Recording) -> N
     kind = outcome.kind
     delivery_id, attempt = outcome.delivery_id, outcome.attempt
     if kind is Kind.sent:
-        runs.mark_sent(conn, delivery_id, attempt, outcome.provider, outcome.message_id, outcome.latency_ms)
+        outbox.mark_sent(conn, delivery_id, attempt, outcome.provider, outcome.message_id, outcome.latency_ms)
         if outcome.channel == "webhook" and outcome.user_id:
             endpoints.record_success(conn, outcome.user_id)
     elif kind is Kind.withdrawn:
         state = outcome.state or DeliveryState.skipped
-        runs.withdraw_intent(conn, delivery_id, attempt, state, outcome.reason, outcome.until)
+        outbox.withdraw_intent(conn, delivery_id, attempt, state, outcome.reason, outcome.until)
     elif kind is Kind.unknown:
-        runs.mark_in_doubt(conn, delivery_id, attempt, resend=outcome.resend, reason=outcome.reason)
+        outbox.mark_in_doubt(conn, delivery_id, attempt, resend=outcome.resend, reason=outcome.reason)
     elif kind is Kind.not_sent and outcome.retry_at is not None:
-        outcome_name = "rate_limited" if outcome.rate_limited else "transient"
-        runs.mark_retry(
+        outcome_name = AttemptOutcome.rate_limited if outcome.rate_limited else AttemptOutcome.transient
+        outbox.mark_retry(
             conn,
             delivery_id,
             attempt,
@@ -248,8 +248,12 @@ def write(conn: sqlite3.Connection, outcome: Outcome, recording: Recording) -> N
         _endpoint_failed(conn, outcome, recording)
     else:  # rejected, or not sent and given up: a dead letter
         permanent = kind is Kind.rejected
-        outcome_name = "permanent" if permanent else ("rate_limited" if outcome.rate_limited else "transient")
-        runs.mark_dead(
+        outcome_name = (
+            AttemptOutcome.permanent
+            if permanent
+            else (AttemptOutcome.rate_limited if outcome.rate_limited else AttemptOutcome.transient)
+        )
+        outbox.mark_dead(
             conn,
             delivery_id,
             attempt=attempt or None,
@@ -270,7 +274,7 @@ def write_if_current(conn: sqlite3.Connection, outcome: Outcome, recording: Reco
     """For an outcome reported by another process (a Redis worker): recorded only while its attempt
     is still the delivery's attempt in flight; a late report for an attempt already settled (in
     doubt after Redis lost its data, say) is not. Returns whether it was recorded."""
-    if not runs.in_flight_attempt(conn, outcome.delivery_id, outcome.attempt):
+    if not outbox.in_flight_attempt(conn, outcome.delivery_id, outcome.attempt):
         return False
     write(conn, outcome, recording)
     return True
@@ -307,7 +311,7 @@ def recover_inflight(conn: sqlite3.Connection, run_id: str, settings: Settings) 
     unknown outcome is: re-sent where the receiver dedupes, held otherwise. Returns (re-sent, held)."""
     resent = held = 0
     with transaction(conn):
-        for row in runs.inflight(conn, run_id):
+        for row in outbox.inflight(conn, run_id):
             resend = resend_in_doubt(settings, row["provider"] or "")
             outcome = crashed(run_id, row["id"], row["attempts"], row["provider"] or "", row["channel"], resend)
             write(conn, outcome, Recording())

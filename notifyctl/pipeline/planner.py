@@ -14,13 +14,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from notifyctl.models import DeliveryState
 from notifyctl.pipeline.idempotency import IdempotencyStore, idempotency_key
 from notifyctl.policy.decide import Policy
 from notifyctl.security.signing import webhook_id
-from notifyctl.store.db import WriteLock, dumps, iso, multirow_chunks, transaction
+from notifyctl.store import outbox, runs
+from notifyctl.store.db import WriteLock, dumps, iso, transaction
 from notifyctl.store.directory import Contact, get_contacts
 
 PLAN_BATCH = 1000
+
+# A policy decision's action as the delivery's first state; the states that claim an idempotency key.
+# Module constants: looking an enum member up costs more than the dict it is looked up in.
+_STATE_OF_ACTION = {"send": DeliveryState.pending, "skip": DeliveryState.skipped, "defer": DeliveryState.deferred}
+_LIVE = (DeliveryState.pending, DeliveryState.deferred)
 
 
 @dataclass
@@ -71,28 +78,6 @@ def _addresses(channel: str, item: PlanItem, user: Contact | None) -> tuple[list
     return [], "unknown_channel"
 
 
-_COLUMNS = (
-    "id",
-    "run_id",
-    "line",
-    "user_id",
-    "channel",
-    "address",
-    "idempotency_key",
-    "event_id",
-    "template",
-    "template_version",
-    "category",
-    "locale",
-    "state",
-    "reason",
-    "defer_until",
-    "message_id",
-    "data",
-)
-INSERT_ROWS = 500  # rows per INSERT (fewer where SQLite allows fewer bound values)
-
-
 class Planner:
     def __init__(
         self,
@@ -134,7 +119,9 @@ class Planner:
         for item, user, who, channel, addresses, missing in wanted:
             locale = item.locale or (user.locale if user else None)
             if missing:
-                drafts.append(self._draft(run_id, item, who, channel, None, locale, "skipped", missing, None))
+                drafts.append(
+                    self._draft(run_id, item, who, channel, None, locale, DeliveryState.skipped, missing, None)
+                )
                 continue
             timezone = item.timezone or (user.timezone if user else None)
             phone = item.phone or (user.phone if user else None)
@@ -150,44 +137,33 @@ class Planner:
                     view=views[channel],
                     verify=False,  # read at the start of this batch; re-checked at dispatch anyway
                 )
-                state = {"send": "pending", "skip": "skipped", "defer": "deferred"}[decision.action]
+                state = _STATE_OF_ACTION[decision.action]
                 until = iso(decision.until) if decision.until else None
                 drafts.append(self._draft(run_id, item, who, channel, address, locale, state, decision.reason, until))
         with self.write_lock.held(), transaction(self.conn):
-            live = [d for d in drafts if d["state"] in ("pending", "deferred")]
+            live = [d for d in drafts if d["state"] in _LIVE]
             seen = self.idempotency.seen(self.conn, [d["idempotency_key"] for d in live], now.timestamp())
-            next_id = int(self.conn.execute("SELECT COALESCE(max(id), 0) FROM deliveries").fetchone()[0]) + 1
+            next_id = outbox.next_delivery_id(self.conn)
             keys: list[tuple[str, int, str]] = []
             claimed: set[str] = set()
             for draft in drafts:
                 draft["id"] = next_id
                 next_id += 1
                 key = draft["idempotency_key"]
-                if draft["state"] in ("pending", "deferred"):
+                if draft["state"] in _LIVE:
                     if key in seen or key in claimed:
-                        draft["state"], draft["reason"], draft["defer_until"] = "skipped", "duplicate", None
+                        draft["state"], draft["reason"], draft["defer_until"] = DeliveryState.skipped, "duplicate", None
                         draft["duplicate_of"] = seen.get(key)
                     else:
                         claimed.add(key)
                         keys.append((key, draft["id"], run_id))
                 slot = (draft["channel"], draft["state"])
                 result.by_channel_state[slot] = result.by_channel_state.get(slot, 0) + 1
-            # Multi-row statements with positional values: a fraction of the cost of executemany over dicts.
-            for chunk, values in multirow_chunks(self.conn, drafts, len(_COLUMNS) + 2, INSERT_ROWS):
-                self.conn.execute(
-                    f"INSERT INTO deliveries ({', '.join(_COLUMNS)}, created, updated) VALUES {values}",
-                    [value for d in chunk for value in (*(d[column] for column in _COLUMNS), now_iso, now_iso)],
-                )
+            outbox.insert_planned(self.conn, drafts, now_iso)
             # In key order: the keys are random, and a batch inserted in order walks the key index
             # once (about a sixth less SQLite CPU for the inserts and their commit, measured at 100k keys).
             self.idempotency.record(self.conn, sorted(keys), now.timestamp())
-            if cursor is not None:
-                self.conn.execute(
-                    "UPDATE runs SET plan_offset=?, plan_line=?, planned=? WHERE run_id=?",
-                    (cursor[0], cursor[1], int(planned), run_id),
-                )
-            elif planned:
-                self.conn.execute("UPDATE runs SET planned=1 WHERE run_id=?", (run_id,))
+            runs.advance_plan(self.conn, run_id, cursor, planned)
         result.rows = len(drafts)
         result.deliveries = [
             {

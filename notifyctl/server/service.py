@@ -15,9 +15,10 @@ import logging
 from notifyctl.app.context import Context
 from notifyctl.app.resume import due_runs, resume
 from notifyctl.errors import NotifyctlError
+from notifyctl.models import RunState
 from notifyctl.pipeline.engine import Engine
 from notifyctl.pipeline.planner import PlanItem, PlanResult
-from notifyctl.store import runs
+from notifyctl.store import locks, runs
 
 log = logging.getLogger("notifyctl.server")
 
@@ -53,9 +54,9 @@ class DeliveryService:
             template_version="-",
             category="-",
             channels=sorted(ctx.settings.channels),
-            state="running",
+            state=RunState.running,
         )
-        if not runs.acquire_lock(ctx.conn, f"run:{self.run_id}", owner="serve"):
+        if not locks.acquire_lock(ctx.conn, f"run:{self.run_id}", owner="serve"):
             raise NotifyctlError(f"run {self.run_id} is locked by another process")
         engine = ctx.engine()
         # Whatever is accepted is committed before the 202, so the run counts as fully planned:
@@ -107,4 +108,4 @@ class DeliveryService:
                     log.error("delivery engine failed", extra={"error": type(result).__name__})
         if self.run_id:
             with contextlib.suppress(Exception):
-                runs.release_lock(self.ctx.conn, f"run:{self.run_id}")
+                locks.release_lock(self.ctx.conn, f"run:{self.run_id}")

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from notifyctl.store import endpoints, runs
+from notifyctl.store import endpoints, outbox
 from notifyctl.store.db import BUSY_WRITER_AUTOCHECKPOINT, WriteLock, connect, iso
 from notifyctl.store.directory import directory_version
 
@@ -45,14 +45,14 @@ def _as_op(kind: int, payload: Any) -> Op:
     if kind == INTENT:
 
         def intent(conn: sqlite3.Connection) -> int | None:
-            claimed = runs.mark_inflight_many(conn, [payload], iso(), claim=True)
+            claimed = outbox.mark_inflight_many(conn, [payload], iso(), claim=True)
             return directory_version(conn) if claimed else None
 
         return intent
     delivery_id, attempt, provider, message_id, latency_ms, endpoint_user = payload
 
     def sent(conn: sqlite3.Connection) -> None:
-        runs.mark_sent(conn, delivery_id, attempt, provider, message_id, latency_ms)
+        outbox.mark_sent(conn, delivery_id, attempt, provider, message_id, latency_ms)
         if endpoint_user:
             endpoints.record_success(conn, endpoint_user)
 
@@ -178,11 +178,11 @@ class Ledger:
             now = iso()
             sent = [record for kind, record, _ in batch if kind == SENT]
             if sent:
-                runs.mark_sent_many(conn, [record[:5] for record in sent], now)
+                outbox.mark_sent_many(conn, [record[:5] for record in sent], now)
                 endpoints.record_successes(conn, [record[5] for record in sent if record[5]])
             intents = [record for kind, record, _ in batch if kind == INTENT]
             if intents:
-                claimed = runs.mark_inflight_many(conn, intents, now, claim=True)
+                claimed = outbox.mark_inflight_many(conn, intents, now, claim=True)
                 # Read under the write lock: no opt-out can commit between this read and the intents.
                 version = directory_version(conn)
                 for i, (kind, record, _) in enumerate(batch):

@@ -6,8 +6,9 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from notifyctl.states import DeliveryState
 from notifyctl.store.db import record_event, transaction
-from notifyctl.store.runs import get_delivery
+from notifyctl.store.outbox import get_delivery
 
 
 def candidates(
@@ -70,7 +71,7 @@ def copy_into_run(
                 "UPDATE dead_letters SET redriven_at=?, redrive_count=redrive_count+1 WHERE delivery_id=?",
                 (now, old_id),
             )
-            if old["state"] == "in_doubt":
+            if old["state"] == DeliveryState.in_doubt:
                 conn.execute("UPDATE deliveries SET reason='redriven', updated=? WHERE id=?", (now, old_id))
             next_id += 1
         conn.execute("UPDATE runs SET planned=1 WHERE run_id=?", (run_id,))

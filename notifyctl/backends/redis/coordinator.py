@@ -44,13 +44,13 @@ from notifyctl.backends.redis.connection import Outage, retrying
 from notifyctl.backends.redis.publisher import Collector, Publisher
 from notifyctl.backends.redis.revocations import REVOCATION_TTL_S, encode, revoked
 from notifyctl.backends.redis.streams import COORDINATOR_GROUP, WORKERS_GROUP, Keys, connect, ensure_group
-from notifyctl.models import Decision
+from notifyctl.models import Decision, DeliveryState
 from notifyctl.pipeline import outcomes
 from notifyctl.pipeline.backend import Dispatcher
 from notifyctl.pipeline.outcomes import Outcome, Recording
 from notifyctl.policy.decide import Policy
 from notifyctl.settings import Settings
-from notifyctl.store import cluster, runs
+from notifyctl.store import cluster, outbox
 from notifyctl.store.db import transaction
 from notifyctl.store.directory import directory_version
 
@@ -169,7 +169,7 @@ class RedisBackend:
             return
         engine = self.engine
         try:
-            if not runs.inflight(engine.conn, engine.run_id):
+            if not outbox.inflight(engine.conn, engine.run_id):
                 cluster.detach(engine.conn, engine.run_id)
                 with contextlib.suppress(Exception):
                     channels = list(engine.lanes)
@@ -200,11 +200,11 @@ class RedisBackend:
         if earlier is not None and earlier.generation == self.generation:
             published = await retrying(lambda: self.client.hgetall(self.keys.published(run_id)), self.outage)
             with transaction(conn):
-                for row in runs.inflight(conn, run_id):
+                for row in outbox.inflight(conn, run_id):
                     if str(row["id"]) in published:
                         self._carried[row["id"]] = row["channel"]
                     else:
-                        runs.unpublish(conn, row["id"], row["attempts"])
+                        outbox.unpublish(conn, row["id"], row["attempts"])
         else:
             # Published into a Redis dataset that is gone, or sent in-process by a crashed session.
             outcomes.recover_inflight(conn, run_id, engine.settings)
@@ -237,8 +237,8 @@ class RedisBackend:
         engine = self.engine
         assert engine.ledger is not None
         recording = Recording(engine.settings.webhook_disable_after_hours * 3600)
-        for row in runs.deliveries_by_id(engine.conn, delivery_ids):
-            if row["state"] != "inflight":
+        for row in outbox.deliveries_by_id(engine.conn, delivery_ids):
+            if row["state"] != DeliveryState.inflight:
                 continue
             resend = outcomes.resend_in_doubt(engine.settings, row["provider"] or "")
             outcome = outcomes.crashed(
@@ -264,7 +264,7 @@ class RedisBackend:
             return
 
         async def again() -> None:  # due again (a retry, or in doubt and re-sent): through the feeder
-            rows = runs.deliveries_by_id(engine.conn, [outcome.delivery_id])
+            rows = outbox.deliveries_by_id(engine.conn, [outcome.delivery_id])
             await engine.feeder.enqueue(lane, engine.feeder.page(engine.conn, engine.policy, channel, rows))
             lane.done_with_one()
 
