@@ -1,5 +1,6 @@
-"""The cluster's parts against a real redis-server: shared token bucket, wire format, shared
-idempotency claims and suppressions, in-doubt handling of claimed entries, `cluster status`."""
+"""The cluster's parts against a real redis-server: the shared token bucket, the wire format, the
+claims a worker makes (revocations, idempotency keys of other databases, the call recorded), the
+worker's handling of entries taken over from a dead worker and of poison entries, `cluster status`."""
 
 from __future__ import annotations
 
@@ -16,27 +17,25 @@ import typer
 from typer.testing import CliRunner
 
 from notifyctl.backends.redis.buckets import RedisTokenBucket
-from notifyctl.backends.redis.claims import IdempotencyClaims, RedisIdempotencyStore, owner
-from notifyctl.backends.redis.mirror import mirror_add, mirror_remove, suppression_reason
+from notifyctl.backends.redis.claims import CallClaims, ClaimRequest, RedisIdempotencyStore, owner
+from notifyctl.backends.redis.revocations import encode
 from notifyctl.backends.redis.status import cluster_status
 from notifyctl.backends.redis.streams import (
     COORDINATOR_GROUP,
     WORKERS_GROUP,
     DeliveryMessage,
     Keys,
-    OutcomeEvent,
     ensure_group,
     stream_entries,
 )
 from notifyctl.backends.redis.worker import Worker, WorkerOptions
 from notifyctl.cli.cluster import register
-from notifyctl.models import Envelope, SendResult
+from notifyctl.models import Decision, Envelope, SendResult
+from notifyctl.pipeline.outcomes import Kind, Outcome
 from notifyctl.providers.base import Capabilities
 from notifyctl.settings import load_settings
 from notifyctl.store.db import connect
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
-from tests.test_cluster_run import cluster_workspace
-from tests.webhook_sink import WebhookSink
 from tests.workspace import SINK_SECRET, make_workspace
 
 KEYS = Keys()
@@ -64,6 +63,8 @@ def envelope(channel: str = "webhook", address: str = "https://example.com/hook"
         parts={"body": {"type": "user.welcome"}, "subject": "Hi", "text": "Hello"},
         signing_secrets=[SINK_SECRET, "whsec_b2xk"],
         client_cert="-----BEGIN CERTIFICATE-----",
+        recipient_timezone="Europe/Paris",
+        recipient_phone="+33612345678",
     )
 
 
@@ -107,43 +108,73 @@ async def test_a_429_pauses_the_account_for_every_client(client: aioredis.Redis)
     assert time.monotonic() - started >= 0.35
 
 
+async def test_one_request_takes_the_tokens_of_every_waiter(client: aioredis.Redis) -> None:
+    """Concurrent acquires share the script calls: twenty waiters, not twenty round trips each."""
+    bucket = RedisTokenBucket(client, "acct", 1000, 50)
+    calls = 0
+    take = bucket._take
+
+    async def counted(wanted: int) -> tuple[int, int]:
+        nonlocal calls
+        calls += 1
+        return await take(wanted)
+
+    bucket._take = counted  # type: ignore[method-assign]
+    await asyncio.gather(*(bucket.acquire() for _ in range(20)))
+    assert calls <= 2
+
+
 # --- wire format ----------------------------------------------------------------------------------
 
 
-def test_a_delivery_message_carries_the_signing_secrets_the_envelope_dump_leaves_out() -> None:
+def test_a_delivery_message_carries_what_the_envelope_dump_leaves_out() -> None:
     original = envelope()
     fields = DeliveryMessage(original, "webhook", 2, "notifyctl:outcomes:run_test:webhook", "db1").encode()
-    assert "whsec_b2xk" not in fields["envelope"]  # the model never dumps them...
+    assert "whsec_b2xk" not in fields["envelope"] and "Europe/Paris" not in fields["envelope"]  # never dumped...
     decoded = DeliveryMessage.decode({k: str(v) for k, v in fields.items()})
     assert decoded.envelope.signing_secrets == original.signing_secrets  # ...the message carries them apart
     assert decoded.envelope.client_cert == original.client_cert
+    assert (decoded.envelope.recipient_timezone, decoded.envelope.recipient_phone) == ("Europe/Paris", "+33612345678")
     assert decoded.envelope.model_dump() == original.model_dump()
-    assert (decoded.provider, decoded.attempts_done, decoded.origin) == ("webhook", 2, "db1")
+    assert (decoded.provider, decoded.attempt, decoded.origin) == ("webhook", 2, "db1")
 
 
-def test_outcome_events_round_trip() -> None:
-    event = OutcomeEvent("dead", 3, attempt=2, code="400", effects=["suppress"], envelope={"a": 1}, due=1.5)
-    assert OutcomeEvent.decode(event.encode()) == event
-    assert event.final and not OutcomeEvent("retry", 3).final and OutcomeEvent("in_doubt_held", 3).final
+def test_outcomes_round_trip_through_a_stream_entry() -> None:
+    outcome = Outcome(
+        Kind.rejected, "run_test", 3, 2, "twilio", "sms", code="21610", effects=("suppress",), envelope={"a": 1}
+    )
+    assert Outcome.from_fields(outcome.as_fields()) == outcome
+    assert outcome.final and not Outcome(Kind.not_sent, "r", 3, 1, "p", "sms", retry_at=1.0).final
 
 
-# --- shared idempotency and suppressions ----------------------------------------------------------
+# --- claims --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("first", "second", "blocked"),
     [
-        pytest.param(owner("db1", "run_a", 1), owner("db1", "run_a", 1), False, id="same-delivery-again"),
-        pytest.param(owner("db1", "run_a", 1), owner("db1", "redrive_b", 9), False, id="redrive-same-database"),
-        pytest.param(owner("db1", "run_a", 1), owner("db2", "run_c", 4), True, id="another-database"),
+        pytest.param(("db1", "run_a", 1), ("db1", "run_a", 1), False, id="same-delivery-again"),
+        pytest.param(("db1", "run_a", 1), ("db1", "redrive_b", 9), False, id="redrive-same-database"),
+        pytest.param(("db1", "run_a", 1), ("db2", "run_c", 4), True, id="another-database"),
     ],
 )
-async def test_idempotency_claims_across_databases(
-    client: aioredis.Redis, first: str, second: str, blocked: bool
+async def test_idempotency_keys_across_databases(
+    client: aioredis.Redis, first: tuple[str, str, int], second: tuple[str, str, int], blocked: bool
 ) -> None:
-    claims = IdempotencyClaims(client)
-    assert await claims.claim("k", first, 60) is None
-    assert (await claims.claim("k", second, 60)) == (first if blocked else None)
+    claims = CallClaims(client, "w1", 60)
+    assert await claims.claim([ClaimRequest(*first, 1, "k")]) == ["ok"]
+    (answer,) = await claims.claim([ClaimRequest(*second, 1, "k")])
+    assert answer == (f"d:{owner(*first)}" if blocked else "ok")
+
+
+async def test_a_claim_records_the_call_unless_the_delivery_was_revoked(client: aioredis.Redis) -> None:
+    await client.hset(KEYS.revoked("db1"), "8", encode(Decision.skip("preference_off")))
+    claims = CallClaims(client, "w1", 60)
+    answers = await claims.claim([ClaimRequest("db1", "run_a", 7, 1, "k7"), ClaimRequest("db1", "run_a", 8, 1, "k8")])
+    assert answers[0] == "ok" and answers[1].startswith("r:")
+    assert Decision.model_validate_json(answers[1][2:]).reason == "preference_off"
+    assert await client.hgetall(KEYS.calls("db1")) == {"7:1": "w1"}  # the revoked one was not called
+    assert await client.get(KEYS.idempotency("k8")) is None
 
 
 async def test_the_planner_sees_keys_claimed_by_other_databases_only(
@@ -151,9 +182,8 @@ async def test_the_planner_sees_keys_claimed_by_other_databases_only(
     redis_server: RedisServer,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    claims = IdempotencyClaims(client)
-    await claims.claim("theirs", owner("db2", "run_c", 4), 60)
-    await claims.claim("ours", owner("db1", "run_a", 1), 60)
+    claims = CallClaims(client, "w1", 60)
+    await claims.claim([ClaimRequest("db2", "run_c", 4, 1, "theirs"), ClaimRequest("db1", "run_a", 1, 1, "ours")])
     ws = make_workspace(tmp_path)
     ws.cli("users", "list")  # creates the database
     sync = redis.Redis.from_url(redis_server.url, decode_responses=True)
@@ -166,28 +196,11 @@ async def test_the_planner_sees_keys_claimed_by_other_databases_only(
         sync.close()
 
 
-@pytest.mark.parametrize(
-    ("channel", "given", "stored"),
-    [
-        pytest.param("email", "  Someone@Example.COM ", "someone@example.com", id="email-normalised"),
-        pytest.param("sms", "+1 (415) 555-2671", "+14155552671", id="phone-e164"),
-        pytest.param("webhook", " https://example.com/hook ", "https://example.com/hook", id="webhook-url"),
-    ],
-)
-async def test_mirrored_suppressions_match_envelope_addresses(
-    client: aioredis.Redis, channel: str, given: str, stored: str
-) -> None:
-    assert await mirror_add(client, channel, given, "stop") == stored
-    assert await suppression_reason(client, channel, stored) == "stop"
-    await mirror_remove(client, channel, given)
-    assert await suppression_reason(client, channel, stored) is None
+# --- a worker's entries --------------------------------------------------------------------------
 
 
-# --- claimed entries whose attempt is in doubt ----------------------------------------------------
-
-
-class NotIdempotent:
-    """An email provider whose receiver cannot dedupe (like SES): an in-doubt send must be held."""
+class Plain:
+    """An email provider whose receiver cannot dedupe (like SES)."""
 
     name = "plain"
     capabilities = Capabilities(channels=("email",), idempotent=False)
@@ -206,105 +219,104 @@ class NotIdempotent:
         return SendResult(provider=self.name, provider_message_id=f"p-{envelope.delivery_id}")
 
 
-async def abandon(client: aioredis.Redis, message: DeliveryMessage, attempt_state: str | None) -> None:
-    """Publish a delivery, let a worker that then dies take it, and maybe record its intent."""
-    channel = message.envelope.channel
-    await ensure_group(client, KEYS.deliveries(channel), WORKERS_GROUP)
+async def publish(client: aioredis.Redis, message: DeliveryMessage, taken_by: str | None = None) -> None:
+    """Publish a delivery; with `taken_by`, a worker (that then dies) has read it."""
+    stream = KEYS.deliveries(message.envelope.channel)
+    await ensure_group(client, stream, WORKERS_GROUP)
     await ensure_group(client, message.outcomes, COORDINATOR_GROUP)
-    await client.xadd(KEYS.deliveries(channel), message.encode())
-    await client.xreadgroup(WORKERS_GROUP, "dead-worker", {KEYS.deliveries(channel): ">"}, count=1)
-    if attempt_state is not None:
-        state = {"attempt": 1, "provider": message.provider, "state": attempt_state}
-        await client.hset(KEYS.attempts("run_test"), str(message.envelope.delivery_id), orjson.dumps(state).decode())
+    await client.xadd(stream, message.encode())
+    if taken_by is not None:
+        await client.xreadgroup(WORKERS_GROUP, taken_by, {stream: ">"}, count=1)
 
 
-async def outcome_kinds(client: aioredis.Redis, stream: str, want: int) -> list[OutcomeEvent]:
+async def outcomes_of(client: aioredis.Redis, stream: str, want: int) -> list[Outcome]:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        events = [OutcomeEvent.decode(f) for _, f in stream_entries(await client.xread({stream: "0"}))]
-        if len(events) >= want:
-            return events
+        found = [Outcome.from_fields(f) for _, f in stream_entries(await client.xread({stream: "0"}))]
+        if len(found) >= want:
+            return found
         await asyncio.sleep(0.05)
-    raise AssertionError(f"fewer than {want} events on {stream}")
+    raise AssertionError(f"fewer than {want} outcomes on {stream}")
 
 
-async def run_worker_until(worker: Worker, client: aioredis.Redis, stream: str, want: int) -> list[OutcomeEvent]:
+async def run_worker_until(worker: Worker, client: aioredis.Redis, stream: str, want: int) -> list[Outcome]:
     task = asyncio.create_task(worker.run())
     try:
-        return await outcome_kinds(client, stream, want)
+        return await outcomes_of(client, stream, want)
     finally:
         worker.stop()
         await task
 
 
+def plain_worker(tmp_path: Path, url: str, **options: object) -> tuple[Worker, Plain]:
+    settings = load_settings(make_workspace(tmp_path).config)
+    plain = Plain()
+    worker_options = WorkerOptions(url, channels=["email"], visibility_timeout_s=0.2, **options)  # type: ignore[arg-type]
+    return Worker(settings, worker_options, providers={"outbox": plain}), plain
+
+
 @pytest.mark.parametrize(
-    ("attempt_state", "kinds", "sent"),
+    ("call_recorded", "kind", "sent"),
     [
-        pytest.param("inflight", ["in_doubt_held"], [], id="intent-without-outcome-is-held"),
-        pytest.param("retry", ["intent", "sent"], [7], id="after-a-retry-it-continues"),
-        pytest.param(None, ["intent", "sent"], [7], id="never-attempted-it-is-sent"),
+        pytest.param(True, Kind.unknown, [], id="its-call-was-recorded-outcome-unknown"),
+        pytest.param(False, Kind.sent, [7], id="never-called-it-is-sent"),
     ],
 )
-async def test_a_claimed_entry_for_a_provider_that_cannot_dedupe(
+async def test_an_entry_taken_over_from_a_dead_worker(
     client: aioredis.Redis,
     redis_server: RedisServer,  # noqa: F811
     tmp_path: Path,
-    attempt_state: str | None,
-    kinds: list[str],
+    call_recorded: bool,
+    kind: Kind,
     sent: list[int],
 ) -> None:
-    settings = load_settings(make_workspace(tmp_path).config)
-    outcomes = KEYS.outcomes("run_test", "email")
-    await abandon(
-        client, DeliveryMessage(envelope("email", "a@example.com"), "outbox", 0, outcomes, "db1"), attempt_state
-    )
-    plain = NotIdempotent()
-    options = WorkerOptions(redis_server.url, channels=["email"], visibility_timeout_s=0.2)
-    worker = Worker(settings, options, providers={"outbox": plain})
-    events = await run_worker_until(worker, client, outcomes, len(kinds))
-    assert [e.kind for e in events] == kinds
-    assert plain.sent == sent
-    if attempt_state == "retry":
-        assert [e.attempt for e in events] == [2, 2]  # numbering goes on from the recorded attempt
-    assert await client.xlen(KEYS.deliveries("email")) == 0  # acknowledged and removed: final
-    assert await client.hlen(KEYS.attempts("run_test")) == 0
+    stream = KEYS.outcomes("run_test", "email")
+    await publish(client, DeliveryMessage(envelope("email", "a@example.com"), "outbox", 1, stream, "db1"), "dead")
+    if call_recorded:
+        await client.hset(KEYS.calls("db1"), "7:1", "dead")
+    worker, plain = plain_worker(tmp_path, redis_server.url)
+    (outcome,) = await run_worker_until(worker, client, stream, 1)
+    assert (outcome.kind, outcome.attempt) == (kind, 1)
+    assert plain.sent == sent  # in doubt: not re-sent here (the coordinator decides, by provider)
+    assert await client.xlen(KEYS.deliveries("email")) == 0  # acknowledged and removed with its outcome
+    assert await client.hlen(KEYS.calls("db1")) == 0
 
 
-async def test_an_in_doubt_webhook_is_re_sent_with_the_same_webhook_id(
-    client: aioredis.Redis,
-    redis_server: RedisServer,  # noqa: F811
-    tmp_path: Path,
-    webhook_sink: WebhookSink,
-) -> None:
-    ws = cluster_workspace(tmp_path, webhook_sink, 1, rate=100, burst=5)
-    outcomes = KEYS.outcomes("run_test", "webhook")
-    message = DeliveryMessage(envelope("webhook", webhook_sink.url("/u1")), "webhook", 0, outcomes, "db1")
-    await abandon(client, message, "inflight")
-    options = WorkerOptions(redis_server.url, channels=["webhook"], visibility_timeout_s=0.2)
-    events = await run_worker_until(Worker(load_settings(ws.config), options), client, outcomes, 3)
-    assert [(e.kind, e.attempt) for e in events] == [("in_doubt", 1), ("intent", 2), ("sent", 2)]
-    (request,) = webhook_sink.requests
-    assert request.verified and request.webhook_id == "msg_7"
-
-
-async def test_a_shared_suppression_skips_a_published_delivery(
+async def test_a_revoked_delivery_is_withdrawn_without_a_call(
     client: aioredis.Redis,
     redis_server: RedisServer,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    settings = load_settings(make_workspace(tmp_path).config)
-    outcomes = KEYS.outcomes("run_test", "email")
-    await ensure_group(client, KEYS.deliveries("email"), WORKERS_GROUP)
-    await client.xadd(
-        KEYS.deliveries("email"),
-        DeliveryMessage(envelope("email", "a@example.com"), "outbox", 0, outcomes, "db1").encode(),
-    )
-    await mirror_add(client, "email", "A@example.com", "unsubscribe")
-    plain = NotIdempotent()
-    worker = Worker(settings, WorkerOptions(redis_server.url, channels=["email"]), providers={"outbox": plain})
-    (event,) = await run_worker_until(worker, client, outcomes, 1)
-    assert (event.kind, event.reason) == ("skipped", "suppressed:unsubscribe")
+    stream = KEYS.outcomes("run_test", "email")
+    await publish(client, DeliveryMessage(envelope("email", "a@example.com"), "outbox", 1, stream, "db1"))
+    await client.hset(KEYS.revoked("db1"), "7", encode(Decision.skip("suppressed:unsubscribe")))
+    worker, plain = plain_worker(tmp_path, redis_server.url)
+    (outcome,) = await run_worker_until(worker, client, stream, 1)
+    assert (outcome.kind, outcome.state, outcome.reason) == (Kind.withdrawn, "skipped", "suppressed:unsubscribe")
     assert plain.sent == []
+
+
+async def test_a_poison_entry_goes_to_the_dead_letters(
+    client: aioredis.Redis,
+    redis_server: RedisServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """An entry that keeps killing the workers that take it (never an outcome) is reported dead."""
+    stream = KEYS.outcomes("run_test", "email")
+    message = DeliveryMessage(envelope("email", "a@example.com"), "outbox", 1, stream, "db1")
+    await publish(client, message, "dead-1")
+    for name in ("dead-2", "dead-3"):
+        await client.xclaim(KEYS.deliveries("email"), WORKERS_GROUP, name, 0, [await _only_entry(client)])
+    worker, plain = plain_worker(tmp_path, redis_server.url, max_deliveries=2)
+    (outcome,) = await run_worker_until(worker, client, stream, 1)
+    assert (outcome.kind, outcome.code) == (Kind.rejected, "poison")
+    assert outcome.envelope is not None  # the dead letter keeps it
+    assert plain.sent == []
+
+
+async def _only_entry(client: aioredis.Redis) -> str:
+    (entry,) = await client.xrange(KEYS.deliveries("email"))
+    return str(entry[0])
 
 
 # --- cluster status -------------------------------------------------------------------------------

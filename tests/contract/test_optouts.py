@@ -35,10 +35,12 @@ def post(url: str, **kwargs: object) -> int:
     import asyncio
 
     async def go() -> int:
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
-            async with http.post(url, allow_redirects=False, **kwargs) as resp:  # type: ignore[arg-type]
-                await resp.read()
-                return resp.status
+        async with (
+            aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+            http.post(url, allow_redirects=False, **kwargs) as resp,  # type: ignore[arg-type]
+        ):
+            await resp.read()
+            return resp.status
 
     return asyncio.run(go())
 
@@ -79,7 +81,10 @@ def opt_outs(world: World, url: str) -> dict[tuple[str, str], tuple[float, float
     mark("u35", "sms")
     cli("prefs", "set", "u36", "--channel", "sms", "--category", "marketing", "--off")  # consent withdrawn
     mark("u36", "sms")
-    for user, event in (("u37", ses_bounce(email(37), message_id="m37")), ("u38", ses_complaint(email(38), message_id="m38"))):
+    for user, event in (
+        ("u37", ses_bounce(email(37), message_id="m37")),
+        ("u38", ses_complaint(email(38), message_id="m38")),
+    ):
         note = world.sns.notification(event)
         headers = {"x-amz-sns-message-type": "Notification", "Content-Type": "text/plain; charset=UTF-8"}
         assert post(f"{url}/hooks/ses", data=orjson.dumps(note), headers=headers) == 200
@@ -91,7 +96,9 @@ def received(world: World) -> dict[tuple[str, str], list[tuple[float, float]]]:
     """Every message each recipient got, per channel: (monotonic, wall) times of arrival."""
     by: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for request in world.sink.requests:
-        by.setdefault((request.path.lstrip("/"), "webhook"), []).append((request.received_monotonic, request.received_at))
+        by.setdefault((request.path.lstrip("/"), "webhook"), []).append(
+            (request.received_monotonic, request.received_at)
+        )
     phones = {phone(i): f"u{i}" for i in range(1, N + 1)}
     for request in world.twilio.message_requests:
         to = parse_qs(request.body.decode()).get("To", [""])[0]
@@ -114,10 +121,7 @@ def test_every_kind_of_opt_out_holds_before_the_next_message(contract: Setup, tm
     assert finished.code == 0, finished.err[-3000:]
 
     got = received(world)
-    late = {
-        key: [t for t in got.get(key, []) if t[0] > when[0] or t[1] > when[1]]
-        for key, when in done.items()
-    }
+    late = {key: [t for t in got.get(key, []) if t[0] > when[0] or t[1] > when[1]] for key, when in done.items()}
     assert not {key: times for key, times in late.items() if times}, "messages after the opt-out committed"
     # They were at the end of the audience: none of them was reached at all, and each is recorded so.
     assert not {key: got[key] for key in done if got.get(key)}
