@@ -10,9 +10,11 @@ from notifyctl.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     JsonOpt,
+    RedisOpt,
     context,
     guarded,
     machine_output,
+    open_context,
     report_outcome,
     run_async,
 )
@@ -120,9 +122,11 @@ def dlq_redrive(
     force: Annotated[bool, typer.Option(help="Also those older than the idempotency window.")] = False,
     rate: Annotated[float | None, typer.Option(help="At most N messages per second.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Show what would be re-driven.")] = False,
+    redis: RedisOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Send dead letters again, re-checking suppressions, preferences, quiet hours and idempotency.
+    With --redis, through the cluster's workers.
 
     Example: notifyctl dlq redrive --run run_20261121_ab12cd --rate 10
     """
@@ -131,7 +135,7 @@ def dlq_redrive(
     from notifyctl.cli.output import ChannelProgress
 
     machine = machine_output(json_out)
-    with context(cli) as ctx:
+    with open_context(cli, redis) as ctx:
         plan = redriving.select_for_redrive(ctx, ids=ids, run_id=run, all_=all_, in_doubt=in_doubt, force=force)
         for delivery_id, why in plan.refused:
             output.error(f"delivery {delivery_id}: {why}")

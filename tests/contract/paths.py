@@ -198,7 +198,14 @@ class Api(Path):
         assert self.poster is not None and self.server is not None
         self.poster.join(timeout_s)
         wait_until(self.settled, timeout_s, "every accepted notification settled")
-        return self.world.stop(self.server)
+        return self.outcome(self.world.stop(self.server))
+
+    def outcome(self, stopped: Summary) -> Summary:
+        """The server's exit status, as a run's exit code would have it: 1 where deliveries failed
+        (dead, or held in doubt), as cron reads `notifyctl broadcast`'s."""
+        states = self.world.states()
+        failed = states.get("dead", 0) + states.get("in_doubt", 0)
+        return Summary(1 if failed and stopped.code == 0 else stopped.code, stopped.out, stopped.err)
 
     def sending(self) -> list[subprocess.Popen[bytes]]:
         return [self.server] if self.server else []
@@ -213,7 +220,7 @@ class Api(Path):
         self.server, self.url = self.world.serve()
         self.post_all()
         wait_until(self.settled, 90, "every accepted notification settled")
-        return self.world.stop(self.server)
+        return self.outcome(self.world.stop(self.server))
 
 
 PATHS = ("embedded-1", "embedded-2", "redis", "api")

@@ -187,6 +187,7 @@ def make_world(
     rate: float = 200.0,
     burst: int = 10,
     quiet_webhook: bool = False,
+    quiet: tuple[str, str] | None = None,
 ) -> World:
     """A workspace whose campaign `c.toml` sends template `promo` to u1..u{n} on webhook (and
     `all.toml` on webhook, SMS and email)."""
@@ -202,7 +203,7 @@ def make_world(
         "twilio": {"type": "twilio", **twilio.provider_settings(), "concurrency": 4, **limits},
         "outbox": {"type": "outbox", "path": "outbox", "concurrency": 4, **limits},
     }
-    quiet = ["webhook"] if quiet_webhook else []
+    quiet_channels = ["webhook"] if quiet_webhook else []
     top = "\n".join(
         [
             f"processes = {processes}",
@@ -213,7 +214,8 @@ def make_world(
     extra = "\n".join(
         [
             "[quiet_hours]",
-            f"channels = {toml_value(quiet)}",
+            f"channels = {toml_value(quiet_channels)}",
+            *([f"start = {quiet[0]}", f"end = {quiet[1]}"] if quiet else []),
             "[server]",
             'sns_cert_hosts = ["127.0.0.1"]',
             'sns_subscribe_hosts = ["127.0.0.1"]',
@@ -234,9 +236,10 @@ def make_world(
         retry={"max_attempts": 3},
     )
     shutil.copytree(HERE / "templates" / "promo", root / "templates" / "promo")
-    header = "user_id,email,phone,locale,first_name,webhook_url,webhook_secret"
+    # A profile time zone: quiet hours are counted in it (without one, in the phone number's zones).
+    header = "user_id,email,phone,locale,timezone,first_name,webhook_url,webhook_secret"
     rows = [header] + [
-        f"u{i},{email(i)},{phone(i)},en,Name{i},{sink.url(f'/u{i}')},{SINK_SECRET}" for i in range(1, n + 1)
+        f"u{i},{email(i)},{phone(i)},en,UTC,Name{i},{sink.url(f'/u{i}')},{SINK_SECRET}" for i in range(1, n + 1)
     ]
     ws.write("users.csv", "\n".join(rows) + "\n")
     assert ws.cli("users", "import", "users.csv").exit_code == 0
