@@ -40,12 +40,13 @@ class RedisServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> None:
+    def start(self, port: int | None = None) -> None:
+        """Start it (on `port`: the same address again, after `shutdown`)."""
         if not Path(REDIS_SERVER).exists():
             pytest.skip("redis-server is not installed (apt-get install redis-server)")
-        self.dir = Path(tempfile.mkdtemp(prefix="notifyctl-redis-"))
+        self.dir = self.dir or Path(tempfile.mkdtemp(prefix="notifyctl-redis-"))
         for _ in range(5):  # another process may take the port between probe and bind
-            self.port = _free_port()
+            self.port = port or _free_port()
             self.process = subprocess.Popen(
                 [
                     REDIS_SERVER,
@@ -80,6 +81,14 @@ class RedisServer:
                 pass
             time.sleep(0.02)
         return False
+
+    def shutdown_nosave(self) -> None:
+        """What a restart without persistence does to the data: SHUTDOWN NOSAVE; everything is gone."""
+        assert self.process is not None
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall(b"SHUTDOWN NOSAVE\r\n")
+        self.process.wait(timeout=10)
+        self.process = None
 
     def stop(self) -> None:
         if self.process is not None:

@@ -6,13 +6,16 @@ message on every backend, Redis workers included.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from notifyctl.addresses import AddressError
 from notifyctl.app import optouts
 from notifyctl.app.context import Context
 from notifyctl.errors import InputError
-from notifyctl.store import directory
+from notifyctl.settings import Settings
+from notifyctl.store import cluster, directory
+from notifyctl.store.db import connect
 
 
 def show_user(ctx: Context, user_id: str) -> dict[str, Any]:
@@ -59,3 +62,18 @@ def lift_suppression(ctx: Context, channel: str, address: str) -> bool:
 def suppressions(ctx: Context, channel: str | None = None) -> list[dict[str, Any]]:
     """Suppressions, oldest first: channel, address, reason, source, created."""
     return directory.suppressions(ctx.conn, channel)
+
+
+def cluster_runs(settings: Settings, redis_url: str) -> list[str]:
+    """The runs of this installation's database published to the Redis at `redis_url` (read-only:
+    no database is created for the question)."""
+    path = settings.database_path
+    if not path.is_file():
+        return []
+    conn = connect(path, migrate=False)
+    try:
+        return [run.run_id for run in cluster.attached(conn) if run.redis_url == redis_url]
+    except sqlite3.OperationalError:  # a database from before cluster_runs existed
+        return []
+    finally:
+        conn.close()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from notifyctl.cli.common import JsonOpt, guarded, machine_output, settings
+from notifyctl.cli.common import EXIT_FAILED, JsonOpt, guarded, machine_output, settings
 
 if TYPE_CHECKING:
     from notifyctl.backends.redis.status import ClusterStatus
@@ -91,26 +91,49 @@ def worker(
     output.err_console.print(f"notifyctl worker: stopped ({done.sent} sent, {done.failed} failed)", markup=False)
 
 
-def status(redis: RedisOpt, json_out: JsonOpt = False) -> None:
-    """Workers alive, stream depth per channel, pending deliveries per worker, rate per provider.
+def status(cli: typer.Context, redis: RedisOpt, json_out: JsonOpt = False) -> None:
+    """Workers alive, stream depth per channel, pending deliveries per worker, rate per provider, and
+    the runs at the workers with why any of them cannot move. Exit 1 when a run is stalled or Redis
+    cannot be reached (then the runs this database published there are listed as stalled).
 
     Example: notifyctl cluster status --redis redis://10.0.0.5:6379/0 --json
     """
-    from notifyctl import aio
-    from notifyctl.backends.redis.status import cluster_status
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
-    with _reachable(redis):
+    from notifyctl import aio
+    from notifyctl.backends.redis.status import cluster_status, unreachable
+
+    try:
         snapshot = aio.run(cluster_status(redis))
+    except (RedisConnectionError, OSError) as exc:
+        snapshot = unreachable(_published_runs(cli, redis), f"cannot reach {_host_of(redis)}: {exc}")
     if machine_output(json_out):
         from notifyctl.cli import output
 
         output.emit_json(snapshot.as_dict())
-        return
-    _print_status(snapshot)
+    else:
+        _print_status(snapshot)
+    if not snapshot.reachable or any(run.stalled for run in snapshot.runs):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _published_runs(cli: typer.Context, redis_url: str) -> list[str]:
+    """The runs this installation's database published to that Redis (none when it has no database)."""
+    from notifyctl.app.directory import cluster_runs
+
+    return cluster_runs(settings(cli), redis_url)
 
 
 def _print_status(snapshot: ClusterStatus) -> None:
     from notifyctl.cli import output
+
+    if not snapshot.reachable:
+        output.error((snapshot.runs[0].stalled if snapshot.runs else None) or "redis unreachable")
+    output.table(
+        f"runs at the workers: {len(snapshot.runs)}",
+        ["run", "at workers", "channels", "coordinator seen (s)", "stalled"],
+        [[r.run_id, r.at_workers, ",".join(r.channels), r.coordinator_seen_s, r.stalled or ""] for r in snapshot.runs],
+    )
 
     output.table(
         f"workers alive: {len(snapshot.workers)}",

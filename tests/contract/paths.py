@@ -154,8 +154,9 @@ class Api(Path):
         self.poster = threading.Thread(target=self.post_all, daemon=True)
         self.poster.start()
 
-    def post_all(self) -> None:
-        """POST every notification not yet accepted (a client retries what got no 2xx)."""
+    def post_all(self, users: list[str] | None = None) -> None:
+        """POST every notification not yet accepted (a client retries what got no 2xx), or those of
+        `users`."""
         import asyncio
 
         async def post() -> None:
@@ -163,12 +164,12 @@ class Api(Path):
             headers = {"Authorization": f"Bearer {self.key}"}
             timeout = aiohttp.ClientTimeout(total=10)
             async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
-                for i in range(1, self.world.n + 1):
-                    key = f"{event_id}:u{i}"
+                for user in users or [f"u{i}" for i in range(1, self.world.n + 1)]:
+                    key = f"{event_id}:{user}"
                     if key in self.accepted:
                         continue
                     body: dict[str, Any] = {
-                        "user_id": f"u{i}",
+                        "user_id": user,
                         "template": "promo",
                         "channels": channels,
                         "data": {"product_name": "Acme"},

@@ -150,9 +150,11 @@ class RedisBackend:
                 self.options.block_ms,
             )
             self._tasks.append(asyncio.create_task(collector.run(self.closing), name=f"collect-{channel}"))
+        self.publisher.generation = self.generation
         for delivery_id, channel in self._carried.items():
             engine.lanes[channel].outstanding += 1  # counted before the feeders can finish the lane
             self.publisher.expect(delivery_id)
+            self.publisher.published_in[delivery_id] = self.generation
         self._tasks.append(asyncio.create_task(self._backstop(), name="revocations"))
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         self._tasks.append(asyncio.create_task(self._watch_generation(), name="generation"))
@@ -208,9 +210,7 @@ class RedisBackend:
         else:
             # Published into a Redis dataset that is gone, or sent in-process by a crashed session.
             outcomes.recover_inflight(conn, run_id, engine.settings)
-        cluster.attach(
-            conn, cluster.ClusterRun(run_id, self.options.redis_url, self.keys.prefix, self.identity, self.generation)
-        )
+        self._attach()
 
     async def _watch_generation(self) -> None:
         """After each outage: is the dataset the run published into still there?"""
@@ -224,13 +224,20 @@ class RedisBackend:
             log.warning(
                 "redis lost its data: deliveries at the workers are in doubt", extra={"run_id": self.engine.run_id}
             )
+            old, publisher = self.generation, self.publisher
+            lost = [delivery_id for delivery_id, into in publisher.published_in.items() if into == old]
             self.generation = await retrying(self._generation, self.outage)
             await retrying(self._ensure_groups, self.outage)
-            await self._lost(list(self.publisher.waiting))
-            run = cluster.ClusterRun(
-                self.engine.run_id, self.options.redis_url, self.keys.prefix, self.identity, self.generation
-            )
-            cluster.attach(self.engine.conn, run)
+            self._attach()
+            publisher.generation = self.generation
+            publisher.renewed.set()  # publications waiting for the new dataset go ahead
+            await self._lost(lost)
+
+    def _attach(self) -> None:
+        """Record where this run's deliveries are published, for the opt-out writers' revocations."""
+        options, engine = self.options, self.engine
+        run = cluster.ClusterRun(engine.run_id, options.redis_url, self.keys.prefix, self.identity, self.generation)
+        cluster.attach(engine.conn, run)
 
     async def _lost(self, delivery_ids: list[int]) -> None:
         """Deliveries whose outcome went with Redis's data: unknown, recorded as after a crash."""
@@ -251,6 +258,7 @@ class RedisBackend:
         """An outcome arrived (or was declared lost): to the dispatcher waiting for it, or, for a
         delivery published by an earlier session, to its lane."""
         future = self.publisher.waiting.pop(outcome.delivery_id, None)
+        self.publisher.published_in.pop(outcome.delivery_id, None)
         if future is not None and not future.done():
             future.set_result(outcome)
         channel = self._carried.pop(outcome.delivery_id, None)

@@ -43,11 +43,14 @@ from notifyctl.store.ledger import Ledger
 
 log = logging.getLogger("notifyctl.redis.coordinator")
 
-# KEYS: published hash, then one stream per item. ARGV: per item: delivery id, channel, then the
-# message's fields as count, key, value, ... Publishes each item once: a repeat finds it published.
+# KEYS: published hash, the generation key, then one stream per item. ARGV: the generation the
+# coordinator published under, then per item: delivery id, channel, the message's fields as count, key,
+# value, ... Publishes each item once (a repeat finds it published), and nothing at all into a dataset
+# other than the one the coordinator knows (0: Redis lost its data since).
 _PUBLISH = """
-local at = 1
-for i = 2, #KEYS do
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local at = 2
+for i = 3, #KEYS do
   local id, channel, n = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
   local fields = {}
   for j = 1, n * 2 do fields[j] = ARGV[at + 2 + j] end
@@ -58,6 +61,10 @@ for i = 2, #KEYS do
 end
 return 1
 """
+
+
+class GenerationChanged(Exception):
+    """Redis lost its data since the coordinator last looked: nothing was published."""
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,11 @@ class Publisher:
         self.stopping = stopping
         self.outage = outage
         self.waiting: dict[int, asyncio.Future[Outcome]] = {}
+        self.generation = ""  # the Redis dataset publications go into (set by the backend)
+        self.renewed = asyncio.Event()  # set when the backend has taken note of a new dataset
+        self.published_in: dict[int, str] = {}  # delivery id → the dataset it was published into
         self._publish = client.register_script(_PUBLISH)
-        self._batch: Coalescer[Publication, None] = Coalescer(self._flush)
+        self._batch: Coalescer[Publication, str] = Coalescer(self._flush)
 
     async def transmit_batch(
         self, envelopes: list[Envelope], provider_name: str, attempts: list[int], *, reroutable: bool = False
@@ -111,20 +121,25 @@ class Publisher:
                 waits[i] = self.expect(dispatch.envelope.delivery_id)
                 await self.publish(dispatch)
         if waits:
-            everything: asyncio.Future[list[Outcome]] = asyncio.gather(*waits.values())
-            stop: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
-            try:
-                await asyncio.wait([everything, stop], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stop.cancel()
-                if not everything.done():
-                    everything.cancel()
+            await self._outcomes_or_stop(set(waits.values()))
         for i, waiting in waits.items():
             if waiting.done() and not waiting.cancelled():
                 results[i] = result_of(waiting.result())
             else:  # stopping: it stays at the workers; its outcome is read by the run's next coordinator
                 self.waiting.pop(dispatches[i].envelope.delivery_id, None)
+                self.published_in.pop(dispatches[i].envelope.delivery_id, None)
         return results
+
+    async def _outcomes_or_stop(self, waits: set[asyncio.Future[Outcome]]) -> None:
+        """Until every outcome is in, or the engine stops (the rest stay at the workers)."""
+        stop: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
+        try:
+            pending: set[asyncio.Future[Any]] = set(waits)
+            while pending and not stop.done():
+                _, pending = await asyncio.wait(pending | {stop}, return_when=asyncio.FIRST_COMPLETED)
+                pending.discard(stop)
+        finally:
+            stop.cancel()
 
     def expect(self, delivery_id: int) -> asyncio.Future[Outcome]:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -136,19 +151,33 @@ class Publisher:
         outcomes_stream = self.keys.outcomes(self.run_id, envelope.channel)
         message = DeliveryMessage(envelope, dispatch.provider, dispatch.attempt, outcomes_stream, self.identity)
         publication = Publication(message, self.keys.deliveries(envelope.channel))
-        await retrying(lambda: self._batch.submit(publication), self.outage)
+        while True:
+            tried = self.generation
+            try:
+                into = await retrying(functools.partial(self._batch.submit, publication), self.outage)
+            except GenerationChanged:
+                # Redis lost its data: publish again once the backend has settled what went with it.
+                self.outage.recovered.set()
+                while self.generation == tried:
+                    self.renewed.clear()
+                    await self.renewed.wait()
+                continue
+            self.published_in[envelope.delivery_id] = into
+            return
 
-    async def _flush(self, publications: list[Publication]) -> list[None]:
-        keys: list[str] = [self.keys.published(self.run_id)]
-        args: list[Any] = []
+    async def _flush(self, publications: list[Publication]) -> list[str]:
+        generation = self.generation
+        keys: list[str] = [self.keys.published(self.run_id), self.keys.generation]
+        args: list[Any] = [generation]
         for publication in publications:
             fields = publication.message.encode()
             keys.append(publication.stream)
             args += [publication.message.envelope.delivery_id, publication.message.envelope.channel, len(fields)]
             for name, value in fields.items():
                 args += [name, value]
-        await self._publish(keys=keys, args=args)
-        return [None for _ in publications]
+        if not int(await self._publish(keys=keys, args=args)):
+            raise GenerationChanged(f"redis lost its data since generation {generation}")
+        return [generation for _ in publications]
 
 
 class Collector:

@@ -1,4 +1,6 @@
-"""`notifyctl cluster status`: workers alive, stream depth per channel, pending per consumer, rate per provider."""
+"""`notifyctl cluster status`: workers alive, stream depth per channel, pending per consumer, rate per
+provider, and the runs at the workers: each with its coordinator's heartbeat and, when it cannot
+move, why (no coordinator, no live worker for one of its channels, Redis unreachable)."""
 
 from __future__ import annotations
 
@@ -44,10 +46,21 @@ class ProviderStatus:
 
 
 @dataclass
+class RunStatus:
+    run_id: str
+    at_workers: int  # published, outcome not yet recorded
+    channels: list[str]
+    coordinator_seen_s: float | None  # seconds since its coordinator's heartbeat; None: no coordinator
+    stalled: str | None  # why the run cannot move, when it cannot
+
+
+@dataclass
 class ClusterStatus:
     workers: list[WorkerStatus]
     streams: list[StreamStatus]
     providers: list[ProviderStatus]
+    runs: list[RunStatus] = field(default_factory=list)
+    reachable: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,11 +125,43 @@ async def _providers(client: aioredis.Redis, keys: Keys) -> list[ProviderStatus]
     return found
 
 
+async def _runs(client: aioredis.Redis, keys: Keys, workers: list[WorkerStatus]) -> list[RunStatus]:
+    prefix, suffix = keys.published(""), ":published"
+    head = prefix.removesuffix(suffix)
+    found: list[RunStatus] = []
+    serving = {channel for worker in workers for channel in worker.channels}
+    for name in sorted([name async for name in client.scan_iter(match=f"{head}*{suffix}")]):
+        run_id = name.removeprefix(head).removesuffix(suffix)
+        published = await client.hgetall(name)
+        beat = await client.get(keys.coordinator(run_id))
+        heartbeat = orjson.loads(beat) if beat else None
+        at_workers = {str(channel) for channel in published.values()}
+        channels = sorted(at_workers | set(heartbeat["channels"] if heartbeat else []))
+        stalled = None
+        if heartbeat is None:
+            stalled = f"no coordinator: run `notifyctl resume {run_id} --redis URL`"
+        elif published and not workers:
+            stalled = "no worker alive"
+        elif missing := [c for c in sorted(at_workers) if c not in serving]:
+            stalled = f"no worker alive for channel {', '.join(missing)}"
+        seen = round(max(0.0, time.time() - float(heartbeat["seen"])), 1) if heartbeat else None
+        found.append(RunStatus(run_id, len(published), channels, seen, stalled))
+    return found
+
+
 async def cluster_status(redis_url: str, keys: Keys | None = None) -> ClusterStatus:
     """A snapshot of the cluster, read from Redis only."""
     keys = keys or Keys()
     client = connect(redis_url)
     try:
-        return ClusterStatus(await _workers(client, keys), await _streams(client, keys), await _providers(client, keys))
+        workers = await _workers(client, keys)
+        streams, providers = await _streams(client, keys), await _providers(client, keys)
+        return ClusterStatus(workers, streams, providers, await _runs(client, keys, workers))
     finally:
         await client.aclose()
+
+
+def unreachable(run_ids: list[str], error: str) -> ClusterStatus:
+    """What can be said while Redis is unreachable: the runs this database published there are stalled."""
+    stalled = f"redis unreachable: {error}"
+    return ClusterStatus([], [], [], [RunStatus(run_id, 0, [], None, stalled) for run_id in run_ids], reachable=False)
