@@ -6,9 +6,11 @@
 Both modes send the same broadcast (webhook channel, provider rate high enough not to bind) to
 the same sink (nginx if installed, else bench/sink.py) from fresh workspaces. The embedded run is
 `notifyctl broadcast`; the cluster run starts a private redis-server (no persistence), the
-workers (`python -m notifyctl.backends.redis.worker`) and the coordinator
-(`python -m notifyctl.backends.redis.coordinator ... broadcast`). Wall time, CPU and peak RSS of every
-process come from the OS (wait4); the send rate from the run's own started/finished times.
+workers (`notifyctl worker --redis URL`) and the coordinator (`notifyctl broadcast --redis URL`).
+Wall time, CPU and peak RSS of every process come from the OS (wait4); the send rate from the run's
+own started/finished times; the Redis round trips per message from redis-server's own counters
+(`INFO commandstats`: script calls, transactions and the stream reads, not the commands inside
+them), which is what the batching of claims, outcomes, publications and token requests brings down.
 Figures are printed, not asserted: on one machine the cluster pays for Redis round trips and more
 processes, and gains only where one process's CPU was the limit.
 """
@@ -56,6 +58,7 @@ class Figures:
     wall_s: float  # the driving process, start-up included
     cpu_s: float  # every process of the mode, redis-server included
     peak_rss_mb: float  # the largest single process
+    redis_requests: int = 0  # round trips to redis-server during the run
 
 
 @contextlib.contextmanager
@@ -89,6 +92,34 @@ def workspace(root: Path, n: int, sink_url: str) -> Workspace:
     return ws
 
 
+def info(port: int, section: str) -> str:
+    """An INFO section of redis-server, read over a plain socket."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"INFO {section}\r\n".encode())
+        data = sock.recv(65536)
+        size = int(data.split(b"\r\n", 1)[0][1:])
+        while len(data) < size + len(str(size)) + 5:
+            data += sock.recv(65536)
+    return data.decode().split("\r\n", 1)[1]
+
+
+# Commands a client sends itself; the others (XADD, HSET, GET, …) run inside the scripts and the
+# MULTI/EXEC transactions that batch a round trip's work, and are not round trips of their own.
+CLIENT_REQUESTS = ("evalsha", "eval", "exec", "xreadgroup", "xautoclaim", "xclaim", "xpending", "hexists", "hgetall")
+
+
+def requests_made(port: int) -> int:
+    """Round trips the clients made so far, from redis-server's own counters (INFO commandstats)."""
+    total = 0
+    for line in info(port, "commandstats").splitlines():
+        name, _, fields = line.partition(":")
+        if name.removeprefix("cmdstat_") in CLIENT_REQUESTS:
+            total += int(fields.split(",", 1)[0].removeprefix("calls="))
+    return total
+
+
 def run_times(ws: Workspace) -> tuple[int, float]:
     with sqlite3.connect(ws.db_path) as conn:
         started, finished = conn.execute("SELECT started, finished FROM runs").fetchone()
@@ -117,23 +148,28 @@ def cluster(root: Path, n: int, sink_url: str, workers: int) -> Figures:
     ws = workspace(root, n, sink_url)
     python = notifyctl_python()
     with redis_server() as (url, redis_process):
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
         procs = [
-            subprocess.Popen([python, "-m", "notifyctl.backends.redis.worker", "--redis", url], cwd=ws.root,
+            subprocess.Popen([python, "-m", "notifyctl.cli", "worker", "--redis", url], cwd=ws.root,
                              env=ws.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for _ in range(workers)
         ]  # fmt: skip
         time.sleep(2)  # let the workers import and connect, so the coordinator is what is measured
+        before = requests_made(port)
         coordinator = run_measured(
-            [python, "-m", "notifyctl.backends.redis.coordinator", "--redis", url, "broadcast", "c.toml"],
+            [python, "-m", "notifyctl.cli", "broadcast", "c.toml", "--redis", url, "--json"],
             cwd=ws.root,
             env=ws.env(),
         ).check("coordinator")
+        commands = requests_made(port) - before
+        if os.environ.get("BENCH_COMMANDSTATS"):
+            print(info(port, "commandstats"))
         usages = [reap(p) for p in procs]
         redis_cpu, redis_rss = reap(redis_process)
     sent, span = run_times(ws)
     cpu = coordinator.cpu_s + sum(c for c, _ in usages) + redis_cpu
     rss = max([coordinator.max_rss_mb, redis_rss, *(r for _, r in usages)])
-    return Figures(f"coordinator + {workers} workers", sent, span, coordinator.wall_s, cpu, rss)
+    return Figures(f"coordinator + {workers} workers", sent, span, coordinator.wall_s, cpu, rss, commands)
 
 
 def main() -> None:
@@ -151,10 +187,22 @@ def main() -> None:
         ]
     rows = [
         [f.mode, f.sent, f"{f.send_s:.2f}", f"{f.sent / f.send_s:,.0f}", f"{f.wall_s:.2f}", f"{f.cpu_s:.2f}",
-         f"{f.cpu_s * 1000 / max(1, f.sent):.2f}", f"{f.peak_rss_mb:.0f}"]
+         f"{f.cpu_s * 1000 / max(1, f.sent):.2f}", f"{f.peak_rss_mb:.0f}",
+         f"{f.redis_requests / max(1, f.sent):.2f}" if f.redis_requests else "-"]
         for f in results
     ]  # fmt: skip
-    print(table(["mode", "sent", "send s", "msgs/s", "wall s", "CPU s (all)", "CPU ms/msg", "peak RSS MB"], rows))
+    headers = [
+        "mode",
+        "sent",
+        "send s",
+        "msgs/s",
+        "wall s",
+        "CPU s (all)",
+        "CPU ms/msg",
+        "peak RSS MB",
+        "Redis cmds/msg",
+    ]
+    print(table(headers, rows))
 
 
 if __name__ == "__main__":

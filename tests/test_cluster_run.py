@@ -1,5 +1,5 @@
-"""One broadcast on the cluster: a coordinator process and worker processes on a real redis-server,
-sending through the signature-checking webhook sink; workers and the coordinator killed mid-run."""
+"""Cluster crashes the contract suite (which kills every sending process at once) does not reach: one
+worker killed while the others go on, and the coordinator killed while the workers go on."""
 
 from __future__ import annotations
 
@@ -17,11 +17,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from notifyctl.app import optouts
 from notifyctl.backends.redis.buckets import second_counter_prefix
 from notifyctl.backends.redis.streams import Keys
-from notifyctl.settings import load_settings
-from notifyctl.store.db import connect
 from tests.redis_server import RedisServer, redis_server  # noqa: F401
 from tests.webhook_sink import WebhookSink, stall
 from tests.workspace import SINK_SECRET, Workspace, audience_csv, campaign_toml, make_workspace
@@ -76,8 +73,9 @@ def finish(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
 
 @contextmanager
 def workers(ws: Workspace, redis_url: str, count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Workers w0, w1, …"""
     args = ("--redis", redis_url, "--visibility-timeout", str(VISIBILITY_S))
-    procs = [spawn(ws, "notifyctl.backends.redis.worker", *args) for _ in range(count)]
+    procs = [spawn(ws, "notifyctl.backends.redis.worker", *args, "--name", f"w{i}") for i in range(count)]
     try:
         yield procs
     finally:
@@ -124,34 +122,25 @@ async def granted_per_second(redis_url: str, provider: str) -> dict[int, int]:
     return {int(name.removeprefix(prefix)): int(str(value)) for name, value in zip(names, values, strict=True)}
 
 
+async def calling(ws: Workspace, redis_url: str, worker: str, timeout_s: float = 30) -> None:
+    """Wait until `worker` has a provider call recorded (claimed, outcome not yet reported)."""
+    with ws.db() as conn:
+        identity = conn.execute("SELECT identity FROM cluster_runs").fetchone()[0]
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while worker not in (await client.hvals(Keys().calls(identity))):
+            assert time.monotonic() < deadline, f"{worker} never had a call in flight"
+            await asyncio.sleep(0.005)
+    finally:
+        await client.aclose()
+
+
 async def wait_for_requests(sink: WebhookSink, count: int, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while len(sink.requests) < count:
         assert time.monotonic() < deadline, f"only {len(sink.requests)} requests arrived"
         await asyncio.sleep(0.01)
-
-
-async def test_three_workers_deliver_everyone_once_within_the_shared_rate(
-    tmp_path: Path,
-    webhook_sink: WebhookSink,
-    redis_server: RedisServer,  # noqa: F811
-) -> None:
-    # A rate low enough that scheduling jitter on a small CI machine (two cores, five processes)
-    # cannot move the excess burst of one window into the next.
-    n, rate, burst = 100, 30.0, 5
-    ws = cluster_workspace(tmp_path, webhook_sink, n, rate=rate, burst=burst)
-    with workers(ws, redis_server.url, 3):
-        coordinator = start_coordinator(ws, redis_server.url, "broadcast", "c.toml")
-        assert await asyncio.to_thread(finish, coordinator) == 0
-    assert only_run(ws)[1] == "completed"
-    assert {row["state"] for row in deliveries(ws).values()} == {"sent"}
-    requests = webhook_sink.requests
-    assert all(r.verified for r in requests)
-    assert Counter(r.path for r in requests) == {f"/u{i}": 1 for i in range(1, n + 1)}
-    granted = await granted_per_second(redis_server.url, "webhook")
-    assert sum(granted.values()) == n and max(granted.values()) <= rate + burst
-    at_sink = per_second([r.received_at for r in requests])
-    assert len(at_sink) >= 3 and max(at_sink.values()) <= rate + burst
 
 
 async def test_a_worker_killed_mid_run_loses_nothing(
@@ -166,6 +155,7 @@ async def test_a_worker_killed_mid_run_loses_nothing(
     with workers(ws, redis_server.url, 3) as procs:
         coordinator = start_coordinator(ws, redis_server.url, "broadcast", "c.toml")
         await wait_for_requests(webhook_sink, 40)
+        await calling(ws, redis_server.url, "w0")  # w0 is between its claim and its outcome
         procs[0].send_signal(signal.SIGKILL)
         assert await asyncio.to_thread(finish, coordinator) == 0
     assert only_run(ws)[1] == "completed"
@@ -182,36 +172,6 @@ async def test_a_worker_killed_mid_run_loses_nothing(
             assert at_sink[user] == row["attempts"] == 1, user
     ids = {r.path.lstrip("/"): r.webhook_id for r in webhook_sink.requests}
     assert all(ids[user] == row["message_id"] for user, row in rows.items())  # a re-send keeps its webhook-id
-
-
-async def test_a_stop_during_the_run_stops_later_sends_on_every_worker(
-    tmp_path: Path,
-    webhook_sink: WebhookSink,
-    redis_server: RedisServer,  # noqa: F811
-) -> None:
-    n, rate = 120, 40.0
-    ws = cluster_workspace(tmp_path, webhook_sink, n, rate=rate, burst=2)
-    stopped = {f"u{i}" for i in range(61, n + 1)}
-    with workers(ws, redis_server.url, 2):
-        coordinator = start_coordinator(ws, redis_server.url, "broadcast", "c.toml")
-        await wait_for_requests(webhook_sink, 30)
-        conn = connect(ws.db_path)
-        settings = load_settings(ws.config)
-        for user in sorted(stopped):
-            # What `suppress add` / an inbound STOP do: the outbox's list, and revocations for the workers.
-            optouts.suppress(conn, settings, "webhook", webhook_sink.url(f"/{user}"), "unsubscribe", "test")
-        stopped_at = time.time()
-        conn.close()
-        assert await asyncio.to_thread(finish, coordinator) == 0
-    rows = deliveries(ws)
-    late = [r.path for r in webhook_sink.requests if r.path.lstrip("/") in stopped and r.received_at > stopped_at]
-    assert late == []
-    reached = {r.path.lstrip("/") for r in webhook_sink.requests}
-    skipped = {user for user, row in rows.items() if row["state"] == "skipped"}
-    assert skipped and skipped <= stopped and skipped.isdisjoint(reached)
-    assert {rows[user]["reason"] for user in skipped} == {"suppressed:unsubscribe"}
-    assert {user for user, row in rows.items() if row["state"] == "sent"} == set(rows) - skipped
-    assert len(skipped) >= len(stopped) - 2 * WORKER_CONCURRENCY  # only those already past the check went out
 
 
 async def test_a_killed_coordinator_resumes_with_the_outcomes_reported_meanwhile(

@@ -17,11 +17,15 @@ Out = TypeVar("Out")
 
 
 class Coalescer(Generic[In, Out]):
-    def __init__(self, flush: Callable[[list[In]], Awaitable[list[Out]]], max_batch: int = 500) -> None:
+    def __init__(
+        self, flush: Callable[[list[In]], Awaitable[list[Out]]], max_batch: int = 500, linger_s: float = 0.0
+    ) -> None:
         """`flush(items)` answers one result per item, in order; if it raises, every caller of that
-        batch hears the exception."""
+        batch hears the exception. `linger_s`: how long the first item of a batch waits for others
+        (0: only the callers of the same turn of the loop)."""
         self._flush = flush
         self._max_batch = max_batch
+        self._linger_s = linger_s
         self._pending: list[tuple[In, asyncio.Future[Out]]] = []
         self._draining: asyncio.Task[None] | None = None
 
@@ -33,7 +37,7 @@ class Coalescer(Generic[In, Out]):
         return await future
 
     async def _drain(self) -> None:
-        await asyncio.sleep(0)  # the other callers of this turn add theirs first
+        await asyncio.sleep(self._linger_s)  # the other callers of this turn (or of the next moment) add theirs
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]

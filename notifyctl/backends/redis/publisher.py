@@ -67,6 +67,9 @@ class GenerationChanged(Exception):
     """Redis lost its data since the coordinator last looked: nothing was published."""
 
 
+PUBLISH_LINGER_S = 0.001  # how long a publication waits for others to share its script call
+
+
 @dataclass(frozen=True)
 class Publication:
     message: DeliveryMessage
@@ -100,7 +103,7 @@ class Publisher:
         self.renewed = asyncio.Event()  # set when the backend has taken note of a new dataset
         self.published_in: dict[int, str] = {}  # delivery id → the dataset it was published into
         self._publish = client.register_script(_PUBLISH)
-        self._batch: Coalescer[Publication, str] = Coalescer(self._flush)
+        self._batch: Coalescer[Publication, str] = Coalescer(self._flush, linger_s=PUBLISH_LINGER_S)
 
     async def transmit_batch(
         self, envelopes: list[Envelope], provider_name: str, attempts: list[int], *, reroutable: bool = False
