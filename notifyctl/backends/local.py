@@ -102,9 +102,13 @@ class LedgerClaims:
         self.verifier = verifier
 
     async def claim(self, dispatches: Sequence[Dispatch]) -> list[Verdict]:
-        versions = await asyncio.gather(
-            *(self.ledger.intent(d.envelope.delivery_id, d.attempt, d.provider) for d in dispatches)
-        )
+        if len(dispatches) == 1:  # the usual case: no gather (a task per call) for one intent
+            only = dispatches[0]
+            versions = [await self.ledger.intent(only.envelope.delivery_id, only.attempt, only.provider)]
+        else:
+            versions = await asyncio.gather(
+                *(self.ledger.intent(d.envelope.delivery_id, d.attempt, d.provider) for d in dispatches)
+            )
         verdicts: list[Verdict] = []
         for dispatch, version in zip(dispatches, versions, strict=True):
             if version is None:  # no longer pending as read: another sender process claimed it

@@ -55,9 +55,10 @@ class Kind(StrEnum):
 EFFECTS = ("suppress", "remove_device", "disable_endpoint")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
-    """One attempt's outcome, with what recording it needs (nothing secret: no signing secrets)."""
+    """One attempt's outcome, with what recording it needs (nothing secret: no signing secrets).
+    Made once per message: slots, and not frozen (a frozen dataclass pays a setattr per field)."""
 
     kind: Kind
     run_id: str
@@ -147,7 +148,18 @@ def _base(envelope: Envelope, attempt: int, provider: str, latency_ms: float) ->
 
 
 def sent(envelope: Envelope, attempt: int, provider: str, message_id: str | None, latency_ms: float) -> Outcome:
-    return Outcome(Kind.sent, message_id=message_id, **_base(envelope, attempt, provider, latency_ms))
+    return Outcome(
+        Kind.sent,
+        envelope.run_id,
+        envelope.delivery_id,
+        attempt,
+        provider,
+        envelope.channel,
+        envelope.user_id,
+        envelope.address,
+        latency_ms,
+        message_id,
+    )
 
 
 def failed(
