@@ -370,3 +370,29 @@ async def test_cluster_status_shows_workers_streams_and_rates(
     assert result.exit_code == 0, result.output
     shown = orjson.loads(result.stdout)
     assert shown["streams"][0]["pending_by_consumer"] == {"w1": 1} and shown["workers"][0]["sent"] == 5
+
+
+async def test_cluster_status_says_why_a_run_cannot_move(
+    client: aioredis.Redis,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    await client.hset(KEYS.published("r1"), mapping={"1": "webhook", "2": "webhook"})
+    (run,) = (await cluster_status(redis_server.url)).runs
+    assert (run.run_id, run.at_workers, run.coordinator_seen_s) == ("r1", 2, None)
+    assert run.stalled is not None and run.stalled.startswith("no coordinator")
+
+    beat = {"run_id": "r1", "channels": ["webhook"], "seen": time.time()}
+    await client.set(KEYS.coordinator("r1"), orjson.dumps(beat).decode(), ex=10)
+    (run,) = (await cluster_status(redis_server.url)).runs
+    assert run.stalled == "no worker alive"
+
+    worker = {"name": "w1", "host": "h", "pid": 1, "channels": ["email"], "started": 0, "seen": time.time(),
+              "in_progress": {}, "sent": 0, "failed": 0}  # fmt: skip
+    await client.set(KEYS.worker("w1"), orjson.dumps(worker).decode(), ex=10)
+    (run,) = (await cluster_status(redis_server.url)).runs
+    assert run.stalled == "no worker alive for channel webhook"
+
+    worker["channels"] = ["email", "webhook"]
+    await client.set(KEYS.worker("w1"), orjson.dumps(worker).decode(), ex=10)
+    (run,) = (await cluster_status(redis_server.url)).runs
+    assert run.stalled is None
