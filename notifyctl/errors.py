@@ -88,11 +88,23 @@ class ProviderError(NotifyctlError):
 
 
 class TransientError(ProviderError):
-    """Worth retrying later; retry_after_s is a floor for the next attempt when the provider gave one."""
+    """Worth retrying later; retry_after_s is a floor for the next attempt when the provider gave one.
 
-    def __init__(self, message: str, *, retry_after_s: float | None = None, code: str | None = None) -> None:
+    `endpoint`: the error is that one endpoint's (a webhook receiver's 429 or 503, its refused
+    connection), not the provider account's: its Retry-After holds back that endpoint's deliveries
+    only, and it does not count against the provider's circuit breaker."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        code: str | None = None,
+        endpoint: str | None = None,
+    ) -> None:
         self.retry_after_s = retry_after_s
         self.code = code
+        self.endpoint = endpoint
         super().__init__(message)
 
 

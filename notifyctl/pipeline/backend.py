@@ -78,10 +78,11 @@ class Result:
 
     # settled: done in this run (`progress` is its state: sent, dead, skipped, deferred, in_doubt)
     # retry: due again in `delay_s` (not sent, or of unknown outcome where the receiver dedupes)
+    # later: not attempted, due again in `delay_s` (its endpoint asked for time: a Retry-After)
     # stopped: not attempted, or attempted and left pending, because the engine is stopping
     # reroute: not attempted, the provider's breaker opened while it waited
     # taken: another sender of the run claimed it first
-    state: Literal["settled", "retry", "stopped", "reroute", "taken"]
+    state: Literal["settled", "retry", "later", "stopped", "reroute", "taken"]
     progress: str = ""
     delay_s: float = 0.0
 

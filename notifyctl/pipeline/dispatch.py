@@ -86,6 +86,9 @@ class LaneDispatch:
         if result.state == "taken":  # another sender process claimed it first: it reports it
             lane.done_with_one()
             return
+        if result.state == "later":  # not attempted: its endpoint asked for time
+            self.feeder.later(lane, item, result.delay_s)
+            return
         item.attempts = attempt
         if result.state == "retry":
             self.feeder.later(lane, item, result.delay_s)

@@ -28,10 +28,11 @@ from notifyctl.pipeline.backend import (
     OutcomeSink,
     Result,
 )
+from notifyctl.pipeline.backpressure import EndpointHolds
 from notifyctl.pipeline.outcomes import Outcome
 from notifyctl.pipeline.retry import backoff_s, should_retry
 from notifyctl.pipeline.router import CircuitBreaker
-from notifyctl.providers.base import BatchProvider, Provider
+from notifyctl.providers.base import BatchProvider, Provider, endpoint_of
 from notifyctl.providers.capabilities import check as check_capabilities
 from notifyctl.settings import RetrySettings
 
@@ -69,6 +70,7 @@ class Sender:
         self.sink = sink
         self.stopping = stopping
         self.resend_in_doubt = resend_in_doubt
+        self.holds = EndpointHolds()
 
     async def transmit(self, envelope: Envelope, provider_name: str, attempt: int) -> Result:
         """One attempt of one delivery through `provider_name` (attempt counts from 1)."""
@@ -78,6 +80,10 @@ class Sender:
         self, envelopes: list[Envelope], provider_name: str, attempts: list[int], *, reroutable: bool = False
     ) -> list[Result]:
         """Several deliveries in one provider call where the provider has a batch API."""
+        if self.holds and self.providers[provider_name].capabilities.per_endpoint:
+            held = [self.holds.remaining(endpoint_of(e.address)) for e in envelopes]
+            if any(held):
+                return await self._around_holds(envelopes, provider_name, attempts, held, reroutable)
         bucket = self.buckets[provider_name]
         await bucket.acquire(len(envelopes))
         if self.stopping():
@@ -104,6 +110,20 @@ class Sender:
             for i, result in zip(claimed, called, strict=True):
                 results[i] = result
         return [r if r is not None else STOPPED for r in results]
+
+    async def _around_holds(
+        self, envelopes: list[Envelope], provider_name: str, attempts: list[int], held: list[float], reroutable: bool
+    ) -> list[Result]:
+        """Deliveries to a held endpoint come back later, not attempted; the others go on."""
+        results = [Result("later", delay_s=wait) if wait else STOPPED for wait in held]
+        free = [i for i, wait in enumerate(held) if not wait]
+        if free:
+            sent = await self.transmit_batch(
+                [envelopes[i] for i in free], provider_name, [attempts[i] for i in free], reroutable=reroutable
+            )
+            for i, result in zip(free, sent, strict=True):
+                results[i] = result
+        return results
 
     async def _call(self, dispatches: list[Dispatch]) -> list[Result]:
         """The provider call for claimed dispatches, and their outcomes. What the provider declares it
@@ -139,7 +159,8 @@ class Sender:
         if to_send:  # the breaker hears once per provider call: one failed batch request is one failure
             called = [answers[i] for i, _ in to_send]
             failures = [outcomes.classify(a) for a in called if not isinstance(a, SendResult) and a is not None]
-            if len(failures) == len(called) and all(isinstance(f, (TransientError, OutcomeUnknown)) for f in failures):
+            # One endpoint's trouble (a webhook receiver's) is not the provider's: it trips no breaker.
+            if len(failures) == len(called) and all(_provider_wide(f) for f in failures):
                 self.breakers[provider_name].failure()  # every message of the call failed as a sick provider fails
             else:
                 self.breakers[provider_name].success()
@@ -158,7 +179,10 @@ class Sender:
         error = outcomes.classify(answer)
         retry_at: float | None = None
         if isinstance(error, TransientError):
-            if isinstance(error, RateLimited):
+            if error.endpoint is not None:
+                if error.retry_after_s:  # that endpoint's backpressure: it alone waits
+                    self.holds.hold(error.endpoint, min(error.retry_after_s, self.retry.retry_after_cap_s))
+            elif isinstance(error, RateLimited):
                 self.buckets[provider_name].slow_down(error.retry_after_s, self.retry.rate_limit_slowdown_s)
             if should_retry(attempt, self.retry):
                 # Stopping: the failed attempt is recorded and the row left due now, for resume.
@@ -173,3 +197,10 @@ class Sender:
             retry_at=retry_at,
             resend=self.resend_in_doubt(provider_name),
         )
+
+
+def _provider_wide(error: BaseException) -> bool:
+    """A failure that says the provider is unwell (counts towards its circuit breaker)."""
+    if isinstance(error, TransientError):
+        return error.endpoint is None
+    return isinstance(error, OutcomeUnknown)

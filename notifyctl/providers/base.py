@@ -22,7 +22,9 @@ class Capabilities:
 
     channels, max_body_chars, max_payload_bytes and supports_html are checked per envelope right
     before the call (`providers.capabilities.check`); batch_size is how many deliveries the engine
-    gives one `send_batch` call; idempotent decides whether an in-doubt delivery is re-sent.
+    gives one `send_batch` call; idempotent decides whether an in-doubt delivery is re-sent;
+    per_endpoint makes a Retry-After hold back one endpoint's deliveries (the Sender) rather than
+    slow the provider account's bucket.
     """
 
     channels: tuple[str, ...]
@@ -31,6 +33,13 @@ class Capabilities:
     batch_size: int = 1  # > 1: the provider has `send_batch` (BatchProvider)
     supports_html: bool = False  # without it the HTML part is dropped and the text part sent
     idempotent: bool = False  # the receiver dedupes a re-send (webhook-id, one file or row per message)
+    per_endpoint: bool = False  # every address is its own receiver (a webhook endpoint): see endpoint_of
+
+
+def endpoint_of(address: str) -> str:
+    """The receiver an address belongs to, for per-endpoint backpressure: scheme, host and port."""
+    scheme, _, rest = address.partition("://")
+    return f"{scheme.lower()}://{rest.split('/', 1)[0].split('?', 1)[0].lower()}"
 
 
 @dataclass

@@ -25,7 +25,7 @@ from yarl import URL
 
 from notifyctl.errors import PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult, trusted
-from notifyctl.providers.base import Capabilities, ProviderContext
+from notifyctl.providers.base import Capabilities, ProviderContext, endpoint_of
 from notifyctl.providers.transports.http1 import Http1Pool, Target
 from notifyctl.security.signing import signature_header
 from notifyctl.security.ssrf import SsrfRefused, is_allowed_host
@@ -64,16 +64,23 @@ def response_outcome(provider: str, envelope: Envelope, status: int, headers: Ma
     if 300 <= status < 400:
         raise PermanentError(f"HTTP {status}: redirects are not followed", code=code)
     retry_after_s = parse_retry_after(headers.get("Retry-After"))
+    # Whatever an endpoint answers is about that endpoint: its backpressure holds back its deliveries only.
+    endpoint = endpoint_of(envelope.address)
     if status == 429:
-        raise RateLimited(f"HTTP {status}: endpoint is rate limiting", retry_after_s=retry_after_s, code=code)
+        message = f"HTTP {status}: endpoint is rate limiting"
+        raise RateLimited(message, retry_after_s=retry_after_s, code=code, endpoint=endpoint)
     if status == 408:
-        raise TransientError(f"HTTP {status}: request timeout", retry_after_s=retry_after_s, code=code)
+        raise TransientError(
+            f"HTTP {status}: request timeout", retry_after_s=retry_after_s, code=code, endpoint=endpoint
+        )
     if status == 410:
         raise PermanentError(f"HTTP {status}: endpoint is gone", code=code, disable_endpoint=True)
     if 400 <= status < 500:
         raise PermanentError(f"HTTP {status}: rejected by the endpoint", code=code)
     if 500 <= status < 600:
-        raise TransientError(f"HTTP {status}: endpoint error", retry_after_s=retry_after_s, code=code)
+        raise TransientError(
+            f"HTTP {status}: endpoint error", retry_after_s=retry_after_s, code=code, endpoint=endpoint
+        )
     raise PermanentError(f"HTTP {status}: unexpected status", code=code)
 
 
@@ -97,7 +104,7 @@ def _mapped_errors() -> Iterator[None]:
 class WebhookProvider:
     """POSTs the JSON body of a webhook envelope to the endpoint URL in `envelope.address`."""
 
-    capabilities = Capabilities(channels=("webhook",), idempotent=True)
+    capabilities = Capabilities(channels=("webhook",), idempotent=True, per_endpoint=True)
 
     def __init__(self, context: ProviderContext) -> None:
         settings = context.settings

@@ -342,8 +342,13 @@ class Worker:
             error = PermanentError(f"provider '{provider}' is not configured on worker {self.name}", code="config")
             sink.record(outcomes.failed(envelope, attempt, provider, error, 0.0, retry_at=None, resend=False))
             return True
-        result = await self.sender.transmit(envelope, provider, attempt)
-        return result.state != "stopped"
+        while True:
+            result = await self.sender.transmit(envelope, provider, attempt)
+            if result.state != "later":
+                return result.state != "stopped"
+            # Its endpoint asked for time (Retry-After): this worker keeps the entry meanwhile.
+            if await self._stopped_within(result.delay_s):
+                return False
 
     async def _times_delivered(self, entry: Entry) -> int:
         found = await retrying(
