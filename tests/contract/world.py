@@ -99,6 +99,14 @@ class World:
     def cli(self, *args: str, timeout_s: float = 60) -> Summary:
         return self.wait(self.spawn(*args), timeout_s)
 
+    def quiet_hours(self, start: str, end: str) -> None:
+        """Set the quiet window (HH:MM:SS) in the configuration, as late as possible before a run:
+        the window is relative to now, whatever the workspace's set-up took."""
+        text = self.ws.config.read_text()
+        text = re.sub(r"(?m)^start = .*$", f"start = {start}", text, count=1)
+        text = re.sub(r"(?m)^end = .*$", f"end = {end}", text, count=1)
+        self.ws.config.write_text(text)
+
     def log_file(self, name: str) -> Any:
         """A file in the workspace for a long-running process's output (a pipe nobody reads fills up)."""
         return (self.root / name).open("ab")
