@@ -201,3 +201,33 @@ async def test_access_log_has_routes_not_secrets(tmp_path: Path, caplog: pytest.
     text = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
     for secret in (key, "nk_wrong-key", token, "device-token-secret", "Bearer"):
         assert secret not in text
+
+
+async def test_aiohttp_records_are_scrubbed_while_the_app_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request aiohttp cannot parse is a warning without its bytes; any other aiohttp record keeps
+    its traceback, scrubbed of configured secrets and API keys; the filter goes with the app."""
+    ws = workspace_with_users(tmp_path)
+    caplog.set_level(logging.DEBUG)
+    server_log = logging.getLogger("aiohttp.server")
+    async with running(ws) as srv:
+        host, port = srv.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"GET /healthz HTTP/1.1\r\nAuthorization: Bearer {srv.key}{'A' * 9000}\r\n\r\n".encode())
+        await writer.drain()
+        assert (await reader.read(100)).startswith(b"HTTP/1.0 400")
+        writer.close()
+        await eventually(lambda: any("unreadable request" in r.getMessage() for r in caplog.records))
+        try:
+            raise RuntimeError(f"boom with {srv.key} and test-secret")
+        except RuntimeError:
+            server_log.exception("Unhandled exception")
+    [parse_error] = [r for r in caplog.records if "unreadable request" in r.getMessage()]
+    assert parse_error.levelno == logging.WARNING and parse_error.exc_info is None
+    [crash] = [r for r in caplog.records if r.getMessage() == "Unhandled exception"]
+    assert crash.exc_text is not None and "RuntimeError: boom with *** and ***" in crash.exc_text
+    assert srv.key not in caplog.text and "test-secret" not in caplog.text
+    caplog.clear()
+    server_log.error("after the app: %s", "Bearer nk_abcdefghijklmnopqrstuvwxyz")
+    assert "nk_abcdefghijklmnopqrstuvwxyz" in caplog.text  # the filter was taken off at cleanup
