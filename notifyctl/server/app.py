@@ -92,7 +92,7 @@ async def serve(
     await runner.setup()
     stop = stop or asyncio.Event()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, backlog=options.backlog)
         await site.start()
         loop = asyncio.get_running_loop()
 
