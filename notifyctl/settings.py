@@ -121,6 +121,12 @@ class ServerSettings(_Strict):
     sns_allow_http: bool = False  # tests serve the certificate from 127.0.0.1 over plain HTTP
     sns_topic_arns: list[str] = Field(default_factory=list)  # empty: any topic
     sns_timeout_s: float = Field(default=5.0, gt=0)
+    # Connections the kernel queues before aiohttp accepts them: at 128 a burst of clients waited
+    # out SYN retries (seconds). The kernel caps it at net.core.somaxconn.
+    backlog: int = Field(default=1024, ge=1)
+    # Deliveries accepted and not yet settled (pending or in flight) beyond which POST /v1/notify
+    # answers 503 with Retry-After instead of queueing without limit.
+    max_pending: int = Field(default=50_000, ge=1)
 
 
 class Settings(_Strict):

@@ -86,3 +86,54 @@ async def test_sigterm_keeps_accepted_work_for_resume(tmp_path: Path, webhook_si
     assert result.returncode == 0, result.stderr
     assert ws.states(run_id) == {"sent": 5}
     assert len({r.webhook_id for r in webhook_sink.requests}) == 5
+
+
+async def raw_request(url: str, request: bytes) -> bytes:
+    """Send `request` as it is on a new connection; the answer's status line and headers."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        return (await reader.read(65536)).split(b"\r\n\r\n", 1)[0]
+    finally:
+        writer.close()
+
+
+async def test_a_request_aiohttp_cannot_parse_leaves_no_header_value_in_the_log(tmp_path: Path) -> None:
+    """aiohttp's parser quotes the bytes it refused: an over-long `Authorization` line (or one with a
+    bad character) put the whole API key into the log."""
+    ws = make_workspace(tmp_path)
+    conn = connect(ws.db_path)
+    key = create_key(conn, "test")
+    conn.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, "serve", "--port", "0"],
+        cwd=ws.root,
+        env={**os.environ, "NOTIFYCTL_CONFIG": str(ws.config)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url, _ = await asyncio.to_thread(wait_for_url, proc)
+        over_long = f"Bearer {key}{'A' * 9000}".encode()
+        bad_char = f"Bearer {key}".encode() + b"\x01"
+        for value in (over_long, bad_char):
+            head = await raw_request(
+                url,
+                b"POST /v1/notify HTTP/1.1\r\nHost: x\r\nAuthorization: " + value + b"\r\nContent-Length: 0\r\n\r\n",
+            )
+            assert head.startswith(b"HTTP/1.") and b" 400 " in head.split(b"\r\n")[0], head
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.to_thread(proc.communicate, timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = stderr.decode()
+    refused = [orjson.loads(line) for line in log.splitlines() if "unreadable request" in line]
+    assert [(r["level"], r["logger"]) for r in refused] == [("warning", "aiohttp.server")] * 2, log
+    assert "LineTooLong" in refused[0]["message"]
+    secret_part = key.removeprefix("nk_")
+    for start in range(0, len(secret_part) - 8, 4):  # not even a piece of the key
+        assert secret_part[start : start + 8] not in log, log

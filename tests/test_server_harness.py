@@ -24,6 +24,8 @@ from notifyctl.settings import load_settings
 from notifyctl.store.keys import create_key
 from tests.workspace import Workspace, make_workspace, users_csv
 
+JSON = {"Content-Type": "application/json"}
+
 
 @dataclass
 class Running:
@@ -36,8 +38,11 @@ class Running:
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.key}"}
 
-    async def api(self, method: str, path: str, *, key: str | None = None, **kwargs: Any) -> tuple[int, Any]:
-        async with self.http.request(method, self.url + path, headers=self.headers(key), **kwargs) as resp:
+    async def api(
+        self, method: str, path: str, *, key: str | None = None, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> tuple[int, Any]:
+        sent = {**self.headers(key), **(headers or {})}
+        async with self.http.request(method, self.url + path, headers=sent, **kwargs) as resp:
             body = await resp.json() if resp.content_type == "application/json" else await resp.text()
             return resp.status, body
 
@@ -93,7 +98,26 @@ async def test_healthz_reports_the_running_engine(tmp_path: Path) -> None:
     [
         pytest.param("GET", "/nowhere", {}, 404, "not found", id="unknown-route"),
         pytest.param("GET", "/v1/notify", {}, 405, "method not allowed", id="wrong-method"),
-        pytest.param("POST", "/v1/notify", {"data": b"{not json"}, 400, "not valid JSON", id="bad-json"),
+        pytest.param(
+            "POST", "/v1/notify", {"data": b"{not json", "headers": JSON}, 400, "not valid JSON", id="bad-json"
+        ),
+        pytest.param("POST", "/v1/notify", {"data": b"{}"}, 415, "application/json", id="no-content-type"),
+        pytest.param(
+            "POST",
+            "/v1/notify",
+            {"data": b"user_id=u1", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+            415,
+            "application/json",
+            id="form-body",
+        ),
+        pytest.param(
+            "POST",
+            "/v1/users/u1/devices",
+            {"data": b'{"token": "t"}', "headers": {"Content-Type": "text/plain"}},
+            415,
+            "application/json",
+            id="devices-text-plain",
+        ),
         pytest.param("POST", "/v1/notify", {"json": {"user_id": "u1"}}, 422, "invalid", id="missing-fields"),
         pytest.param(
             "POST",
@@ -138,7 +162,7 @@ async def test_healthz_reports_the_running_engine(tmp_path: Path) -> None:
         pytest.param(
             "POST",
             "/v1/notify",
-            {"data": io.BytesIO(b"{" + b" " * (1 << 20) + b"}")},
+            {"data": io.BytesIO(b"{" + b" " * (1 << 20) + b"}"), "headers": JSON},
             413,
             "too large",
             id="body-over-1MiB",
@@ -201,3 +225,33 @@ async def test_access_log_has_routes_not_secrets(tmp_path: Path, caplog: pytest.
     text = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
     for secret in (key, "nk_wrong-key", token, "device-token-secret", "Bearer"):
         assert secret not in text
+
+
+async def test_aiohttp_records_are_scrubbed_while_the_app_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request aiohttp cannot parse is a warning without its bytes; any other aiohttp record keeps
+    its traceback, scrubbed of configured secrets and API keys; the filter goes with the app."""
+    ws = workspace_with_users(tmp_path)
+    caplog.set_level(logging.DEBUG)
+    server_log = logging.getLogger("aiohttp.server")
+    async with running(ws) as srv:
+        host, port = srv.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"GET /healthz HTTP/1.1\r\nAuthorization: Bearer {srv.key}{'A' * 9000}\r\n\r\n".encode())
+        await writer.drain()
+        assert (await reader.read(100)).startswith(b"HTTP/1.0 400")
+        writer.close()
+        await eventually(lambda: any("unreadable request" in r.getMessage() for r in caplog.records))
+        try:
+            raise RuntimeError(f"boom with {srv.key} and test-secret")
+        except RuntimeError:
+            server_log.exception("Unhandled exception")
+    [parse_error] = [r for r in caplog.records if "unreadable request" in r.getMessage()]
+    assert parse_error.levelno == logging.WARNING and parse_error.exc_info is None
+    [crash] = [r for r in caplog.records if r.getMessage() == "Unhandled exception"]
+    assert crash.exc_text is not None and "RuntimeError: boom with *** and ***" in crash.exc_text
+    assert srv.key not in caplog.text and "test-secret" not in caplog.text
+    caplog.clear()
+    server_log.error("after the app: %s", "Bearer nk_abcdefghijklmnopqrstuvwxyz")
+    assert "nk_abcdefghijklmnopqrstuvwxyz" in caplog.text  # the filter was taken off at cleanup

@@ -23,6 +23,7 @@ from notifyctl.pipeline.sender import Sender
 from notifyctl.pipeline.verify import Verifier
 from notifyctl.providers.accounts import open_account
 from notifyctl.providers.base import Provider
+from notifyctl.security.redaction import Scrubber
 from notifyctl.settings import Settings
 from notifyctl.store.ledger import Ledger
 
@@ -180,6 +181,7 @@ class LocalBackend:
             LedgerSink(engine.ledger, recording),
             engine.stopping.is_set,
             lambda provider: outcomes.resend_in_doubt(settings, provider),
+            scrubber=Scrubber.from_settings(settings),
         )
 
     async def close(self) -> None:

@@ -35,6 +35,12 @@ def _configure_logging() -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    # aiohttp's own records (a request it could not parse, say) as JSON lines too, scrubbed by the
+    # filter the app puts on these loggers (server/aiohttp_logs.py).
+    aiohttp_logger = logging.getLogger("aiohttp")
+    aiohttp_logger.handlers[:] = [handler]
+    aiohttp_logger.setLevel(logging.WARNING)
+    aiohttp_logger.propagate = False
 
 
 def serve(

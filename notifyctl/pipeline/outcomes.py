@@ -37,11 +37,15 @@ import orjson
 from notifyctl.errors import OutcomeUnknown, PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import AttemptOutcome, Decision, DeliveryState, Envelope
 from notifyctl.providers.base import provider_class
+from notifyctl.security.redaction import Scrubber
 from notifyctl.settings import Settings
 from notifyctl.store import directory, endpoints, outbox
 from notifyctl.store.db import iso, transaction
 
 MAX_ERROR_CHARS = 500
+# Scrubbed before it is cut to MAX_ERROR_CHARS, so that a secret across the cut is not left half.
+_SCRUBBED_CHARS = 4 * MAX_ERROR_CHARS
+_SHAPES_ONLY = Scrubber()
 
 
 class Kind(StrEnum):
@@ -171,10 +175,16 @@ def failed(
     *,
     retry_at: float | None,
     resend: bool,
+    scrub: Scrubber | None = None,
 ) -> Outcome:
     """The outcome of an attempt that raised: rejected, not sent (retry at `retry_at`, or given up
-    when None) or unknown (re-sent when `resend`, else held)."""
-    message = str(error)[:MAX_ERROR_CHARS]
+    when None) or unknown (re-sent when `resend`, else held).
+
+    The error's text is the provider's, and providers quote what they were sent (an SMTP 535 with
+    the password, an API error echoing the token): it is scrubbed of the configured secrets (`scrub`,
+    built once from the settings), the envelope's signing secrets and every known secret shape before
+    anything stores, reports or prints it."""
+    message = (scrub or _SHAPES_ONLY)(str(error)[:_SCRUBBED_CHARS], envelope.signing_secrets)[:MAX_ERROR_CHARS]
     base = _base(envelope, attempt, provider, latency_ms)
     base.update(code=getattr(error, "code", None), error_class=type(error).__name__)
     if isinstance(error, PermanentError):

@@ -78,6 +78,11 @@ def _addresses(channel: str, item: PlanItem, user: Contact | None) -> tuple[list
     return [], "unknown_channel"
 
 
+def _who(item: PlanItem) -> str:
+    """The recipient's part of the idempotency key."""
+    return item.user_id or item.identity or item.email or item.phone or f"line:{item.line}"
+
+
 class Planner:
     def __init__(
         self,
@@ -110,7 +115,7 @@ class Planner:
         by_channel: dict[str, list[str]] = {}
         for item in items:
             user = users.get(item.user_id) if item.user_id else None
-            who = item.user_id or item.identity or item.email or item.phone or f"line:{item.line}"
+            who = _who(item)
             for channel in item.channels:
                 addresses, missing = _addresses(channel, item, user)
                 wanted.append((item, user, who, channel, addresses, missing))
@@ -177,6 +182,35 @@ class Planner:
             for d in drafts
         ]
         return result
+
+    def planned_before(self, item: PlanItem) -> list[dict[str, Any]] | None:
+        """When planning `item` again would only mark duplicates — each of its channels has an address
+        and every (channel, address) key is held within the window — the deliveries holding them, as
+        `plan_batch` reports duplicates (state skipped, reason duplicate, duplicate_of), with nothing
+        written. None when planning it would do anything else (a new address, an expired key)."""
+        users = get_contacts(self.conn, [item.user_id] if item.user_id else [], push_tokens="push" in item.channels)
+        user = users.get(item.user_id) if item.user_id else None
+        who = _who(item)
+        keys: list[tuple[str, str]] = []
+        for channel in item.channels:
+            addresses, missing = _addresses(channel, item, user)
+            if missing:
+                return None
+            keys.extend((channel, idempotency_key(who, item.template, item.event_id, channel, a)) for a in addresses)
+        seen = self.idempotency.seen(self.conn, [key for _, key in keys], self.clock().timestamp())
+        if not keys or any(key not in seen for _, key in keys):
+            return None
+        return [
+            {
+                "id": seen[key],
+                "channel": channel,
+                "state": DeliveryState.skipped,
+                "reason": "duplicate",
+                "idempotency_key": key,
+                "duplicate_of": seen[key],
+            }
+            for channel, key in keys
+        ]
 
     @staticmethod
     def _draft(

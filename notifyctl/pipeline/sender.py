@@ -34,6 +34,7 @@ from notifyctl.pipeline.retry import backoff_s, should_retry
 from notifyctl.pipeline.router import CircuitBreaker
 from notifyctl.providers.base import BatchProvider, Provider, endpoint_of
 from notifyctl.providers.capabilities import check as check_capabilities
+from notifyctl.security.redaction import Scrubber
 from notifyctl.settings import RetrySettings
 
 
@@ -58,9 +59,11 @@ class Sender:
         sink: OutcomeSink,
         stopping: Callable[[], bool],
         resend_in_doubt: Callable[[str], bool],
+        scrubber: Scrubber | None = None,
     ) -> None:
         """`resend_in_doubt(provider)`: whether an attempt of unknown outcome on that account is re-sent
-        (outcomes.resend_in_doubt with the settings)."""
+        (outcomes.resend_in_doubt with the settings). `scrubber`: the configured secrets
+        (Scrubber.from_settings), removed from every provider error's text before it is recorded."""
         self.providers = providers
         self.buckets = buckets
         self.breakers = breakers
@@ -71,6 +74,7 @@ class Sender:
         self.stopping = stopping
         self.resend_in_doubt = resend_in_doubt
         self.holds = EndpointHolds()
+        self.scrubber = scrubber
 
     async def transmit(self, envelope: Envelope, provider_name: str, attempt: int) -> Result:
         """One attempt of one delivery through `provider_name` (attempt counts from 1)."""
@@ -196,6 +200,7 @@ class Sender:
             latency_ms,
             retry_at=retry_at,
             resend=self.resend_in_doubt(provider_name),
+            scrub=self.scrubber,
         )
 
 

@@ -30,6 +30,7 @@ _PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"whsec_[A-Za-z0-9+/=_-]+"),
     re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE),
     re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),
+    re.compile(r"\bnk_[A-Za-z0-9_-]{20,}"),  # notifyctl's own API keys (store/keys.py)
 )
 # The auth token sits next to its account SID in URLs, "sid:token" pairs and config dumps.
 _TWILIO_TOKEN = re.compile(
@@ -83,6 +84,31 @@ def redact_secrets(text: str, secrets: Iterable[str] = ()) -> str:
     for pattern in _PATTERNS:
         text = pattern.sub(_auth_value, text)
     return _TWILIO_TOKEN.sub(lambda m: m.group(1) + MASK, text)
+
+
+class Scrubber:
+    """`redact_secrets` with the configured secrets fixed once (one compiled pattern), plus the few
+    secrets of one message (a webhook's signing secrets) given per call. Built once per engine or
+    worker: it runs on every failed attempt's text before that text is stored."""
+
+    __slots__ = ("_configured",)
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Longest first: the regex tries alternatives in order, so a secret containing another goes whole.
+        values = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+        self._configured = re.compile("|".join(map(re.escape, values))) if values else None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Scrubber:
+        """Every secret the configuration holds (`configured_secrets`)."""
+        return cls(configured_secrets(settings))
+
+    def __call__(self, text: str, extra: Iterable[str] = ()) -> str:
+        if not text:
+            return text
+        if self._configured is not None:
+            text = self._configured.sub(MASK, text)
+        return redact_secrets(text, extra)
 
 
 def is_secret_key(name: str) -> bool:

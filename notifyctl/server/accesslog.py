@@ -83,4 +83,6 @@ class JsonLineFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         extras = fields if isinstance(fields, dict) else {k: getattr(record, k) for k in FIELDS if hasattr(record, k)}
         payload.update({k: v for k, v in extras.items() if k in FIELDS})
+        if record.exc_text:  # a traceback aiohttp_logs.py scrubbed (notifyctl.server logs none)
+            payload["exception"] = record.exc_text
         return orjson.dumps(payload, default=str).decode()

@@ -2,7 +2,9 @@
 
 Delivery happens in the background through the same pipeline as every other send, so the
 idempotency key, policy, limits, retries and audit all apply. A repeated idempotency key
-answers with the original delivery ids and sends nothing new.
+answers 200 with the original delivery ids, and sends and writes nothing new. While `[server]
+max_pending` deliveries are accepted and not yet settled, new ones are refused: 503 with
+Retry-After (server/backlog.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from notifyctl.server.state import state_of
 from notifyctl.store import directory
 
 routes = web.RouteTableDef()
+
+RETRY_AFTER_S = 2  # a refused request's Retry-After: the backlog drains at the providers' rates
 
 
 class NotifyRequest(BaseModel):
@@ -56,10 +60,6 @@ async def notify(request: web.Request) -> web.Response:
     user = directory.get_user(ctx.conn, body.user_id)
     if user is None:
         return json_error(404, f"unknown user '{body.user_id}'")
-    try:
-        check_render(ctx, template, channels, user, body.data)
-    except TemplateError as exc:
-        return json_error(422, str(exc))
     if not state.service.running:
         return json_error(503, "the delivery engine is not running")
     item = PlanItem(
@@ -73,10 +73,33 @@ async def notify(request: web.Request) -> web.Response:
         user_id=user.user_id,
         data=body.data,
     )
+    if body.idempotency_key:
+        # A client retrying a request it already made: its deliveries, and nothing written (planning
+        # it again would add a `skipped: duplicate` row per channel each time).
+        earlier = state.service.planned_before(item)
+        if earlier is not None:
+            return answer(request, earlier)
+    unsettled = state.service.unsettled()
+    if unsettled >= state.options.max_pending:
+        state.service.backlog.refused += 1
+        note(request, outcome="backpressure", count=str(unsettled))
+        refused = json_error(503, f"{unsettled} deliveries are waiting to be sent; try again later")
+        refused.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return refused
+    try:
+        check_render(ctx, template, channels, user, body.data)
+    except TemplateError as exc:
+        return json_error(422, str(exc))
     try:
         result = state.service.submit([item])
     except sqlite3.OperationalError:
         return json_error(503, "the outbox is busy; try again")
+    return answer(request, result.deliveries)
+
+
+def answer(request: web.Request, planned: list[dict[str, Any]]) -> web.Response:
+    """202 with the new deliveries; 200 with the original ones when every one is a duplicate."""
+    state = state_of(request)
     deliveries = [
         {
             "id": d["duplicate_of"] or d["id"],
@@ -85,7 +108,7 @@ async def notify(request: web.Request) -> web.Response:
             "reason": d["reason"],
             "duplicate_of": d["duplicate_of"],
         }
-        for d in result.deliveries
+        for d in planned
     ]
     duplicate = bool(deliveries) and all(d["duplicate_of"] is not None for d in deliveries)
     note(

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 
 from notifyctl.app.context import Context
-from notifyctl.server import api, devices, inbox, metrics, ses_hooks, twilio_hooks, unsubscribe
+from notifyctl.security.redaction import configured_secrets
+from notifyctl.server import aiohttp_logs, api, devices, inbox, metrics, ses_hooks, twilio_hooks, unsubscribe
 from notifyctl.server.accesslog import access_log_middleware
 from notifyctl.server.auth import api_key_middleware
 from notifyctl.server.config import ServerSettings, server_settings
@@ -46,9 +47,19 @@ def create_app(ctx: Context, options: ServerSettings | None = None) -> web.Appli
     app[STATE] = ServerState(ctx=ctx, options=options, service=DeliveryService(ctx))
     for module in (api, inbox, devices, twilio_hooks, ses_hooks, unsubscribe, metrics):
         app.router.add_routes(module.routes)
+    app.cleanup_ctx.append(_scrubbed_aiohttp_logs)
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     return app
+
+
+async def _scrubbed_aiohttp_logs(app: web.Application) -> AsyncIterator[None]:
+    """aiohttp's log records without the client's bytes or a secret, while the app runs."""
+    uninstall = aiohttp_logs.install(configured_secrets(app[STATE].ctx.settings))
+    try:
+        yield
+    finally:
+        uninstall()
 
 
 async def _start(app: web.Application) -> None:
@@ -81,7 +92,7 @@ async def serve(
     await runner.setup()
     stop = stop or asyncio.Event()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, backlog=options.backlog)
         await site.start()
         loop = asyncio.get_running_loop()
 

@@ -4,6 +4,8 @@ notifyctl_deliveries_total{channel,state}       counter, from the outbox
 notifyctl_queue_depth{channel}                  gauge, the engine's lane queues
 notifyctl_provider_latency_ms{provider,quantile} summary over the latest attempts (+ _sum, _count)
 notifyctl_engine_up                             gauge, 1 while the delivery engine runs
+notifyctl_api_unsettled                         gauge, deliveries accepted by the API not yet settled
+notifyctl_api_refused_total{reason="backpressure"} counter, POST /v1/notify answered 503 (max_pending)
 """
 
 from __future__ import annotations
@@ -87,6 +89,18 @@ def exposition(state: ServerState) -> str:
             "gauge",
             "1 while the delivery engine runs.",
             [f"notifyctl_engine_up {int(state.service.running)}"],
+        ),
+        *_family(
+            "notifyctl_api_unsettled",
+            "gauge",
+            "Deliveries accepted by POST /v1/notify and not yet settled (pending or in flight).",
+            [f"notifyctl_api_unsettled {state.service.unsettled()}"],
+        ),
+        *_family(
+            "notifyctl_api_refused_total",
+            "counter",
+            "POST /v1/notify requests refused with 503 because max_pending deliveries were waiting.",
+            [f"notifyctl_api_refused_total{labels(reason='backpressure')} {state.service.backlog.refused}"],
         ),
     ]
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from notifyctl.app.context import Context
 from notifyctl.app.resume import due_runs, resume
@@ -18,6 +19,7 @@ from notifyctl.errors import NotifyctlError
 from notifyctl.models import RunState
 from notifyctl.pipeline.engine import Engine
 from notifyctl.pipeline.planner import PlanItem, PlanResult
+from notifyctl.server.backlog import Backlog
 from notifyctl.store import locks, runs
 
 log = logging.getLogger("notifyctl.server")
@@ -30,6 +32,7 @@ class DeliveryService:
         self.ctx = ctx
         self.run_id = ""
         self.engine: Engine | None = None
+        self.backlog = Backlog()
         self._task: asyncio.Task[object] | None = None
         self._resume_engines: list[Engine] = []
         self._resume_tasks: list[asyncio.Task[None]] = []
@@ -58,7 +61,7 @@ class DeliveryService:
         )
         if not locks.acquire_lock(ctx.conn, f"run:{self.run_id}", owner="serve"):
             raise NotifyctlError(f"run {self.run_id} is locked by another process")
-        engine = ctx.engine()
+        engine = ctx.engine(progress=self.backlog)
         # Whatever is accepted is committed before the 202, so the run counts as fully planned:
         # `notifyctl resume` (or the next start) can finish it from the outbox alone.
         engine.planner.plan_batch(self.run_id, [], planned=True)
@@ -80,6 +83,15 @@ class DeliveryService:
             log.warning("could not resume earlier API run", extra={"run_id": run_id, "error": str(exc)})
             return
         log.info("resumed earlier API run", extra={"run_id": run_id, "state": getattr(result, "state", "skipped")})
+
+    def unsettled(self) -> int:
+        """The service run's deliveries accepted and not yet settled (server/backlog.py)."""
+        return self.backlog.unsettled(self.ctx.conn, self.run_id)
+
+    def planned_before(self, item: PlanItem) -> list[dict[str, Any]] | None:
+        """The deliveries that already hold every idempotency key of `item` (Planner.planned_before)."""
+        assert self.engine is not None
+        return self.engine.planner.planned_before(item)
 
     def submit(self, items: list[PlanItem]) -> PlanResult:
         """Plan into the service run; the engine sends in the background."""

@@ -168,3 +168,12 @@ def reasons(conn: sqlite3.Connection, run_id: str) -> dict[str, int]:
 
 def sent_count(conn: sqlite3.Connection, run_id: str) -> int:
     return int(conn.execute("SELECT count(*) FROM deliveries WHERE run_id=? AND state='sent'", (run_id,)).fetchone()[0])
+
+
+def unsettled_count(conn: sqlite3.Connection, run_id: str) -> int:
+    """Deliveries of a run not yet settled: pending or in flight (an index range, not the whole run)."""
+    return int(
+        conn.execute(
+            "SELECT count(*) FROM deliveries WHERE run_id=? AND state IN ('pending', 'inflight')", (run_id,)
+        ).fetchone()[0]
+    )

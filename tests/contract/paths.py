@@ -161,7 +161,7 @@ class Api(Path):
 
         async def post() -> None:
             event_id, channels = CAMPAIGNS[self.campaign]
-            headers = {"Authorization": f"Bearer {self.key}"}
+            headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
             timeout = aiohttp.ClientTimeout(total=10)
             async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
                 for user in users or [f"u{i}" for i in range(1, self.world.n + 1)]:

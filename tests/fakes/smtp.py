@@ -5,13 +5,15 @@
         smtp.refuse("gone@example.org")                    # 550 5.1.1 at RCPT, from now on
         smtp.script_rcpt("451 4.3.0 Try again later")      # the next RCPT only
         smtp.script_data(DROP)                             # the next DATA: connection dropped, no reply
+        smtp.refuse_login("535 5.7.8 bad password {password}")  # every AUTH from now on
         ...
         assert smtp.messages[0].message()["Subject"] == "Hello"
         assert smtp.connections == 1                       # sessions that said EHLO/HELO
         smtp.drop_connections()                            # close every open connection now
         smtp.restart()                                     # stop, then listen again on the same port
 
-`transactions` counts MAIL FROM commands: one per message a client tried to send.
+`transactions` counts MAIL FROM commands: one per message a client tried to send. AUTH (PLAIN,
+LOGIN) is offered without TLS and accepts any credentials unless `refuse_login` says otherwise.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 DROP = "drop"  # as a scripted reply: close the connection instead of answering
 DEFAULT_REFUSAL = "550 5.1.1 <{address}>: Recipient address rejected: User unknown"
@@ -124,7 +126,15 @@ class _Controller(Controller):
     """Controller that can listen on port 0: the bound port is read back before the readiness probe."""
 
     def __init__(self, fake: FakeSmtp, port: int) -> None:
-        super().__init__(_Handler(fake), hostname="127.0.0.1", port=port, server_hostname=SERVER_NAME, ready_timeout=5)
+        super().__init__(
+            _Handler(fake),
+            hostname="127.0.0.1",
+            port=port,
+            server_hostname=SERVER_NAME,
+            ready_timeout=5,
+            authenticator=fake._authenticate,
+            auth_require_tls=False,
+        )
         self._fake = fake
 
     def factory(self) -> SMTP:
@@ -155,6 +165,7 @@ class FakeSmtp:
         self._refusals: dict[str, str] = {}
         self._rcpt_script: deque[str] = deque()
         self._data_script: deque[str] = deque()
+        self._login_refusal: str | None = None
         self._live: set[_TrackedSMTP] = set()  # touched only on the server's loop
         self._controller: _Controller | None = None
 
@@ -186,8 +197,15 @@ class FakeSmtp:
         with self._lock:
             self._data_script.extend(replies)
 
+    def refuse_login(self, reply: str) -> None:
+        """Answer every AUTH from now on with `reply`, formatted with the client's {login} and {password}
+        (servers that quote what they were given)."""
+        with self._lock:
+            self._login_refusal = reply
+
     def clear(self) -> None:
         with self._lock:
+            self._login_refusal = None
             self._messages.clear()
             self._peers.clear()
             self._refusals.clear()
@@ -259,3 +277,13 @@ class FakeSmtp:
     def _data_reply(self) -> str | None:
         with self._lock:
             return self._data_script.popleft() if self._data_script else None
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        with self._lock:
+            refusal = self._login_refusal
+        if refusal is None:
+            return AuthResult(success=True, auth_data=auth_data)
+        login = password = ""
+        if isinstance(auth_data, LoginPassword):
+            login, password = auth_data.login.decode(), auth_data.password.decode()
+        return AuthResult(success=False, handled=False, message=refusal.format(login=login, password=password))

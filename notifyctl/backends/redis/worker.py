@@ -55,6 +55,7 @@ from notifyctl.pipeline.router import CircuitBreaker
 from notifyctl.pipeline.sender import Sender
 from notifyctl.providers.accounts import open_account
 from notifyctl.providers.base import Provider
+from notifyctl.security.redaction import Scrubber
 from notifyctl.settings import Settings
 
 log = logging.getLogger("notifyctl.redis.worker")
@@ -134,6 +135,7 @@ class Worker:
             RedisSink(self),
             self.stopping.is_set,
             lambda provider: outcomes.resend_in_doubt(settings, provider),
+            scrubber=Scrubber.from_settings(settings),
         )
 
     def _capacity(self, channel: str) -> int:
