@@ -14,18 +14,20 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from yarl import URL
 
-from notifyctl.errors import PermanentError, TransientError
+from notifyctl.errors import OutcomeUnknown, PermanentError, ProviderError, TransientError
 from notifyctl.models import Envelope
 from notifyctl.providers.base import ProviderContext
-from notifyctl.providers.transports.http1 import MAX_HEAD_BYTES, Http1Pool, ProtocolError, Target
+from notifyctl.providers.transports.http1 import MAX_HEAD_BYTES, Http1Pool, NoAnswer, Target
 from notifyctl.providers.webhook import WebhookProvider
+from tests.unreachable import Blackhole, NotTls, closed_port
 
 OK = b"HTTP/1.1 204 No Content\r\n\r\n"
 
@@ -193,12 +195,14 @@ async def test_informational_answers_are_skipped_and_retry_after_is_read(pool: H
     assert await post(pool, server) == (204, None)  # the Retry-After of one answer is not the next's
 
 
-async def test_a_hang_up_and_garbage_are_connection_errors(pool: Http1Pool, server: RawServer) -> None:
+async def test_a_hang_up_and_garbage_after_the_request_are_no_answer(pool: Http1Pool, server: RawServer) -> None:
     server.replies.extend([[], [b"SMTP ready\r\n\r\n"]])
-    with pytest.raises(ProtocolError, match="closed the connection"):
+    with pytest.raises(NoAnswer, match="connection ended") as hung_up:
         await post(pool, server)
-    with pytest.raises(ProtocolError, match="invalid HTTP response"):
+    assert hung_up.value.code == "reset_after_send"
+    with pytest.raises(NoAnswer, match="invalid HTTP response") as garbage:
         await post(pool, server)
+    assert garbage.value.code == "bad_response"
     assert await post(pool, server) == (204, None)
 
 
@@ -206,24 +210,25 @@ async def test_a_request_lost_on_a_kept_alive_connection_is_not_sent_again(pool:
     # No hidden retries: every request is an attempt the engine records (and retries itself).
     server.replies.extend([[OK], [], [OK], [b"HTTP/1.1 200 OK\r\nContent-Le", HANG_UP]])
     assert await post(pool, server, b'{"n":1}') == (204, None)
-    with pytest.raises(ProtocolError, match="closed the connection"):
+    with pytest.raises(NoAnswer, match="connection ended"):
         await post(pool, server, b'{"n":2}')  # dropped without an answer
     assert await post(pool, server, b'{"n":3}') == (204, None)  # on a new connection
-    with pytest.raises(ProtocolError):
+    with pytest.raises(NoAnswer):
         await post(pool, server, b'{"n":4}')  # part of an answer, then a hang-up
     assert [r.body for r in server.received] == [b'{"n":1}', b'{"n":2}', b'{"n":3}', b'{"n":4}']
 
 
 async def test_endless_headers_are_refused(pool: Http1Pool, server: RawServer) -> None:
     server.replies.append([b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * (MAX_HEAD_BYTES + 10) + b"\r\n\r\n"])
-    with pytest.raises(ProtocolError, match="longer than"):
+    with pytest.raises(NoAnswer, match="longer than"):
         await post(pool, server)
 
 
 async def test_no_answer_times_out_and_the_connection_is_dropped(pool: Http1Pool, server: RawServer) -> None:
     server.replies.append([5.0, OK])
-    with pytest.raises(TimeoutError):
+    with pytest.raises(NoAnswer) as caught:
         await post(pool, server)
+    assert caught.value.code == "timeout_after_send"
     assert await post(pool, server) == (204, None)
     assert server.connections == 2
 
@@ -300,14 +305,65 @@ async def test_unusable_urls_are_permanent(tmp_path: Path, url: str, code: str) 
         await provider.close()
 
 
-async def test_provider_maps_a_hang_up_to_a_transient_error(tmp_path: Path, server: RawServer) -> None:
-    provider = webhook_provider(tmp_path, timeout_s=1)
+Where = Callable[[RawServer, ExitStack], str]  # the endpoint URL for a case
+
+
+def raw(reply: Reply | None) -> Where:
+    def where(server: RawServer, _: ExitStack) -> str:
+        if reply is not None:
+            server.replies.append(reply)
+        return server.url()
+
+    return where
+
+
+def refused(server: RawServer, _: ExitStack) -> str:
+    return f"http://127.0.0.1:{closed_port()}/hook"
+
+
+def blackhole(server: RawServer, stack: ExitStack) -> str:
+    return f"http://127.0.0.1:{stack.enter_context(Blackhole()).port}/hook"
+
+
+def not_tls(server: RawServer, stack: ExitStack) -> str:
+    return f"https://127.0.0.1:{stack.enter_context(NotTls()).port}/hook"
+
+
+@pytest.mark.parametrize(
+    ("where", "expected", "code", "received"),
+    [
+        # Not sent: the request was never written, or the endpoint answered clearly.
+        pytest.param(refused, TransientError, "connection", 0, id="not-sent-refused"),
+        pytest.param(blackhole, TransientError, "connect_timeout", 0, id="not-sent-connect-timeout"),
+        pytest.param(not_tls, TransientError, "tls", 0, id="not-sent-tls-handshake"),
+        pytest.param(raw([b"HTTP/1.1 503 Busy\r\n\r\n"]), TransientError, "503", 1, id="not-sent-503"),
+        pytest.param(raw([b"HTTP/1.1 400 No\r\n\r\n"]), PermanentError, "400", 1, id="rejected-400"),
+        # Unknown: the request was written, then no usable answer.
+        pytest.param(raw([]), OutcomeUnknown, "reset_after_send", 1, id="unknown-hang-up"),
+        pytest.param(
+            raw([b"HTTP/1.1 200 OK\r\nContent-Le", HANG_UP]),
+            OutcomeUnknown,
+            "reset_after_send",
+            1,
+            id="unknown-truncated-head",
+        ),
+        pytest.param(raw([b"SMTP ready\r\n\r\n"]), OutcomeUnknown, "bad_response", 1, id="unknown-garbage"),
+        pytest.param(raw([5.0, OK]), OutcomeUnknown, "timeout_after_send", 1, id="unknown-no-answer-in-time"),
+    ],
+)
+async def test_provider_tells_not_sent_from_unknown(
+    tmp_path: Path, server: RawServer, where: Where, expected: type[ProviderError], code: str, received: int
+) -> None:
+    provider = webhook_provider(tmp_path, timeout_s=0.5)
     await provider.open()
     try:
-        server.replies.append([])
-        with pytest.raises(TransientError) as caught:
-            await provider.send(envelope(server.url()))
-        assert caught.value.code == "connection"
-        assert (await provider.send(envelope(server.url()))).status_code == 204
+        with ExitStack() as stack:
+            url = where(server, stack)
+            with pytest.raises(ProviderError) as caught:
+                await provider.send(envelope(url))
+        assert type(caught.value) is expected, caught.value
+        assert caught.value.code == code
+        assert len(server.received) == received
+        assert (await provider.send(envelope(server.url()))).status_code == 204  # and the next one goes
     finally:
         await provider.close()

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from notifyctl.errors import ConfigError, PermanentError, ProviderError, RateLimited, TransientError
+from notifyctl.errors import ConfigError, OutcomeUnknown, PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Provider, ProviderContext, build_provider
 from notifyctl.providers.fcm import FcmProvider, data_strings, error_for_answer
@@ -180,7 +180,7 @@ async def test_twilio_messaging_service_sends_without_from(twilio: FakeTwilio, t
             id="502-not-json",
         ),
         pytest.param(
-            lambda fake: fake.script(answer_reset()), sms(), TransientError, "connection", False, None, id="reset"
+            lambda fake: fake.script(answer_reset()), sms(), OutcomeUnknown, "reset_after_send", False, None, id="reset"
         ),
     ],
 )
@@ -233,12 +233,12 @@ async def test_twilio_connection_refused_is_transient(twilio: FakeTwilio, open_t
     assert caught.value.code == "connection"
 
 
-async def test_twilio_timeout_is_transient(twilio: FakeTwilio, open_twilio: OpenTwilio) -> None:
+async def test_twilio_timeout_after_the_request_is_unknown(twilio: FakeTwilio, open_twilio: OpenTwilio) -> None:
     twilio.script(answer_stall(5.0))
     provider = await open_twilio(twilio.provider_settings(timeout_s=0.3))
-    with pytest.raises(TransientError) as caught:
+    with pytest.raises(OutcomeUnknown) as caught:
         await provider.send(sms())
-    assert caught.value.code == "connection"
+    assert caught.value.code == "timeout_after_send"
     assert len(twilio.message_requests) == 1
 
 
@@ -433,8 +433,8 @@ async def test_fcm_topic_address_sends_to_the_topic(fcm: FakeFcm, fcm_provider: 
         pytest.param(
             lambda fake: fake.script_sends(answer_reset()),
             push(),
-            TransientError,
-            "connection",
+            OutcomeUnknown,  # the request was written: FCM may have the message
+            "reset_after_send",
             False,
             None,
             id="reset",
@@ -558,17 +558,19 @@ async def test_fcm_refused_access_token_is_transient_and_replaced_on_the_next_at
     assert [entry["message"]["token"] for entry in fcm.sent] == ["device-a", "device-b"]
 
 
-async def test_fcm_timeout_is_transient(fcm: FakeFcm, fcm_settings: dict[str, Any], tmp_path: Path) -> None:
+async def test_fcm_timeout_after_the_request_is_unknown(
+    fcm: FakeFcm, fcm_settings: dict[str, Any], tmp_path: Path
+) -> None:
     provider = FcmProvider(context(tmp_path, "push", {**fcm_settings, "timeout_s": 0.3}))
     await provider.open()
     try:
         await provider.send(push("device-a", 1))  # the token first, so the stall hits messages:send
         fcm.script_sends(answer_stall(1.0))
-        with pytest.raises(TransientError) as caught:
+        with pytest.raises(OutcomeUnknown) as caught:
             await provider.send(push("device-b", 2))
     finally:
         await provider.close()
-    assert type(caught.value) is TransientError and caught.value.code == "timeout"
+    assert caught.value.code == "timeout_after_send"
     assert len(fcm.send_requests) == 2
 
 

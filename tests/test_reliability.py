@@ -71,12 +71,17 @@ def test_400_is_never_retried(tmp_path: Path, webhook_sink: WebhookSink) -> None
     assert [a[2] for a in attempts(ws)] == ["permanent"]
 
 
-def test_resets_and_stalls_are_transient(tmp_path: Path, webhook_sink: WebhookSink) -> None:
+def test_resets_and_stalls_after_the_request_are_in_doubt_and_resent(tmp_path: Path, webhook_sink: WebhookSink) -> None:
+    # The request was written each time: the endpoint may have it, so not "transient" but in doubt,
+    # and re-sent with the same webhook-id because webhook receivers dedupe.
     ws = webhook_workspace(tmp_path, webhook_sink, 1, webhook={"timeout_s": 0.5})
     webhook_sink.script(reset(), stall(2))
     result = ws.cli("broadcast", "c.toml", "--json")
     assert result.exit_code == 0, result.output
-    assert [a[2] for a in attempts(ws)] == ["transient", "transient", "sent"]
+    assert [a[2] for a in attempts(ws)] == ["in_doubt", "in_doubt", "sent"]
+    assert len({r.webhook_id for r in webhook_sink.requests}) == 1
+    with ws.db() as conn:
+        assert [tuple(row) for row in conn.execute("SELECT state, in_doubt FROM deliveries")] == [("sent", 1)]
 
 
 def test_attempts_in_the_audit_equal_requests_at_the_sink(tmp_path: Path, webhook_sink: WebhookSink) -> None:

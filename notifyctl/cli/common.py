@@ -212,13 +212,22 @@ def outcome_payload(outcome: RunOutcome) -> dict[str, Any]:
         "elapsed_s": round(outcome.elapsed_s, 3),
         "sent_this_session": outcome.sent_this_session,
         "rate_per_s": round(outcome.sent_this_session / outcome.elapsed_s, 1) if outcome.elapsed_s else 0,
+        "held_in_doubt": _count(outcome, DeliveryState.in_doubt),
     }
 
 
+def _count(outcome: RunOutcome, state: DeliveryState) -> int:
+    return sum(states.get(state, 0) for states in outcome.counts.values())
+
+
 def _failed(outcome: RunOutcome) -> int:
-    return sum(
-        states.get(DeliveryState.dead, 0) + states.get(DeliveryState.in_doubt, 0) for states in outcome.counts.values()
-    )
+    """Dead, or held in doubt: what makes a run exit 1."""
+    return _count(outcome, DeliveryState.dead) + _count(outcome, DeliveryState.in_doubt)
+
+
+def redrive_in_doubt_command(run_id: str) -> str:
+    """The command that re-sends a run's deliveries held in doubt."""
+    return f"notifyctl dlq redrive --run {run_id} --in-doubt"
 
 
 def outcome_exit_code(outcome: RunOutcome) -> int:
@@ -233,7 +242,7 @@ def print_outcome(outcome: RunOutcome, title: str) -> None:
     from notifyctl.cli import output
 
     payload = outcome_payload(outcome)
-    failed = _failed(outcome)
+    dead, held = _count(outcome, DeliveryState.dead), payload["held_in_doubt"]
     output.summary_table(f"{title} {outcome.run_id}: {outcome.state}", outcome.counts)
     output.console.print(f"{outcome.sent_this_session} sent in {outcome.elapsed_s:.1f}s ({payload['rate_per_s']}/s)")
     if outcome.state == RunState.interrupted:
@@ -243,8 +252,15 @@ def print_outcome(outcome: RunOutcome, title: str) -> None:
             "Some deliveries wait for quiet hours to end; `notifyctl resume --due` "
             "(from cron) sends them when they are due."
         )
-    if failed:
-        output.console.print(f"[red]{failed} failed[/]: see `notifyctl dlq list --run {outcome.run_id}`")
+    if dead:
+        output.console.print(f"[red]{dead} failed[/]: see `notifyctl dlq list --run {outcome.run_id}`")
+    if held:
+        output.console.print(
+            f"[yellow]{held} held in doubt[/]: the request went out and no clear answer came back, so the "
+            f"provider may have delivered it (a re-send could be a duplicate). To re-send: "
+            f"{redrive_in_doubt_command(outcome.run_id)}",
+            soft_wrap=True,
+        )
 
 
 def report_outcome(outcome: RunOutcome, json_out: bool, title: str) -> None:

@@ -118,7 +118,7 @@ def dlq_redrive(
     ids: Annotated[list[int] | None, typer.Option("--id", help="Delivery id (repeatable).")] = None,
     run: Annotated[str | None, typer.Option(help="Every dead letter of this run.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
-    in_doubt: Annotated[bool, typer.Option(help="Re-drive deliveries held in_doubt after a crash instead.")] = False,
+    in_doubt: Annotated[bool, typer.Option(help="Re-drive deliveries held in doubt (crash, unknown outcome).")] = False,
     force: Annotated[bool, typer.Option(help="Also those older than the idempotency window.")] = False,
     rate: Annotated[float | None, typer.Option(help="At most N messages per second.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Show what would be re-driven.")] = False,

@@ -253,7 +253,7 @@ def write(conn: sqlite3.Connection, outcome: Outcome, recording: Recording) -> N
         state = outcome.state or DeliveryState.skipped
         outbox.withdraw_intent(conn, delivery_id, attempt, state, outcome.reason, outcome.until)
     elif kind is Kind.unknown:
-        outbox.mark_in_doubt(conn, delivery_id, attempt, resend=outcome.resend, reason=outcome.reason)
+        outbox.mark_in_doubt(conn, delivery_id, attempt, outcome.resend, outcome.reason, outcome.code, outcome.message)
     elif kind is Kind.not_sent and outcome.retry_at is not None:
         outcome_name = AttemptOutcome.rate_limited if outcome.rate_limited else AttemptOutcome.transient
         outbox.mark_retry(

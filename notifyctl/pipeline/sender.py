@@ -199,7 +199,7 @@ class Sender:
             error,
             latency_ms,
             retry_at=retry_at,
-            resend=self.resend_in_doubt(provider_name),
+            resend=self.resend_in_doubt(provider_name) and should_retry(attempt, self.retry),
             scrub=self.scrubber,
         )
 

@@ -18,7 +18,10 @@ pipeline's next attempt, recorded like any other, fetches a new one.
 
 What an answer means is decided in `error_for_answer` and what an exception means in
 `provider_error`, side by side below; connection failures and timeouts are mapped by the
-transport (TransientError `connection` / `timeout`).
+transport: not sent before the request was written (TransientError `connect_timeout` /
+`connection`), unknown after (OutcomeUnknown `timeout_after_send` / `reset_after_send` /
+`bad_response`, as is a 2xx without a message name). FCM v1 has no idempotency key, so an unknown
+outcome is held, not sent again (README, "Guarantees"). A failed token fetch sent nothing to FCM.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from google.auth.exceptions import GoogleAuthError, RefreshError, TransportError
 from google.auth.transport.requests import Request as AuthRequest
 from google.oauth2 import service_account
 
-from notifyctl.errors import ConfigError, PermanentError, ProviderError, RateLimited, TransientError
+from notifyctl.errors import ConfigError, OutcomeUnknown, PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Capabilities, ProviderContext
 from notifyctl.providers.transports.json_api import JsonAnswer, JsonApi
@@ -302,7 +305,8 @@ class FcmProvider:
         if 200 <= answer.status < 300:
             name = answer.body.get("name") if isinstance(answer.body, Mapping) else None
             if not name:
-                return TransientError("fcm: a 2xx answer without a message name", code="bad_response")
+                # FCM took the request, and its answer does not say what became of the message.
+                return OutcomeUnknown(f"fcm: HTTP {answer.status} without a message name", code="bad_response")
             return SendResult(provider=self.name, provider_message_id=str(name), status_code=answer.status)
         error = error_for_answer(answer)
         if error.code == "UNAUTHENTICATED":

@@ -3,7 +3,10 @@
 One `send()` is one `POST /2010-04-01/Accounts/{sid}/Messages.json`. The SDK's own retries
 stay off (no aiohttp-retry wrapper), so every request Twilio sees is an attempt in the audit
 log. Twilio has no idempotency key for messages, so a re-send after an unknown outcome can
-double-text: its capabilities say so (`idempotent` stays False).
+double-text: its capabilities say so (`idempotent` stays False), and what fails after the request
+was written (no answer within `timeout_s`, the connection lost, a 2xx that is not a message
+resource) is an OutcomeUnknown, held for the operator, never retried as if nothing was sent. What
+fails before it (no connection, refused, TLS) and every error status Twilio answers are not sent.
 
 `base_url` points the SDK at another host (the local fake in tests) through the public
 `Domain.base_url` attribute of `client.api`; nothing inside the SDK is patched.
@@ -15,16 +18,20 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import aiohttp
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
 from twilio.rest import Client
 
-from notifyctl.errors import ConfigError, PermanentError, ProviderError, RateLimited, TransientError
+from notifyctl.errors import ConfigError, OutcomeUnknown, PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Capabilities, ProviderContext
+from notifyctl.providers.transports.aiohttp_errors import client_timeout
+from notifyctl.providers.transports.aiohttp_errors import provider_error as aiohttp_error
 from notifyctl.providers.webhook import parse_retry_after
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -41,9 +48,18 @@ PERMANENT_CODES = frozenset(
 )
 RATE_LIMIT_CODES = frozenset({20429})
 
-# The Retry-After header of the answer to the current task's request: TwilioRestException
-# carries status and code but drops the headers, and one client serves concurrent sends.
-_RESPONSE_HEADERS: ContextVar[dict[str, str] | None] = ContextVar("twilio_response_headers", default=None)
+
+@dataclass
+class _Answer:
+    """What the current task's request got back, as far as it got: TwilioRestException carries
+    status and code but drops the headers, and a ValueError from the SDK's JSON parsing does not
+    say whether an answer came (one client serves concurrent sends, hence a context variable)."""
+
+    status: int | None = None
+    retry_after: str | None = None
+
+
+_ANSWER: ContextVar[_Answer | None] = ContextVar("twilio_answer", default=None)
 
 
 def mask_phone(phone: str) -> str:
@@ -53,8 +69,11 @@ def mask_phone(phone: str) -> str:
     return phone[:2] + "*" * (len(phone) - 6) + phone[-4:]
 
 
-def provider_error(exc: BaseException, *, address: str = "", retry_after: str | None = None) -> ProviderError:
-    """The one place where Twilio SDK and transport exceptions become provider errors."""
+def provider_error(
+    exc: BaseException, *, address: str = "", retry_after: str | None = None, status: int | None = None
+) -> ProviderError:
+    """The one place where Twilio SDK and transport exceptions become provider errors. `status`: the
+    HTTP status of the answer, when one came (a 2xx whose body is not a message is unknown)."""
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, TwilioRestException | TwilioServiceException):
@@ -74,40 +93,45 @@ def provider_error(exc: BaseException, *, address: str = "", retry_after: str | 
         if status >= 500 or status == 408:
             return TransientError(message, retry_after_s=parse_retry_after(retry_after), code=str(code))
         return PermanentError(message, code=str(code))
-    if isinstance(exc, aiohttp.ClientError | TimeoutError):
-        return TransientError(f"twilio: connection failed: {type(exc).__name__}: {exc}", code="connection")
+    if isinstance(exc, aiohttp.ClientError | TimeoutError | OSError):
+        return aiohttp_error(exc, "twilio")
     if isinstance(exc, ValueError):
-        # A 2xx answer that is not JSON: the message may or may not exist.
-        return TransientError(f"twilio: unreadable answer: {exc}", code="bad_response")
+        if status is not None and 200 <= status < 300:
+            # Twilio took the request and its answer is not a message: it may or may not exist.
+            return OutcomeUnknown(f"twilio: HTTP {status} with an unreadable answer: {exc}", code="bad_response")
+        return TransientError(f"twilio: the request could not be made: {exc}", code="bad_request")
     if isinstance(exc, TwilioException):
         return TransientError(f"twilio: {exc}", code="twilio")
     return TransientError(f"twilio: {type(exc).__name__}: {exc}", code="unknown")
 
 
 @contextmanager
-def _mapped_errors(address: str) -> Iterator[None]:
-    response_headers: dict[str, str] = {}
-    token = _RESPONSE_HEADERS.set(response_headers)
+def _mapped_errors(address: str) -> Iterator[_Answer]:
+    answer = _Answer()
+    token = _ANSWER.set(answer)
     try:
-        yield
-    except (TwilioException, aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise provider_error(exc, address=address, retry_after=response_headers.get("retry-after")) from exc
+        yield answer
+    except (TwilioException, aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+        raise provider_error(exc, address=address, retry_after=answer.retry_after, status=answer.status) from exc
     finally:
-        _RESPONSE_HEADERS.reset(token)
+        _ANSWER.reset(token)
 
 
 class _HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
-    """The SDK's aiohttp client, without retries, with its timeout applied and Retry-After kept.
+    """The SDK's aiohttp client, without retries, with distinct connect and read timeouts.
 
-    The stock client keeps `timeout` but passes only the per-request value (always None from the
-    REST layer) to aiohttp, which would then wait up to five minutes. It also turns `auth` into
-    `aiohttp.BasicAuth`, deprecated since aiohttp 3.14 and gone in 4.0; the same header is built
-    here with `aiohttp.encode_basic_auth` instead.
+    The stock client passes one number as aiohttp's total timeout (and only the per-request value,
+    always None from the REST layer, so it would wait up to five minutes): a total timeout cannot
+    say whether the request was written. This one uses `aiohttp_errors.client_timeout`, records
+    the answer's status and Retry-After for the error mapping, and builds the Authorization header
+    with `aiohttp.encode_basic_auth` (the stock client's `aiohttp.BasicAuth` is deprecated since
+    aiohttp 3.14 and gone in 4.0). It returns the SDK's own `Response`, as a custom client does.
     """
 
     def __init__(self, *, timeout_s: float) -> None:
         # max_retries=None: a plain ClientSession, no aiohttp_retry.RetryClient around it.
         super().__init__(pool_connections=True, timeout=timeout_s, max_retries=None)
+        self.client_timeout = client_timeout(timeout_s)
 
     async def request(
         self,
@@ -119,24 +143,29 @@ class _HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         auth: tuple[str, str] | None = None,
         timeout: float | None = None,
         allow_redirects: bool = False,
-    ) -> Any:
+    ) -> Response:
         if auth is not None:
             headers = {**(headers or {}), "Authorization": aiohttp.encode_basic_auth(auth[0], auth[1])}
-        response = await super().request(
-            method,
+        session: aiohttp.ClientSession = self.session
+        answer = _ANSWER.get() or _Answer()
+        async with session.request(
+            method.upper(),
             url,
-            params=params,
+            params=cast(Any, params),  # the SDK's query values are strings
             data=data,
             headers=headers,
-            auth=None,
-            timeout=self.timeout if timeout is None else timeout,
+            timeout=self.client_timeout,
             allow_redirects=allow_redirects,
-        )
-        recorded = _RESPONSE_HEADERS.get()
-        retry_after = response.headers.get("Retry-After") if response.headers is not None else None
-        if recorded is not None and retry_after is not None:
-            recorded["retry-after"] = str(retry_after)
-        return response
+        ) as response:
+            answer.status = response.status
+            answer.retry_after = response.headers.get("Retry-After")
+            try:
+                body = await response.read()
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                if 200 <= response.status < 300:
+                    raise  # created, perhaps, and the answer lost: unknown
+                body = b""  # an error status is the answer, even when its body is cut short
+        return Response(response.status, body.decode("utf-8", errors="replace"), response.headers)
 
 
 class TwilioProvider:
@@ -200,6 +229,8 @@ class TwilioProvider:
             fields["messaging_service_sid"] = self.messaging_service_sid
         if self.status_callback:
             fields["status_callback"] = self.status_callback
-        with _mapped_errors(envelope.address):
+        with _mapped_errors(envelope.address) as answer:
             message = await self._client.messages.create_async(**fields)
-        return SendResult(provider=self.name, provider_message_id=str(message.sid), status_code=201)
+            if not message.sid:
+                raise ValueError("no message sid in the answer")  # unknown after a 2xx, see provider_error
+        return SendResult(provider=self.name, provider_message_id=str(message.sid), status_code=answer.status or 201)

@@ -23,10 +23,10 @@ from email.utils import parsedate_to_datetime
 import orjson
 from yarl import URL
 
-from notifyctl.errors import PermanentError, ProviderError, RateLimited, TransientError
+from notifyctl.errors import OutcomeUnknown, PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult, trusted
 from notifyctl.providers.base import Capabilities, ProviderContext, endpoint_of
-from notifyctl.providers.transports.http1 import Http1Pool, Target
+from notifyctl.providers.transports.http1 import Http1Pool, NoAnswer, Target
 from notifyctl.security.signing import signature_header
 from notifyctl.security.ssrf import SsrfRefused, is_allowed_host
 
@@ -86,13 +86,20 @@ def response_outcome(provider: str, envelope: Envelope, status: int, headers: Ma
 
 @contextmanager
 def _mapped_errors() -> Iterator[None]:
-    """The one place where connection, TLS and timeout exceptions become provider errors."""
+    """The one place where connection, TLS and timeout exceptions become provider errors.
+
+    Not sent (the request was never written): the guard's refusal, a failed connection or TLS
+    handshake, the deadline passing while connecting. Unknown (`NoAnswer`: written, then no usable
+    answer): the endpoint may have processed it, so it is OutcomeUnknown, never "not sent".
+    """
     try:
         yield
     except ProviderError:
         raise
+    except NoAnswer as exc:
+        raise OutcomeUnknown(f"webhook: {exc}", code=exc.code) from exc
     except TimeoutError as exc:
-        raise TransientError("webhook request timed out", code="timeout") from exc
+        raise TransientError("webhook endpoint: no connection before the timeout", code="connect_timeout") from exc
     except SsrfRefused as exc:
         raise PermanentError(str(exc), code="ssrf") from exc
     except ssl.SSLError as exc:

@@ -282,14 +282,24 @@ def mark_decided(
 
 
 def mark_in_doubt(
-    conn: sqlite3.Connection, delivery_id: int, attempt: int, *, resend: bool, reason: str | None
+    conn: sqlite3.Connection,
+    delivery_id: int,
+    attempt: int,
+    resend: bool,
+    reason: str | None,
+    code: str | None = None,
+    message: str | None = None,
 ) -> None:
     """An attempt whose outcome is unknown (a timeout after the request was written, or a crash
-    while it was in flight): the attempt is `in_doubt`, and the delivery is marked `in_doubt = 1`
-    for good. Re-sent (pending again, due now, with the same message id) where the receiver dedupes,
-    else held for the operator (`dlq redrive --in-doubt`)."""
+    while it was in flight): the attempt is `in_doubt`, with what made it so (`code`, `message`),
+    and the delivery is marked `in_doubt = 1` for good. Re-sent (pending again, due now, with the
+    same message id) where the receiver dedupes, else held for the operator (`dlq redrive --in-doubt`)."""
     now = iso()
-    conn.execute("UPDATE attempts SET outcome='in_doubt' WHERE delivery_id=? AND number=?", (delivery_id, attempt))
+    conn.execute(
+        "UPDATE attempts SET outcome='in_doubt', code=coalesce(?, code), message=coalesce(?, message) "
+        "WHERE delivery_id=? AND number=?",
+        (code, message, delivery_id, attempt),
+    )
     if resend:
         conn.execute(
             "UPDATE deliveries SET state='pending', in_doubt=1, next_attempt_at=NULL, updated=? WHERE id=?",

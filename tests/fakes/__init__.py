@@ -6,7 +6,9 @@
 
 This module holds what the HTTP fakes share: `AppServer`, which runs an aiohttp application in
 its own thread and event loop (so sync tests, async tests and subprocesses can all reach it),
-records every request and answers from a script of `Answer`s before its normal behaviour.
+records every request and answers from a script of `Answer`s before its normal behaviour. The
+`process_then_*` answers do the normal work first (the message is created and recorded) and then
+lose the answer: what an unknown outcome looks like from the client's side.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from aiohttp import web
 
 from tests.threaded_app import ThreadedApp
 
-AnswerKind = Literal["respond", "reset", "stall"]
+AnswerKind = Literal["respond", "reset", "stall", "process_then_stall", "process_then_reset"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,16 @@ def answer_reset() -> Answer:
 def answer_stall(seconds: float) -> Answer:
     """Read the request and answer nothing for `seconds` (then 200), to provoke client timeouts."""
     return Answer("stall", seconds=seconds)
+
+
+def process_then_stall(seconds: float) -> Answer:
+    """Do the normal work (create and record the message), then hold the answer for `seconds`."""
+    return Answer("process_then_stall", seconds=seconds)
+
+
+def process_then_reset() -> Answer:
+    """Do the normal work (create and record the message), then reset the connection instead of answering."""
+    return Answer("process_then_reset")
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,13 @@ class AppServer(ThreadedApp):
             self._records.append(record)
         if scripted is None:
             return await self.handle(request, body)
+        if scripted.kind == "process_then_stall":
+            response = await self.handle(request, body)
+            await self._pause(scripted.seconds)
+            return response
+        if scripted.kind == "process_then_reset":
+            await self.handle(request, body)
+            return await self._reset(request)
         if scripted.kind == "reset":
             return await self._reset(request)
         if scripted.kind == "stall":

@@ -6,6 +6,7 @@
         fcm.unregister("stale-token")                               # 404 UNREGISTERED from now on
         fcm.make_invalid("garbage")                                 # 400 INVALID_ARGUMENT on the token
         fcm.script_sends(QUOTA_EXCEEDED)                            # next messages:send only
+        fcm.script_sends(process_then_stall(3))                     # created and recorded, answered late
         ...
         assert fcm.sent[0]["message"]["token"] == "device-1"
         assert len(fcm.send_requests) == 1                          # every messages:send, any answer
@@ -336,6 +337,12 @@ class FakeFcm(AppServer):
             )
         with self._state_lock:
             scripted = self._send_script.popleft() if self._send_script else None
+        if scripted is not None and scripted.kind in ("process_then_stall", "process_then_reset"):
+            response = await self._send(request, project, body)  # the message is created and recorded
+            if scripted.kind == "process_then_reset":
+                return await self._reset(request)
+            await self._pause(scripted.seconds)
+            return response
         if scripted is not None:
             return await self._scripted(request, scripted)
         if project != self.project_id:

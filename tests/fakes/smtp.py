@@ -6,6 +6,11 @@
         smtp.script_rcpt("451 4.3.0 Try again later")      # the next RCPT only
         smtp.script_data(DROP)                             # the next DATA: connection dropped, no reply
         smtp.refuse_login("535 5.7.8 bad password {password}")  # every AUTH from now on
+        smtp.script_data(ACCEPT_THEN_DROP)                 # the next message is kept, then the connection
+                                                           # drops before the reply to its final "."
+        smtp.script_data(stall(3))                         # (or script_rcpt) the reply comes 3 s late;
+                                                           # in DATA, the message is kept first
+        smtp.script_data_command(DROP)                     # the next DATA command: dropped before 354
         ...
         assert smtp.messages[0].message()["Subject"] == "Hello"
         assert smtp.connections == 1                       # sessions that said EHLO/HELO
@@ -26,12 +31,14 @@ from collections import deque
 from dataclasses import dataclass
 from email.message import EmailMessage
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 
 DROP = "drop"  # as a scripted reply: close the connection instead of answering
+ACCEPT_THEN_DROP = "accept-then-drop"  # as a scripted DATA reply: keep the message, then close
+_STALL = "stall "
 DEFAULT_REFUSAL = "550 5.1.1 <{address}>: Recipient address rejected: User unknown"
 SERVER_NAME = "fake-smtp.test"
 
@@ -49,6 +56,17 @@ class ReceivedMail:
         parsed = email.message_from_bytes(self.content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         return parsed
+
+
+def stall(seconds: float) -> str:
+    """As a scripted reply: answer `seconds` late (in DATA, with the message already kept)."""
+    return f"{_STALL}{seconds}"
+
+
+async def _stalled(reply: str, answer: str) -> str:
+    """`answer`, after the pause a stall reply asks for."""
+    await asyncio.sleep(float(reply[len(_STALL) :]))
+    return answer
 
 
 class _Handler:
@@ -81,11 +99,11 @@ class _Handler:
         if reply == DROP:
             server.transport.abort()
             return "421 4.4.2 closing"
-        if reply is not None:
+        if reply is not None and not reply.startswith(_STALL):
             return reply
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
-        return "250 OK"
+        return await _stalled(reply, "250 OK") if reply else "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         reply = self.fake._data_reply()
@@ -93,7 +111,7 @@ class _Handler:
             # abort(): no FIN-and-flush of a reply; the client sees the connection vanish mid-DATA.
             server.transport.abort()
             return "421 4.4.2 closing"
-        if reply is not None:
+        if reply is not None and reply != ACCEPT_THEN_DROP and not reply.startswith(_STALL):
             return reply
         mail = ReceivedMail(
             mail_from=str(envelope.mail_from),
@@ -103,7 +121,11 @@ class _Handler:
         )
         with self.fake._lock:
             self.fake._messages.append(mail)
-        return "250 2.0.0 Message accepted for delivery"
+        accepted = "250 2.0.0 Message accepted for delivery"
+        if reply == ACCEPT_THEN_DROP:
+            server.transport.abort()  # the message is queued here; its "250" never leaves
+            return accepted
+        return await _stalled(reply, accepted) if reply else accepted
 
 
 class _TrackedSMTP(SMTP):
@@ -120,6 +142,13 @@ class _TrackedSMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         self._fake._live.discard(self)
         super().connection_lost(error)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if self._fake._data_command_reply() == DROP and self.transport is not None:
+            cast(asyncio.Transport, self.transport).abort()  # before the 354: the message was never written
+            return
+        await super().smtp_DATA(arg)
 
 
 class _Controller(Controller):
@@ -166,6 +195,7 @@ class FakeSmtp:
         self._rcpt_script: deque[str] = deque()
         self._data_script: deque[str] = deque()
         self._login_refusal: str | None = None
+        self._data_command_script: deque[str] = deque()
         self._live: set[_TrackedSMTP] = set()  # touched only on the server's loop
         self._controller: _Controller | None = None
 
@@ -203,6 +233,11 @@ class FakeSmtp:
         with self._lock:
             self._login_refusal = reply
 
+    def script_data_command(self, *replies: str) -> None:
+        """Answer the next DATA commands, before their 354, with these (only DROP for now)."""
+        with self._lock:
+            self._data_command_script.extend(replies)
+
     def clear(self) -> None:
         with self._lock:
             self._login_refusal = None
@@ -211,6 +246,7 @@ class FakeSmtp:
             self._refusals.clear()
             self._rcpt_script.clear()
             self._data_script.clear()
+            self._data_command_script.clear()
             self.transactions = 0
 
     def drop_connections(self) -> None:
@@ -287,3 +323,7 @@ class FakeSmtp:
         if isinstance(auth_data, LoginPassword):
             login, password = auth_data.login.decode(), auth_data.password.decode()
         return AuthResult(success=False, handled=False, message=refusal.format(login=login, password=password))
+
+    def _data_command_reply(self) -> str | None:
+        with self._lock:
+            return self._data_command_script.popleft() if self._data_command_script else None

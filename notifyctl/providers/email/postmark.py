@@ -4,7 +4,9 @@ Postmark answers 200 with a MessageID, 422 with an `ErrorCode` for a message it 
 (406: the recipient is inactive, a hard bounce or spam complaint, so the address is suppressed),
 401 for a bad server token and 429 when the account is over its rate. The batch endpoint answers
 200 even when single messages fail; each entry of the answer carries its own ErrorCode, in the
-order of the request.
+order of the request. A 200 whose result cannot be read (not JSON, or fewer batch entries than
+messages) is an unknown outcome: Postmark has no idempotency key, so such a message is held, not
+sent again (README, "Guarantees").
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from notifyctl.addresses import AddressError, normalize_email
-from notifyctl.errors import ConfigError, PermanentError, ProviderError, RateLimited, TransientError
+from notifyctl.errors import ConfigError, OutcomeUnknown, PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Capabilities, ProviderContext
 from notifyctl.providers.email.mime import RESERVED_HEADERS
@@ -134,9 +136,10 @@ class PostmarkProvider:
                 raise _error_for_response(status, body, headers)
             answers = body if isinstance(body, list) else []
             if len(answers) != len(messages):
-                # Without one answer per message the outcome of each is unknown.
-                raise TransientError(
-                    f"Postmark batch answered {len(answers)} entries for {len(messages)} messages", code="batch"
+                # Postmark took the request; without one answer per message the outcome of each is unknown.
+                raise OutcomeUnknown(
+                    f"Postmark batch answered 200 with {len(answers)} readable entries for {len(messages)} messages",
+                    code="bad_response",
                 )
         pending = iter(answers)
         return [local_errors.get(index) or self._batch_entry(next(pending)) for index in range(len(envelopes))]
@@ -148,12 +151,15 @@ class PostmarkProvider:
             return exc
 
     def _result(self, body: Any, status: int) -> SendResult:
-        answer = body if isinstance(body, dict) else {}
+        if not isinstance(body, dict):
+            # A 200 whose result cannot be read: Postmark may have taken the message, or not.
+            raise OutcomeUnknown("Postmark answered 200 without a readable result", code="bad_response")
+        answer = body
         error_code = answer.get("ErrorCode", 0)
         if isinstance(error_code, int) and error_code:
             raise _error_for_code(error_code, str(answer.get("Message", "")))
         message_id = answer.get("MessageID")
-        # A 200 means Postmark took the message, even if the answer is not what we expect.
+        # A readable 200 without an ErrorCode means Postmark took the message, id or not.
         return SendResult(
             provider=self.name, provider_message_id=str(message_id) if message_id else None, status_code=status
         )

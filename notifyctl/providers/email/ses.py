@@ -2,12 +2,16 @@
 
 One client per provider account, entered in open() and kept until close(). botocore's own
 retries are off (`total_max_attempts=1`): every request SES sees is an attempt the pipeline
-recorded. Marketing email carries List-Unsubscribe headers, which SES's "Simple" content cannot
-set, so an envelope with headers goes out as raw MIME built by notifyctl.providers.email.mime.
+recorded. SendEmail has no idempotency token, so a failure after the request was written (a read
+timeout, the connection closed, an answer that cannot be parsed) is an unknown outcome, held for
+the operator; one before it (no connection, a connect timeout, TLS) was not sent. Marketing email
+carries List-Unsubscribe headers, which SES's "Simple" content cannot set, so an envelope with
+headers goes out as raw MIME built by notifyctl.providers.email.mime.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any
@@ -17,16 +21,23 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
     HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
+    ProxyConnectionError,
+    ReadTimeoutError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import SSLError as BotoSSLError
+from botocore.parsers import ResponseParserError
 
-from notifyctl.errors import ConfigError, PermanentError, ProviderError, RateLimited, TransientError
+from notifyctl.errors import ConfigError, OutcomeUnknown, PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Capabilities, ProviderContext
 from notifyctl.providers.email.mime import build_message_bytes, domain_of
+from notifyctl.providers.transports.aiohttp_errors import provider_error as aiohttp_error
 
 DEFAULT_REGION = "us-east-1"
 
@@ -61,6 +72,33 @@ def _client_error(exc: ClientError) -> ProviderError:
     return PermanentError(f"SES refused the request ({status}): {message}", code=code)
 
 
+def _transport_error(exc: Exception) -> ProviderError:
+    """Not sent, or unknown: whether the request may have reached SES whole.
+
+    Not sent: ConnectTimeoutError, SSLError (the handshake), ProxyConnectionError, and the
+    EndpointConnectionError of a connection that could not be made. aiobotocore also wraps an
+    aiohttp error after the request was written (a reset) in EndpointConnectionError, so its cause
+    is read again (`kwargs["error"]`) with the aiohttp table. Unknown: ReadTimeoutError,
+    ConnectionClosedError, ResponseParserError, and any other failure once the request was made.
+    """
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ConnectTimeoutError):
+        return TransientError(f"SES: no connection before the timeout (not sent): {detail}", code="connect_timeout")
+    if isinstance(exc, BotoSSLError | ProxyConnectionError):
+        return TransientError(f"SES: cannot connect (not sent): {detail}", code="connection")
+    if isinstance(exc, EndpointConnectionError):
+        cause = exc.kwargs.get("error")
+        if cause is None or isinstance(cause, socket.gaierror):
+            return TransientError(f"SES: cannot connect (not sent): {detail}", code="connection")
+        if isinstance(cause, Exception):
+            return aiohttp_error(cause, "SES")
+    if isinstance(exc, ReadTimeoutError | TimeoutError):
+        return OutcomeUnknown(f"SES: no answer in time after the request was sent: {detail}", code="timeout_after_send")
+    if isinstance(exc, ResponseParserError):
+        return OutcomeUnknown(f"SES: unreadable answer: {detail}", code="bad_response")
+    return OutcomeUnknown(f"SES: connection lost after the request was sent: {detail}", code="reset_after_send")
+
+
 @contextmanager
 def _mapped_errors() -> Iterator[None]:
     """The one place where botocore exceptions become provider errors."""
@@ -72,9 +110,8 @@ def _mapped_errors() -> Iterator[None]:
         raise _client_error(exc) from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:
         raise PermanentError(f"no usable AWS credentials: {exc}", code="credentials") from exc
-    except (BotoConnectionError, HTTPClientError, TimeoutError, OSError) as exc:
-        # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError.
-        raise TransientError(f"SES request failed: {type(exc).__name__}: {exc}", code=type(exc).__name__) from exc
+    except (BotoConnectionError, HTTPClientError, ResponseParserError, TimeoutError, OSError) as exc:
+        raise _transport_error(exc) from exc
     except BotoCoreError as exc:
         # ParamValidationError and friends: the request itself is wrong.
         raise PermanentError(f"SES request invalid: {exc}", code=type(exc).__name__) from exc
@@ -162,8 +199,12 @@ class SesProvider:
             if self.tags:
                 request["EmailTags"] = self.tags
             response = await client.send_email(**request)
+        message_id = response.get("MessageId") if isinstance(response, dict) else None
+        if not message_id:
+            # SES took the request (a 2xx), and its answer does not say what became of the message.
+            raise OutcomeUnknown("SES answered without a MessageId", code="bad_response")
         return SendResult(
             provider=self.name,
-            provider_message_id=str(response["MessageId"]),
+            provider_message_id=str(message_id),
             status_code=int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 200),
         )

@@ -2,15 +2,27 @@
 
 Connections are opened lazily, at most `pool_size` at a time, and kept between sends. A
 connection that broke (the server closed it, a timeout left it in an unknown state) is dropped
-and a fresh one is opened on the next send; the send that found it broken fails as transient, so
-the pipeline decides about the retry. The message is the RFC 5322 message of notifyctl.providers.email.mime, so
-its Message-ID is the same on every attempt.
+and a fresh one is opened on the next send. The message is the RFC 5322 message of
+notifyctl.providers.email.mime, so its Message-ID is the same on every attempt.
+
+A send is driven phase by phase with aiosmtplib's public commands (`ehlo`, `mail`, `rcpt`,
+`data`) rather than one `sendmail`, so that a failure says whether the message may have been
+taken. Until the DATA step nothing can have been delivered: a lost connection, a timeout or a
+refusal at connect, EHLO, STARTTLS, AUTH, MAIL or RCPT is not sent (TransientError, or the
+reply's class). The DATA step is one call in aiosmtplib (`SMTP.data()` sends DATA, waits for 354,
+writes the message and the final ".", and waits for the reply); its public API cannot write the
+message on its own, so the step is not split further. A reply in it is clear (4xx transient, 5xx
+permanent: the message was refused), but a disconnect or a timeout in it is an unknown outcome
+(OutcomeUnknown `reset_after_send` / `timeout_after_send`): once the "." is written the server
+may have queued the message before the connection went. The few drops between DATA and 354 are
+counted with them: a message held for the operator is better than one sent twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.policy
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,9 +34,11 @@ from aiosmtplib import (
     SMTPNotSupported,
     SMTPRecipientsRefused,
     SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
 )
 
-from notifyctl.errors import ConfigError, PermanentError, ProviderError, RateLimited, TransientError
+from notifyctl.errors import ConfigError, OutcomeUnknown, PermanentError, ProviderError, RateLimited, TransientError
 from notifyctl.models import Envelope, SendResult
 from notifyctl.providers.base import Capabilities, ProviderContext
 from notifyctl.providers.email.mime import RenderedEmail, build_message, domain_of, render_email
@@ -90,6 +104,48 @@ def _mapped_errors() -> Iterator[None]:
     except ValueError as exc:
         # aiosmtplib refuses addresses it cannot put on the wire safely.
         raise PermanentError(f"SMTP cannot send to this address: {exc}", code="bad_address") from exc
+
+
+async def _transaction(client: aiosmtplib.SMTP, rendered: RenderedEmail, message: EmailMessage | None) -> None:
+    """One mail transaction, phase by phase (what `sendmail` / `send_message` do, with the DATA step
+    told apart): a disconnect or timeout in the DATA step is OutcomeUnknown; before it, not sent.
+    `message` is given for an address that needs SMTPUTF8 (written with UTF-8 headers)."""
+    if client.is_ehlo_or_helo_needed:
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            if not client.is_connected:
+                raise
+            await client.helo()
+    options: list[str] = []
+    encoding = "ascii"
+    if message is None:
+        data = rendered.data
+    else:
+        if not client.supports_extension("smtputf8"):
+            raise SMTPNotSupported("the address needs SMTPUTF8, which the server does not offer")
+        options.append("SMTPUTF8")
+        eight_bit = client.supports_extension("8bitmime")
+        if eight_bit:
+            options.append("BODY=8BITMIME")
+        data = message.as_bytes(policy=email.policy.SMTPUTF8.clone(cte_type="8bit" if eight_bit else "7bit"))
+        encoding = "utf-8"
+    if client.supports_extension("size"):
+        options.insert(0, f"SIZE={len(data)}")
+    try:
+        await client.mail(rendered.sender, options=options, encoding=encoding)
+        await client.rcpt(rendered.recipient, encoding=encoding)
+    except SMTPResponseException:
+        with contextlib.suppress(SMTPException, TimeoutError, OSError):
+            await client.rset()  # the envelope is reset, as sendmail does: the connection stays usable
+        raise
+    try:
+        await client.data(data)
+    except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as exc:
+        code = "timeout_after_send" if isinstance(exc, TimeoutError | SMTPTimeoutError) else "reset_after_send"
+        raise OutcomeUnknown(
+            f"SMTP: {type(exc).__name__} in the DATA step, the message may have been taken: {exc}", code=code
+        ) from exc
 
 
 def _still_usable(exc: BaseException) -> bool:
@@ -169,10 +225,7 @@ class SmtpProvider:
 
     async def _send_on(self, client: aiosmtplib.SMTP, rendered: RenderedEmail, message: EmailMessage | None) -> None:
         try:
-            if message is None:
-                await client.sendmail(rendered.sender, [rendered.recipient], rendered.data)
-            else:
-                await client.send_message(message)
+            await _transaction(client, rendered, message)
         except BaseException as exc:
             self._checkin(client, usable=_still_usable(exc))
             raise

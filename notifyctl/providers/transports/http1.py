@@ -16,9 +16,12 @@ request (bench/README.md). What aiohttp gave the webhook provider is kept:
   status is returned as it is), no cookies, no proxies from the environment;
 - at most `limit` requests at once; idle connections are kept (LIFO, at most `limit`, closed after
   `keepalive_s`) and a connection is reused only after its previous response ended cleanly;
-- no request is ever sent twice: one that a kept-alive connection loses (the server's idle
-  timeout closing it just as we write) fails like any lost connection, and the engine's retry,
-  recorded as an attempt, sends it again (README: "No hidden retries").
+- no request is ever sent twice (README: "No hidden retries"), and a failure says whether the
+  request was written: what fails before (the name, the guard, the connection, the TLS handshake,
+  the deadline while connecting) raises OSError, TimeoutError or SsrfRefused and nothing was sent;
+  what fails after raises `NoAnswer`, and the endpoint may have processed it. That includes a
+  request a kept-alive connection loses as we write (the server's idle timeout closing it): the
+  bytes may have been read, so it is not "not sent" either.
 
 The response body is not waited for: the status line and headers are the answer. A body still
 arriving is drained in the background (the connection returns to the pool once it ends), and a
@@ -46,8 +49,22 @@ _CONTROL = frozenset(chr(code) for code in [*range(0x20), 0x7F])
 PoolKey = tuple[str, int, ssl.SSLContext | None]  # (host, port, TLS context or None for http)
 
 
-class ProtocolError(ConnectionError):
-    """The server's answer was not a usable HTTP/1.1 response, or the connection ended before it."""
+TIMEOUT_AFTER_SEND = "timeout_after_send"
+RESET_AFTER_SEND = "reset_after_send"
+BAD_RESPONSE = "bad_response"
+
+
+class NoAnswer(Exception):
+    """The request was written, then no usable answer came: the endpoint may have processed it.
+
+    `code` says what happened: `timeout_after_send` (no answer before the deadline),
+    `reset_after_send` (the connection ended first) or `bad_response` (the bytes that came back are
+    not a usable HTTP/1.1 response).
+    """
+
+    def __init__(self, message: str, code: str) -> None:
+        self.code = code
+        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +124,8 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self._cancel_timer()
         self.pool._forget(self)
-        self._fail(ProtocolError("the server closed the connection before answering"))
+        reason = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
+        self._fail(NoAnswer(f"the connection ended before an answer{reason}", RESET_AFTER_SEND))
 
     def data_received(self, data: bytes) -> None:
         if self.complete and not self.in_head:
@@ -116,16 +134,16 @@ class _Connection(asyncio.Protocol):
         if self.in_head:
             self.head_bytes += len(data)
             if self.head_bytes > MAX_HEAD_BYTES:
-                self._fail(ProtocolError(f"response headers longer than {MAX_HEAD_BYTES} bytes"))
+                self._fail(NoAnswer(f"response headers longer than {MAX_HEAD_BYTES} bytes", BAD_RESPONSE))
                 self.abort()
                 return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(ProtocolError("the server switched protocols"))
+            self._fail(NoAnswer("the server switched protocols", BAD_RESPONSE))
             self.abort()
         except httptools.HttpParserError as exc:
-            self._fail(ProtocolError(f"invalid HTTP response: {exc}"))
+            self._fail(NoAnswer(f"invalid HTTP response: {exc}", BAD_RESPONSE))
             self.abort()
 
     # --- llhttp callbacks ---------------------------------------------------------------------
@@ -164,8 +182,11 @@ class _Connection(asyncio.Protocol):
     # --- used by the pool ---------------------------------------------------------------------
 
     def send(self, request: bytes, deadline: float) -> asyncio.Future[int]:
-        """Write a request; the future gets the response's status once its headers are in."""
+        """Write a request; the future gets the response's status once its headers are in, or a
+        NoAnswer. A connection already gone raises ConnectionResetError: nothing was written."""
         assert self.transport is not None
+        if self.closed or self.transport.is_closing():
+            raise ConnectionResetError("the connection closed before the request was written")
         loop = self.pool.loop
         self.waiter = loop.create_future()
         self.retry_after = None
@@ -197,7 +218,7 @@ class _Connection(asyncio.Protocol):
 
     def _timed_out(self) -> None:
         self.timer = None
-        self._fail(TimeoutError())
+        self._fail(NoAnswer(f"no answer within the request's {self.pool.timeout_s:g} s", TIMEOUT_AFTER_SEND))
         self.abort()
 
     def _cancel_timer(self) -> None:
@@ -235,7 +256,10 @@ class Http1Pool:
     async def post(
         self, target: Target, tls: ssl.SSLContext | None, headers: bytes, body: bytes
     ) -> tuple[int, str | None]:
-        """POST `body` with extra header lines `headers` (each ending in CRLF); (status, Retry-After)."""
+        """POST `body` with extra header lines `headers` (each ending in CRLF); (status, Retry-After).
+
+        Raises NoAnswer once the request was written; before that, OSError (ssl.SSLError included),
+        TimeoutError (connecting took the whole deadline) or SsrfRefused."""
         if target.https and tls is None:
             tls = self.default_tls()
         key: PoolKey = (target.host, target.port, tls if target.https else None)

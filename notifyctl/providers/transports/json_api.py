@@ -7,12 +7,14 @@
     await api.close()
 
 What the providers need from it and nothing more: the base URL is a setting (tests point it at a
-local fake), one total timeout per request (connection set-up included), redirects never
-followed, no proxies or cookies from the environment, at most `connections` connections, and no
-retries. The answer is returned whatever its status: what a status means is the provider's
-business. What never became an answer is mapped here, in one place, to the provider error tree:
-a timeout or a failed connection is a TransientError (`timeout`, `connection`), a base URL that
-cannot be used a PermanentError (`bad_url`).
+local fake), `timeout_s` for connecting and again for the answer (aiohttp's distinct connect and
+read timeouts, so that a failure says whether the request was sent), redirects never followed, no
+proxies or cookies from the environment, at most `connections` connections, and no retries. The
+answer is returned whatever its status: what a status means is the provider's business. What
+never became an answer is mapped in transports/aiohttp_errors.py, in one place for every aiohttp
+client: not sent before the request was written (TransientError `connect_timeout`,
+`connection`), unknown after (OutcomeUnknown `timeout_after_send`, `reset_after_send`,
+`bad_response`), and a base URL that cannot be used a PermanentError (`bad_url`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from notifyctl.errors import PermanentError, TransientError
+from notifyctl.providers.transports.aiohttp_errors import client_timeout, provider_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +41,11 @@ class JsonAnswer:
 
 @contextmanager
 def mapped_errors(label: str) -> Iterator[None]:
-    """The one place where aiohttp and socket exceptions become provider errors."""
+    """aiohttp and socket exceptions as provider errors (aiohttp_errors.provider_error)."""
     try:
         yield
-    except TimeoutError as exc:
-        raise TransientError(f"{label} request timed out", code="timeout") from exc
-    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
-        raise PermanentError(f"invalid {label} base URL: {exc}", code="bad_url") from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise TransientError(f"{label} request failed: {type(exc).__name__}: {exc}", code="connection") from exc
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise provider_error(exc, label) from exc
 
 
 class JsonApi:
@@ -77,7 +75,7 @@ class JsonApi:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.connections),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                timeout=client_timeout(self.timeout_s),
                 headers=self._headers,
             )
 
@@ -96,7 +94,13 @@ class JsonApi:
             async with session.post(
                 self.base_url + path, data=orjson.dumps(payload), headers=headers, allow_redirects=False
             ) as response:
-                status, answer_headers, raw = response.status, response.headers, await response.read()
+                status, answer_headers = response.status, response.headers
+                try:
+                    raw = await response.read()
+                except (aiohttp.ClientError, TimeoutError, OSError):
+                    if 200 <= status < 300:
+                        raise  # an accepted request whose answer was lost: unknown
+                    raw = b""  # an error status is the answer, even when its body is cut short
         try:
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
