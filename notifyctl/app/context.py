@@ -32,7 +32,9 @@ class Context:
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock = utc_clock, cluster: ClusterOptions | None = None) -> Context:
-        templates = TemplateStore(settings.templates_path, render_timeout_s=settings.render_timeout_s)
+        templates = TemplateStore(
+            settings.templates_path, render_timeout_s=settings.render_timeout_s, categories=settings.categories
+        )
         return cls(settings, connect(settings.database_path), templates, clock, cluster)
 
     def engine(self, progress: Progress | None = None, backend: Backend | None = None) -> Engine:

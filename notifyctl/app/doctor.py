@@ -71,9 +71,28 @@ def check_config(settings: Settings) -> list[Check]:
         checks.append(warn("config", "unsubscribe_secret is shorter than 16 characters"))
     if not settings.public_url.startswith("https://"):
         checks.append(warn("config", f"public_url {settings.public_url} is not https://"))
+    checks.extend(check_categories(settings))
     for channel, route in settings.channels.items():
         if not route.providers:
             checks.append(fail("config", f"channel {channel} has no provider"))
+    return checks
+
+
+def check_categories(settings: Settings) -> list[Check]:
+    """Every marketing-kind category with a protection turned off, and the old spellings to rewrite."""
+    checks: list[Check] = []
+    for name, conf in sorted(settings.categories.items()):
+        rule = conf.rule
+        if not rule.protections_off:
+            continue
+        message = f"category {name} ({rule.kind}) has protections off: {', '.join(rule.protections_off)}"
+        if rule.old_spellings:
+            listed = ", ".join(f'"{p}"' for p in rule.protections_off)
+            message += (
+                f" (said with {', '.join(rule.old_spellings)} of an earlier release: "
+                f"write protections_off = [{listed}] instead)"
+            )
+        checks.append(warn("config", message))
     return checks
 
 
@@ -118,7 +137,7 @@ def check_database(path: Path) -> list[Check]:
 def check_templates(settings: Settings) -> list[Check]:
     from notifyctl.templates.store import TemplateStore
 
-    store = TemplateStore(settings.templates_path)
+    store = TemplateStore(settings.templates_path, categories=settings.categories)
     names = store.names()
     if not names:
         return [warn("templates", f"no templates in {settings.templates_path}")]

@@ -46,10 +46,11 @@ from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from notifyctl.categories import CategoryRule
 from notifyctl.errors import ConfigError
 from notifyctl.models import Decision
 from notifyctl.security.erasure import erasure_key
-from notifyctl.settings import CategoryRule, Settings
+from notifyctl.settings import Settings
 from notifyctl.store import directory
 from notifyctl.store.erasure import hashed_suppressed, hashed_suppressed_among
 
