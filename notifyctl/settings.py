@@ -10,6 +10,7 @@ the providers' own conventions (AWS chain, TWILIO_*, GOOGLE_APPLICATION_CREDENTI
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from datetime import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from notifyctl.providers.base import PROVIDER_TYPES
 
 ENV_PREFIX = "NOTIFYCTL_"
 CONFIG_FILE = "notifyctl.toml"
+LOCAL_URL = "http://127.0.0.1:8080"  # `notifyctl serve`'s default address
 MISSING = {"kind": 'missing: every category needs kind = "marketing", "transactional" or "critical"'}
 
 
@@ -131,8 +133,13 @@ class Settings(_Strict):
     in_doubt: Literal["hold", "resend"] = "hold"
     # A long-lived run (`serve`) sends deferred deliveries whose time has come this often.
     release_due_every_s: float = Field(default=15.0, gt=0)
-    public_url: str = "https://notify.example.com"
-    unsubscribe_secret: str = Field(default="change-me-unsubscribe-secret", repr=False)
+    # Where `notifyctl serve` is reachable from the internet: unsubscribe links point there.
+    public_url: str | None = None
+    # Signs unsubscribe links and keys erasure hashes. Unset: the installation's own random secret,
+    # made with the database and kept in it (notifyctl/store/secrets.py).
+    unsubscribe_secret: str | None = Field(default=None, min_length=1, repr=False)
+    # Links signed with a secret that was replaced keep working this long (erasure hashes forever).
+    unsubscribe_grace_days: float = Field(default=30.0, ge=0)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     channels: dict[str, ChannelRoute] = Field(default_factory=dict)
     categories: dict[str, CategorySettings] = Field(default_factory=dict)
@@ -167,6 +174,13 @@ class Settings(_Strict):
         self._rules = {name: conf.rule for name, conf in self.categories.items()}
         return self
 
+    @field_validator("public_url")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^/?#\s]+", value):
+            raise ValueError(f"not an http(s) address: {value!r} (e.g. https://notify.acme.io)")
+        return value
+
     @field_validator("categories")
     @classmethod
     def _built_in_kinds_stay(cls, value: dict[str, CategorySettings]) -> dict[str, CategorySettings]:
@@ -190,6 +204,11 @@ class Settings(_Strict):
     @property
     def templates_path(self) -> Path:
         return self.path(self.templates_dir)
+
+    @property
+    def public_base_url(self) -> str:
+        """What links point at: public_url, or while it is unset `serve`'s default local address."""
+        return (self.public_url or LOCAL_URL).rstrip("/")
 
     def category(self, name: str) -> CategoryRule:
         """The rules of a category, derived once at load (a dict lookup per message). An undefined

@@ -191,4 +191,5 @@ def test_the_example_configuration_says_what_this_release_reads() -> None:
         "security": "critical",
     }
     assert protections(settings, "marketing") == MARKETING
+    assert settings.unsubscribe_secret is None and settings.public_url is None  # the installation's own secret
     assert not [c for c in check_config(settings) if c.status == "fail"]

@@ -1,7 +1,9 @@
 """Every front door holds consent when a caller names a category: a template, campaign, event,
 `send --category` or `POST /v1/notify` naming an undefined category is refused, and a caller cannot
 send a marketing template as another kind past a user's opt-out (policy/categories.py, the one rule:
-its cases are in tests/test_category_rule.py)."""
+its cases are in tests/test_category_rule.py).
+And no email with a one-click unsubscribe link goes to a real provider while the link points at no
+real public address (app/links.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.fakes.smtp import FakeSmtp
 from tests.test_server_harness import running
 from tests.workspace import Workspace, make_workspace, users_csv
 
@@ -164,3 +167,70 @@ async def test_the_api_refuses_a_template_naming_an_undefined_category(tmp_path:
     async with running(ws) as srv:
         status, answer = await srv.api("POST", "/v1/notify", json=body)
     assert status == 422 and "category 'bulk' is not defined" in answer["error"]["message"]
+
+
+# --- unsubscribe links and public_url ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("public_url", "problem"),
+    [
+        pytest.param(None, "public_url is not set (links would point at http://127.0.0.1:8080)", id="unset"),
+        pytest.param("https://notify.example.com", "is an example or local address", id="example-com"),
+        pytest.param("https://example.org/notify", "is an example or local address", id="example-org"),
+        pytest.param("http://localhost:8080", "is an example or local address", id="localhost"),
+        pytest.param("https://127.0.0.1", "is an example or local address", id="loopback"),
+    ],
+)
+def test_marketing_email_to_a_real_provider_needs_a_real_public_url(
+    tmp_path: Path, public_url: str | None, problem: str
+) -> None:
+    with FakeSmtp() as smtp:
+        smtp_conf = {"type": "smtp", "host": smtp.host, "port": smtp.port, "start_tls": False, "from_address": "n@x.co"}
+        top = f"public_url = {public_url!r}" if public_url else ""
+        ws = workspace(tmp_path, providers={"mail": smtp_conf}, channels={"email": "mail"}, top=top)
+        result = ws.cli("send", "-t", "welcome", "-u", "u2", "--channel", "email", "--data", WELCOME_DATA)
+        assert result.exit_code == 2, result.output
+        assert "carries a one-click unsubscribe link and provider mail delivers it to real inboxes" in said(result)
+        assert problem in said(result)
+        assert nothing_written(ws)
+        # Transactional email carries no such link: it goes.
+        shipped = '{"order_id": "A-1", "carrier": "UPS", "tracking_url": "https://t.example/A-1"}'
+        result = ws.cli("send", "-t", "order_shipped", "-u", "u2", "--channel", "email", "--data", shipped)
+        assert result.exit_code == 0, result.output
+        assert len(smtp.messages) == 1 and "List-Unsubscribe" not in smtp.messages[0].message()
+        doctor = ws.cli("doctor", "--offline", "--json")
+    assert doctor.exit_code == 1
+    fails = [c["message"] for c in orjson.loads(doctor.stdout)["checks"] if c["status"] == "fail"]
+    assert any(problem in m and "unsubscribe links in email through mail would lead nowhere" in m for m in fails)
+
+
+def test_marketing_email_to_a_real_provider_with_a_real_public_url_goes(tmp_path: Path) -> None:
+    with FakeSmtp() as smtp:
+        smtp_conf = {"type": "smtp", "host": smtp.host, "port": smtp.port, "start_tls": False, "from_address": "n@x.co"}
+        top = 'public_url = "https://notify.acme-mail.io"'
+        ws = workspace(tmp_path, providers={"mail": smtp_conf}, channels={"email": "mail"}, top=top)
+        result = ws.cli("send", "-t", "welcome", "-u", "u2", "--channel", "email", "--data", WELCOME_DATA)
+        assert result.exit_code == 0, result.output
+        [mail] = smtp.messages
+    assert str(mail.message()["List-Unsubscribe"]).startswith("<https://notify.acme-mail.io/u/")
+
+
+def test_the_local_outbox_only_warns_about_public_url(tmp_path: Path) -> None:
+    ws = workspace(tmp_path, top='public_url = "https://notify.example.com"')
+    result = ws.cli("send", "-t", "welcome", "-u", "u2", "--channel", "email", "--data", WELCOME_DATA)
+    assert result.exit_code == 0, result.output
+    doctor = ws.cli("doctor", "--offline")
+    assert doctor.exit_code == 0 and "all good" in doctor.stdout
+    assert "public_url https://notify.example.com is an example or local address" in " ".join(doctor.stdout.split())
+
+
+async def test_the_api_refuses_marketing_email_to_a_real_provider_without_a_public_url(tmp_path: Path) -> None:
+    with FakeSmtp() as smtp:
+        smtp_conf = {"type": "smtp", "host": smtp.host, "port": smtp.port, "start_tls": False, "from_address": "n@x.co"}
+        ws = workspace(tmp_path, providers={"mail": smtp_conf}, channels={"email": "mail"})
+        body = {"user_id": "u2", "template": "welcome", "channels": ["email"], "data": {"product_name": "A"}}
+        async with running(ws) as srv:
+            status, answer = await srv.api("POST", "/v1/notify", json=body)
+        assert smtp.messages == []
+    assert status == 422 and "public_url is not set" in answer["error"]["message"]

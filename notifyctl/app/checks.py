@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from notifyctl.app.context import Context
+from notifyctl.app.links import check_unsubscribe_links
 from notifyctl.errors import InputError, RowError, TemplateError
 from notifyctl.models import User
 from notifyctl.policy.categories import choose_category
@@ -46,8 +47,11 @@ def channels_for(template: Template, requested: list[str] | None, settings: Sett
 
 def category_for(settings: Settings, template: Template, requested: str | None, channels: list[str]) -> str:
     """The category to send `template` under at a front door (send, events, broadcast, the API): the
-    template's, or the caller's `requested` one where policy/categories.py allows it. InputError otherwise."""
-    return choose_category(settings, template.name, template.category, requested)
+    template's, or the caller's `requested` one where policy/categories.py allows it; and its email's
+    unsubscribe links must point at a real public_url (app/links.py). InputError otherwise."""
+    category = choose_category(settings, template.name, template.category, requested)
+    check_unsubscribe_links(settings, channels, category, settings.category(category))
+    return category
 
 
 def available_variables(ctx: Context, columns: set[str], data: dict[str, Any]) -> set[str]:
