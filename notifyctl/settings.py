@@ -10,19 +10,23 @@ the providers' own conventions (AWS chain, TWILIO_*, GOOGLE_APPLICATION_CREDENTI
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from notifyctl.categories import BUILT_IN_KINDS, UNDEFINED_CATEGORY, CategoryRule, CategorySettings
 from notifyctl.errors import ConfigError
 from notifyctl.models import CHANNELS
 from notifyctl.providers.base import PROVIDER_TYPES
 
 ENV_PREFIX = "NOTIFYCTL_"
 CONFIG_FILE = "notifyctl.toml"
+LOCAL_URL = "http://127.0.0.1:8080"  # `notifyctl serve`'s default address
+MISSING = {"kind": 'missing: every category needs kind = "marketing", "transactional" or "critical"'}
 
 
 class _Strict(BaseModel):
@@ -69,17 +73,6 @@ class ChannelRoute(_Strict):
         if self.weights is not None and len(self.weights) != len(self.providers):
             raise ValueError("weights must have one entry per provider")
         return self
-
-
-class CategoryRule(_Strict):
-    critical: bool = False  # bypasses preferences, never suppressions
-    opt_in_required: list[str] = Field(default_factory=list)  # channels needing explicit opt-in
-    quiet_hours: bool = False  # subject to quiet hours on quiet_hours.channels
-    priority: Literal["high", "normal", "low"] = "normal"
-    list_unsubscribe: bool = False  # email carries RFC 8058 one-click List-Unsubscribe headers
-
-
-_DEFAULT_CATEGORY = CategoryRule()
 
 
 class QuietHours(_Strict):
@@ -140,17 +133,23 @@ class Settings(_Strict):
     in_doubt: Literal["hold", "resend"] = "hold"
     # A long-lived run (`serve`) sends deferred deliveries whose time has come this often.
     release_due_every_s: float = Field(default=15.0, gt=0)
-    public_url: str = "https://notify.example.com"
-    unsubscribe_secret: str = Field(default="change-me-unsubscribe-secret", repr=False)
+    # Where `notifyctl serve` is reachable from the internet: unsubscribe links point there.
+    public_url: str | None = None
+    # Signs unsubscribe links and keys erasure hashes. Unset: the installation's own random secret,
+    # made with the database and kept in it (notifyctl/store/secrets.py).
+    unsubscribe_secret: str | None = Field(default=None, min_length=1, repr=False)
+    # Links signed with a secret that was replaced keep working this long (erasure hashes forever).
+    unsubscribe_grace_days: float = Field(default=30.0, ge=0)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     channels: dict[str, ChannelRoute] = Field(default_factory=dict)
-    categories: dict[str, CategoryRule] = Field(default_factory=dict)
+    categories: dict[str, CategorySettings] = Field(default_factory=dict)
     quiet_hours: QuietHours = Field(default_factory=QuietHours)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     source: str = Field(default="(embedded defaults)", exclude=True)
     base_dir: Path = Field(default=Path("."), exclude=True)
+    _rules: dict[str, CategoryRule] = PrivateAttr(default_factory=dict)
 
     @field_validator("channels", mode="before")
     @classmethod
@@ -172,7 +171,26 @@ class Settings(_Strict):
             for name in route.names:
                 if name not in self.providers:
                     raise ValueError(f"channels.{channel}: provider '{name}' is not defined under [providers]")
+        self._rules = {name: conf.rule for name, conf in self.categories.items()}
         return self
+
+    @field_validator("public_url")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^/?#\s]+", value):
+            raise ValueError(f"not an http(s) address: {value!r} (e.g. https://notify.acme.io)")
+        return value
+
+    @field_validator("categories")
+    @classmethod
+    def _built_in_kinds_stay(cls, value: dict[str, CategorySettings]) -> dict[str, CategorySettings]:
+        for name, kind in BUILT_IN_KINDS.items():
+            if name in value and value[name].kind != kind:
+                raise ValueError(
+                    f'categories.{name}: the built-in category is of kind "{kind}" '
+                    "(define a category of your own for another kind)"
+                )
+        return value
 
     def path(self, value: Path | str) -> Path:
         """A path from the configuration, relative to the configuration file's folder."""
@@ -187,11 +205,19 @@ class Settings(_Strict):
     def templates_path(self) -> Path:
         return self.path(self.templates_dir)
 
+    @property
+    def public_base_url(self) -> str:
+        """What links point at: public_url, or while it is unset `serve`'s default local address."""
+        return (self.public_url or LOCAL_URL).rstrip("/")
+
     def category(self, name: str) -> CategoryRule:
-        """The rules of a category; an unknown one has the defaults (one shared instance, not a
-        model validated per message)."""
-        rule = self.categories.get(name)
-        return rule if rule is not None else _DEFAULT_CATEGORY
+        """The rules of a category, derived once at load (a dict lookup per message). An undefined
+        one, which the front doors refuse, has every marketing protection."""
+        return self._rules.get(name, UNDEFINED_CATEGORY)
+
+    def known_categories(self) -> str:
+        """The defined categories with their kinds, for messages: `marketing (marketing), …`."""
+        return ", ".join(f"{name} ({conf.kind})" for name, conf in sorted(self.categories.items()))
 
 
 DEFAULTS: dict[str, Any] = {
@@ -201,11 +227,7 @@ DEFAULTS: dict[str, Any] = {
         "webhook": {"type": "webhook", "rate": 100, "concurrency": 32},
     },
     "channels": {"email": "outbox", "inapp": "inapp", "webhook": "webhook"},
-    "categories": {
-        "marketing": {"opt_in_required": ["sms"], "quiet_hours": True, "priority": "low", "list_unsubscribe": True},
-        "transactional": {"priority": "high"},
-        "security": {"critical": True, "priority": "high"},
-    },
+    "categories": {name: {"kind": kind} for name, kind in BUILT_IN_KINDS.items()},
 }
 
 
@@ -268,10 +290,14 @@ def load_settings(explicit: Path | None = None, environ: dict[str, str] | None =
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read: {exc}", path=str(path)) from exc
     data = dict(raw)
-    # A file that defines its own providers/channels replaces the embedded ones wholesale.
-    for key in ("providers", "channels", "categories"):
+    # A file that defines its own providers/channels replaces the embedded ones wholesale; its
+    # categories are merged with the built-in ones key by key, so that a file adding
+    # [categories.newsletter] keeps marketing's protections.
+    for key in ("providers", "channels"):
         if key not in data:
             data[key] = DEFAULTS[key]
+    if isinstance(data.get("categories", {}), dict):
+        data["categories"] = _merge(DEFAULTS["categories"], data.get("categories", {}))
     data = _merge(data, env_overrides(env))
     source = str(path) if path else "(embedded defaults)"
     try:
@@ -280,6 +306,8 @@ def load_settings(explicit: Path | None = None, environ: dict[str, str] | None =
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "(top level)"
         message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing":
+            message = MISSING.get(str(first["loc"][-1]), "missing (required)")
         raise ConfigError(message, key=key, path=source) from exc
     settings.source = source
     settings.base_dir = path.parent.resolve() if path else Path.cwd()

@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from notifyctl.security.unsubscribe import read_token
 from tests.webhook_sink import WebhookSink
 from tests.workspace import REPO, audience_csv, campaign_toml, make_workspace, users_csv
 
@@ -40,12 +41,20 @@ def test_readme_example_broadcast_runs_as_a_new_user_would(tmp_path: Path) -> No
     emls = sorted((tmp_path / "outbox").glob("*.eml"))
     assert len(emls) == 5
     message = email.message_from_bytes(emls[0].read_bytes(), policy=email.policy.default)
-    assert message["List-Unsubscribe"].startswith("<https://") and message["List-Unsubscribe"].endswith(">")
+    # No public_url yet: the link leads to `notifyctl serve` on this machine (fine for the outbox), and
+    # is signed with the installation's own random secret, made with its database.
+    link = str(message["List-Unsubscribe"])
+    assert link.startswith("<http://127.0.0.1:8080/u/") and link.endswith(">")
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     kinds = {part.get_content_type() for part in message.walk()}
     assert {"text/plain", "text/html"} <= kinds
 
     conn = sqlite3.connect(tmp_path / "notifyctl.db")
+    (secret,) = conn.execute("SELECT secret FROM installation_secrets WHERE retired IS NULL").fetchone()
+    token = link.removeprefix("<http://127.0.0.1:8080/u/").removesuffix(">")
+    fields = read_token([secret], token)
+    assert len(secret) >= 40 and fields is not None and fields[1:] == ("email", "marketing")
+    assert read_token(["change-me-unsubscribe-secret"], token) is None
     assert conn.execute("SELECT count(*) FROM inbox").fetchone()[0] == 5
     audit = dict(conn.execute("SELECT state || ':' || COALESCE(reason, ''), count(*) FROM deliveries GROUP BY 1"))
     assert audit == {"sent:": 10, "skipped:no_address": 5}  # the example users have no webhook endpoint

@@ -73,7 +73,7 @@ async def test_doctor_on_a_healthy_setup_probes_every_provider(
             "mail": {"type": "smtp", "host": smtp.host, "port": smtp.port, "start_tls": False,
                      "from_address": "n@x.co"},
         }, channels={"email": "pm", "sms": "tw", "webhook": "webhook", "inapp": "inapp"},
-           top='public_url = "https://notify.example.com"')  # fmt: skip
+           top='public_url = "https://notify.acme-mail.io"')  # fmt: skip
         checks = await diagnose(ws.config, environ={})
         sent_mail = smtp.messages
     grouped = by_area(checks)

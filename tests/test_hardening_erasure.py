@@ -22,6 +22,7 @@ from notifyctl.security.erasure import address_hash, erasure_key
 from notifyctl.settings import load_settings
 from notifyctl.store.db import connect
 from notifyctl.store.erasure import hashed_suppressed
+from notifyctl.store.secrets import installation_secret
 from tests.webhook_sink import SINK_SECRET, WebhookSink, respond
 from tests.workspace import audience_csv, campaign_toml, make_workspace
 
@@ -73,13 +74,14 @@ def test_forget_erases_personal_data_but_keeps_the_hashed_suppression(tmp_path: 
     assert "ada@example.com" in after and "'ada-1'" in after  # nobody else was touched
 
     settings = load_settings(ws.config)
-    key = erasure_key(settings)
     conn = connect(ws.db_path)
-    assert hashed_suppressed(conn, "email", "grace.hopper@example.com", key) == "complaint"
-    assert hashed_suppressed(conn, "webhook", sink.url("/hook/grace"), key) == "erased"
-    assert hashed_suppressed(conn, "inapp", "grace-77", key) == "erased"  # in-app messages go to the user id
-    assert hashed_suppressed(conn, "email", "ada@example.com", key) is None
-    assert hashed_suppressed(conn, "email", "grace.hopper@example.com", b"another key") is None
+    keys = [installation_secret(conn, settings).erasure_key]
+    assert keys == [erasure_key("test-secret")]  # make_workspace's unsubscribe_secret
+    assert hashed_suppressed(conn, "email", "grace.hopper@example.com", keys) == "complaint"
+    assert hashed_suppressed(conn, "webhook", sink.url("/hook/grace"), keys) == "erased"
+    assert hashed_suppressed(conn, "inapp", "grace-77", keys) == "erased"  # in-app messages go to the user id
+    assert hashed_suppressed(conn, "email", "ada@example.com", keys) is None
+    assert hashed_suppressed(conn, "email", "grace.hopper@example.com", [b"another key"]) is None
     assert conn.execute("SELECT count(*) FROM suppressions WHERE channel='email'").fetchone()[0] == 0
 
     dead = conn.execute("SELECT envelope FROM dead_letters").fetchall()

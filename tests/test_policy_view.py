@@ -25,10 +25,10 @@ from notifyctl.pipeline.engine import Engine
 from notifyctl.pipeline.planner import PlanItem
 from notifyctl.policy.decide import Policy
 from notifyctl.providers.base import Capabilities
-from notifyctl.security.erasure import erasure_key
 from notifyctl.settings import load_settings
 from notifyctl.store import directory, outbox, runs
 from notifyctl.store.db import connect
+from notifyctl.store.secrets import installation_secret
 from tests.workspace import make_workspace
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
@@ -89,7 +89,8 @@ def test_a_view_answers_exactly_what_the_point_lookups_answer(tmp_path: Path) ->
     directory.set_preference(conn, "u4", "email", "marketing", True)  # the specific row wins
     directory.set_preference(conn, "u5", "email", "*", True)
     directory.add_suppression(conn, "email", "user6@example.com", "stop")
-    forget_user(conn, "u6", erasure_key(settings))  # its address stays suppressed, as a keyed hash
+    # Its address stays suppressed, as a keyed hash.
+    forget_user(conn, "u6", installation_secret(conn, settings).erasure_key)
     policy = Policy(settings, conn)
     addresses = [u.email or "" for u in users] + ["inline@example.com"]
     view = policy.view("email", addresses, [u.user_id for u in users])

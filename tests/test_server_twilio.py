@@ -35,7 +35,8 @@ def phone_of(i: int) -> str:
 
 def sms_workspace(tmp_path: Path, twilio: FakeTwilio, n: int = 3, **provider: Any) -> Workspace:
     conf = {"type": "twilio", **twilio.provider_settings(), "rate": 1000, "concurrency": 4, **provider}
-    ws = make_workspace(tmp_path, providers={"twilio": conf}, channels=CHANNELS)
+    # Twilio signs the URL it called: public_url's, as configured in its console.
+    ws = make_workspace(tmp_path, providers={"twilio": conf}, channels=CHANNELS, top=f"public_url = {PUBLIC_URL!r}")
     rows = ["user_id,phone,first_name,locale"] + [f"u{i},{phone_of(i)},Name{i},en" for i in range(1, n + 1)]
     result = ws.cli("users", "import", str(ws.write("users.csv", "\n".join(rows) + "\n")))
     assert result.exit_code == 0, result.stderr

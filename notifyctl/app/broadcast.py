@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from notifyctl.app.checks import channels_for, check_template, rejected_summary
+from notifyctl.app.checks import category_for, channels_for, check_template, rejected_summary
 from notifyctl.app.context import Context
 from notifyctl.app.drive import drive
 from notifyctl.app.dry_run import DryRun, dry_plan
@@ -87,7 +87,7 @@ def prepare_broadcast(
     """Everything checked before anything is written: template, channels, every audience row."""
     template = ctx.templates.get(campaign.template)
     channels = channels_for(template, campaign.channels, ctx.settings)
-    category = campaign.category or template.category
+    category = category_for(ctx.settings, template, campaign.category, channels)
     path = audience_path or campaign.audience_path()
     if path is None:
         raise InputError("the campaign names no audience file; give one with --audience FILE")

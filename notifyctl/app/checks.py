@@ -1,4 +1,5 @@
-"""Checks shared by send, broadcast and the API: which channels, whether a template fits its data.
+"""Checks shared by send, broadcast and the API: which channels and category, whether a template
+fits its data.
 
 Everything here runs before anything is written, so a mistake is bad input (exit 2, HTTP 422),
 never a dead letter.
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from notifyctl.app.context import Context
+from notifyctl.app.links import check_unsubscribe_links
 from notifyctl.errors import InputError, RowError, TemplateError
 from notifyctl.models import User
+from notifyctl.policy.categories import choose_category
 from notifyctl.settings import Settings
 from notifyctl.store import directory
 from notifyctl.templates.template import BUILTIN_VARIABLES, Template
@@ -40,6 +43,15 @@ def channels_for(template: Template, requested: list[str] | None, settings: Sett
                 f"no provider is configured for channel '{channel}' (add [channels.{channel}] to {settings.source})"
             )
     return channels
+
+
+def category_for(settings: Settings, template: Template, requested: str | None, channels: list[str]) -> str:
+    """The category to send `template` under at a front door (send, events, broadcast, the API): the
+    template's, or the caller's `requested` one where policy/categories.py allows it; and its email's
+    unsubscribe links must point at a real public_url (app/links.py). InputError otherwise."""
+    category = choose_category(settings, template.name, template.category, requested)
+    check_unsubscribe_links(settings, channels, category, settings.category(category))
+    return category
 
 
 def available_variables(ctx: Context, columns: set[str], data: dict[str, Any]) -> set[str]:

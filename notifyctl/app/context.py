@@ -6,12 +6,15 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from notifyctl.backends.local import LocalBackend
 from notifyctl.pipeline.engine import Backend, Engine, Progress, utc_clock
+from notifyctl.security.secret import InstallationSecret
 from notifyctl.settings import Settings
 from notifyctl.store.db import connect
+from notifyctl.store.secrets import installation_secret
 from notifyctl.templates.store import TemplateStore
 
 if TYPE_CHECKING:
@@ -32,8 +35,15 @@ class Context:
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock = utc_clock, cluster: ClusterOptions | None = None) -> Context:
-        templates = TemplateStore(settings.templates_path, render_timeout_s=settings.render_timeout_s)
+        templates = TemplateStore(
+            settings.templates_path, render_timeout_s=settings.render_timeout_s, categories=settings.categories
+        )
         return cls(settings, connect(settings.database_path), templates, clock, cluster)
+
+    @cached_property
+    def secret(self) -> InstallationSecret:
+        """The installation's secret (store/secrets.py), read once per context."""
+        return installation_secret(self.conn, self.settings)
 
     def engine(self, progress: Progress | None = None, backend: Backend | None = None) -> Engine:
         """An engine for this context: on the embedded backend, or on Redis workers with `cluster`."""

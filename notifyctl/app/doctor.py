@@ -19,12 +19,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from notifyctl.app.links import public_url_problem, real_email_providers
 from notifyctl.errors import ConfigError, TemplateError
 from notifyctl.security.redaction import configured_secrets, redact_secrets
 from notifyctl.settings import ProviderSettings, Settings, load_settings
 
 Status = Literal["ok", "warn", "fail"]
-DEFAULT_UNSUBSCRIBE_SECRET = "change-me-unsubscribe-secret"
+# Secrets published in notifyctl's own code and examples: whoever knows them forges unsubscribe links.
+PUBLIC_SECRETS = frozenset({"change-me-unsubscribe-secret", "change-me"})
 PROBE_TIMEOUT_S = 10.0
 
 
@@ -59,21 +61,62 @@ def failed(checks: list[Check]) -> bool:
 
 def check_config(settings: Settings) -> list[Check]:
     checks = [ok("config", f"configuration read from {settings.source}")]
-    if settings.unsubscribe_secret == DEFAULT_UNSUBSCRIBE_SECRET:
-        checks.append(
-            warn(
-                "config",
-                "unsubscribe_secret is the built-in default: anyone could forge unsubscribe links; "
-                "set a long random value",
-            )
-        )
-    elif len(settings.unsubscribe_secret) < 16:
-        checks.append(warn("config", "unsubscribe_secret is shorter than 16 characters"))
-    if not settings.public_url.startswith("https://"):
-        checks.append(warn("config", f"public_url {settings.public_url} is not https://"))
+    checks.extend(check_links(settings))
+    checks.extend(check_categories(settings))
     for channel, route in settings.channels.items():
         if not route.providers:
             checks.append(fail("config", f"channel {channel} has no provider"))
+    return checks
+
+
+def check_links(settings: Settings) -> list[Check]:
+    """Unsubscribe links: signed with a secret nobody else knows, pointing at a real address."""
+    checks: list[Check] = []
+    secret = settings.unsubscribe_secret
+    if secret is None:
+        checks.append(ok("config", "unsubscribe links are signed with this installation's own random secret"))
+    elif secret in PUBLIC_SECRETS:
+        checks.append(
+            fail(
+                "config",
+                "unsubscribe_secret is a value published in notifyctl's examples: anyone could forge "
+                "unsubscribe links; remove it (the installation then makes its own) or set a long random value",
+            )
+        )
+    elif len(secret) < 16:
+        checks.append(warn("config", "unsubscribe_secret is shorter than 16 characters"))
+    problem = public_url_problem(settings)
+    providers = real_email_providers(settings)
+    if problem is not None and providers:
+        checks.append(
+            fail(
+                "config",
+                f"{problem}: unsubscribe links in email through {', '.join(providers)} would lead nowhere; "
+                "set public_url to the https:// address where `notifyctl serve` is reachable",
+            )
+        )
+    elif problem is not None:
+        checks.append(warn("config", f"{problem}: fine for the local outbox, not for real email"))
+    elif settings.public_url is not None and not settings.public_url.startswith("https://"):
+        checks.append(warn("config", f"public_url {settings.public_url} is not https://"))
+    return checks
+
+
+def check_categories(settings: Settings) -> list[Check]:
+    """Every marketing-kind category with a protection turned off, and the old spellings to rewrite."""
+    checks: list[Check] = []
+    for name, conf in sorted(settings.categories.items()):
+        rule = conf.rule
+        if not rule.protections_off:
+            continue
+        message = f"category {name} ({rule.kind}) has protections off: {', '.join(rule.protections_off)}"
+        if rule.old_spellings:
+            listed = ", ".join(f'"{p}"' for p in rule.protections_off)
+            message += (
+                f" (said with {', '.join(rule.old_spellings)} of an earlier release: "
+                f"write protections_off = [{listed}] instead)"
+            )
+        checks.append(warn("config", message))
     return checks
 
 
@@ -118,7 +161,7 @@ def check_database(path: Path) -> list[Check]:
 def check_templates(settings: Settings) -> list[Check]:
     from notifyctl.templates.store import TemplateStore
 
-    store = TemplateStore(settings.templates_path)
+    store = TemplateStore(settings.templates_path, categories=settings.categories)
     names = store.names()
     if not names:
         return [warn("templates", f"no templates in {settings.templates_path}")]

@@ -18,11 +18,11 @@ from typing import Any
 
 from notifyctl.app.erase import forget_user
 from notifyctl.models import Decision
-from notifyctl.security.erasure import erasure_key
 from notifyctl.settings import Settings
 from notifyctl.store import cluster, directory, outbox
 from notifyctl.store.db import transaction
 from notifyctl.store.erasure import ERASED_REASON
+from notifyctl.store.secrets import installation_secret
 
 
 def _now() -> datetime:
@@ -70,4 +70,4 @@ def forget(conn: sqlite3.Connection, settings: Settings, user_id: str) -> dict[s
     with opting_out(conn, settings, revoke={}) as revoke:
         in_flight = outbox.skip_unsent_of_user(conn, user_id, erased.reason or "")
         revoke.update(dict.fromkeys(in_flight, erased))
-        return forget_user(conn, user_id, erasure_key(settings))
+        return forget_user(conn, user_id, installation_secret(conn, settings).erasure_key)

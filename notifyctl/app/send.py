@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from notifyctl.app.checks import channels_for, check_render, file_sha256, rejected_summary
+from notifyctl.app.checks import category_for, channels_for, check_render, file_sha256, rejected_summary
 from notifyctl.app.context import Context
 from notifyctl.app.drive import drive
 from notifyctl.app.dry_run import DryRun, dry_plan
@@ -37,11 +37,11 @@ async def send(
     """One template to one known user, rendered once up front, then sent and waited for."""
     template = ctx.templates.get(template_name)
     channels = channels_for(template, channels, ctx.settings)
+    category = category_for(ctx.settings, template, category, channels)
     user = directory.get_user(ctx.conn, user_id)
     if user is None:
         raise InputError(f"unknown user '{user_id}' (import it with `notifyctl users import`)")
     check_render(ctx, template, channels, user, data)
-    category = category or template.category
     item = PlanItem(
         line=1,
         end_offset=0,
@@ -94,6 +94,7 @@ def _event_items(
         try:
             template = ctx.templates.get(event.template)
             channels = channels_for(template, event.channels, ctx.settings)
+            category = category_for(ctx.settings, template, event.category, channels)
         except (TemplateError, InputError) as exc:
             yield None, RowError(parsed.line, str(exc), "template"), cursor
             continue
@@ -103,7 +104,7 @@ def _event_items(
                 end_offset=parsed.end_offset,
                 template=template.name,
                 template_version=template.version,
-                category=event.category or template.category,
+                category=category,
                 event_id=event.event_id,
                 channels=channels,
                 user_id=event.user_id,

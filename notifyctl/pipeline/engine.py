@@ -36,6 +36,7 @@ from notifyctl.settings import Settings
 from notifyctl.store import outbox, runs
 from notifyctl.store.db import BUSY_WRITER_AUTOCHECKPOINT, Checkpointer, WriteLock, connect
 from notifyctl.store.ledger import Ledger
+from notifyctl.store.secrets import installation_secret
 from notifyctl.templates.store import TemplateStore
 
 Clock = Callable[[], datetime]
@@ -120,7 +121,8 @@ class Engine:
         self.clock = clock
         self.progress = progress or NullProgress()
         self.backend = backend
-        self.policy = Policy(settings, conn, clock)
+        self.secret = installation_secret(conn, settings)  # once: every message's unsubscribe link uses it
+        self.policy = Policy(settings, conn, clock, self.secret)
         self.idempotency = idempotency or IdempotencyStore(settings.idempotency_window_hours * 3600)
         self.planner = Planner(conn, self.policy, self.idempotency, clock)
         self.providers: dict[str, Provider] = dict(providers or {})
@@ -170,7 +172,9 @@ class Engine:
         assert run is not None, run_id
         sent_before = runs.sent_count(self.conn, run_id)
         channels = [c for c in run.channels if c in self.settings.channels]
-        self.builder = EnvelopeBuilder(self.settings, self.templates, run.data, allow_template_change)
+        self.builder = EnvelopeBuilder(
+            self.settings, self.templates, run.data, allow_template_change, unsubscribe_secret=self.secret.current
+        )
         self.ledger = Ledger(self.settings.database_path)
         syncer: asyncio.Task[None] | None = None
         await self.feeder.open()
@@ -289,7 +293,9 @@ class Engine:
         conn = connect(self.settings.database_path, autocheckpoint=BUSY_WRITER_AUTOCHECKPOINT)
         # It writes beside the ledgers: queued with them on the write lock.
         write_lock = WriteLock(self.settings.database_path)
-        planner = Planner(conn, Policy(self.settings, conn, self.clock), self.idempotency, self.clock, write_lock)
+        planner = Planner(
+            conn, Policy(self.settings, conn, self.clock, self.secret), self.idempotency, self.clock, write_lock
+        )
 
         def step() -> PlanResult | None:
             batch = next(source, None)

@@ -23,8 +23,13 @@ class EnvelopeBuilder:
         templates: TemplateStore,
         run_data: dict[str, Any],
         allow_template_change: bool = False,
+        *,
+        unsubscribe_secret: str,
     ) -> None:
+        """`unsubscribe_secret`: the installation's current secret (store/secrets.py), read once per engine."""
         self.settings = settings
+        self.unsubscribe_secret = unsubscribe_secret
+        self.public_url = settings.public_base_url
         self.templates = templates
         self.run_data = run_data
         self.allow_template_change = allow_template_change
@@ -71,7 +76,7 @@ class EnvelopeBuilder:
             context["phone"] = row["address"]
         if with_unsubscribe:
             context["unsubscribe_url"] = unsubscribe_url(
-                self.settings.public_url, self.settings.unsubscribe_secret, who, row["channel"], row["category"]
+                self.public_url, self.unsubscribe_secret, who, row["channel"], row["category"]
             )
         context.update(
             run_id=row["run_id"],

@@ -46,12 +46,14 @@ from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from notifyctl.categories import CategoryRule
 from notifyctl.errors import ConfigError
 from notifyctl.models import Decision
-from notifyctl.security.erasure import erasure_key
-from notifyctl.settings import CategoryRule, Settings
+from notifyctl.security.secret import InstallationSecret
+from notifyctl.settings import Settings
 from notifyctl.store import directory
 from notifyctl.store.erasure import hashed_suppressed, hashed_suppressed_among
+from notifyctl.store.secrets import installation_secret
 
 Clock = Callable[[], datetime]
 
@@ -302,10 +304,18 @@ def quiet_hours(
 class Policy:
     """Decides send / skip / defer for one delivery; holds no state besides caches of settings."""
 
-    def __init__(self, settings: Settings, conn: sqlite3.Connection, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        conn: sqlite3.Connection,
+        clock: Clock | None = None,
+        secret: InstallationSecret | None = None,
+    ) -> None:
+        """`secret`: the installation's, when the caller has it already (read from `conn` otherwise)."""
         self._settings = settings
         self._conn = conn
-        self._erasure_key = erasure_key(settings)
+        # Erased addresses are matched under every key that ever made a hash (usually one).
+        self._erasure_keys = (secret or installation_secret(conn, settings)).erasure_keys
         self._clock = clock or _utc_now
         quiet = settings.quiet_hours
         if _zoneinfo(quiet.default_timezone) is None:
@@ -324,7 +334,7 @@ class Policy:
         version is read first: a change committed while the page is read makes the view stale."""
         version = directory.directory_version(self._conn)
         unique = list(dict.fromkeys(addresses))
-        suppressed = hashed_suppressed_among(self._conn, channel, unique, self._erasure_key)
+        suppressed = hashed_suppressed_among(self._conn, channel, unique, self._erasure_keys)
         suppressed.update(directory.suppressed_among(self._conn, channel, unique))  # the plain list wins
         return PolicyView(
             version=version,
@@ -339,7 +349,7 @@ class Policy:
         suppressed = directory.is_suppressed(self._conn, channel, address)
         if suppressed is None:
             # Erased users stay suppressed, as keyed hashes of their addresses.
-            suppressed = hashed_suppressed(self._conn, channel, address, self._erasure_key)
+            suppressed = hashed_suppressed(self._conn, channel, address, self._erasure_keys)
         return suppressed
 
     def decide(

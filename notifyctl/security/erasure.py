@@ -2,25 +2,22 @@
 
 A forgotten user's addresses stay on the suppression list only as keyed hashes, and the audit
 log names them only by keyed labels. The key is an operator secret (derived from the
-unsubscribe secret): without it nobody can test whether a given address is in the hashed list.
+installation's secret, notifyctl/security/secret.py): without it nobody can test whether a given
+address is in the hashed list.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from notifyctl.settings import Settings
 
 ERASED_PREFIX = "erased:"
 
 
-def erasure_key(settings: Settings) -> bytes:
-    """The hashing key, derived from the unsubscribe secret (so that it is one secret less to manage)
-    but domain-separated from it: an unsubscribe token never equals an erased address's hash."""
-    return hmac.new(settings.unsubscribe_secret.encode(), b"notifyctl-erasure-v1", hashlib.sha256).digest()
+def erasure_key(secret: str) -> bytes:
+    """The hashing key, derived from the installation's secret (so that it is one secret less to
+    manage) but domain-separated from it: an unsubscribe token never equals an erased address's hash."""
+    return hmac.new(secret.encode(), b"notifyctl-erasure-v1", hashlib.sha256).digest()
 
 
 def keyed_hash(value: str, key: bytes) -> str:

@@ -23,12 +23,16 @@ def make_token(secret: str, user_id: str, channel: str, category: str) -> str:
     return f"{payload}.{_b64(mac)}"
 
 
-def read_token(secret: str, token: str) -> tuple[str, str, str] | None:
-    """(user_id, channel, category) for a genuine token, None for a forged or altered one."""
+def read_token(secrets: list[str], token: str) -> tuple[str, str, str] | None:
+    """(user_id, channel, category) for a token signed with one of `secrets` (the current one and
+    those still in their grace period), None for a forged or altered one."""
     try:
         payload, mac = token.split(".", 1)
-        expected = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, _unb64(mac)):
+        given = _unb64(mac)
+        if not any(
+            hmac.compare_digest(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest(), given)
+            for secret in secrets
+        ):
             return None
         fields = orjson.loads(_unb64(payload))
         return str(fields["u"]), str(fields["c"]), str(fields["k"])

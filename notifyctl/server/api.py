@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from notifyctl.app.checks import channels_for, check_render
+from notifyctl.app.checks import category_for, channels_for, check_render
 from notifyctl.errors import InputError, TemplateError
 from notifyctl.pipeline.planner import PlanItem
 from notifyctl.server.accesslog import note
@@ -55,6 +55,7 @@ async def notify(request: web.Request) -> web.Response:
     try:
         template = ctx.templates.get(body.template)
         channels = channels_for(template, body.channels, ctx.settings)
+        category = category_for(ctx.settings, template, body.category, channels)
     except (TemplateError, InputError) as exc:
         return json_error(422, str(exc))
     user = directory.get_user(ctx.conn, body.user_id)
@@ -67,7 +68,7 @@ async def notify(request: web.Request) -> web.Response:
         end_offset=0,
         template=template.name,
         template_version=template.version,
-        category=body.category or template.category,
+        category=category,
         event_id=body.idempotency_key or f"api:{uuid.uuid4().hex}",
         channels=channels,
         user_id=user.user_id,

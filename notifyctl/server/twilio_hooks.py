@@ -95,7 +95,7 @@ async def verified_form(request: web.Request) -> MultiDict[str] | web.Response:
     posted = await request.post()  # 413 above the body limit
     form: MultiDict[str] = MultiDict((k, v) for k, v in posted.items() if isinstance(v, str))
     signature = request.headers.get("X-Twilio-Signature", "")
-    url = state.ctx.settings.public_url.rstrip("/") + request.raw_path
+    url = state.ctx.settings.public_base_url + request.raw_path
     algorithm = get_signature_algorithm(request.headers.get("X-Twilio-Webhooks-Signature-Settings"))
     if signature and any(RequestValidator(token).validate(url, form, signature, algorithm) for token in tokens):
         return form

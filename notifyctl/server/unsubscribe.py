@@ -17,6 +17,7 @@ import sqlite3
 from aiohttp import web
 
 from notifyctl.addresses import AddressError, normalize_address
+from notifyctl.app.context import Context
 from notifyctl.app.optouts import opting_out
 from notifyctl.cli.output import mask_address
 from notifyctl.security.unsubscribe import read_token
@@ -89,9 +90,15 @@ def _unsubscribe(conn: sqlite3.Connection, who: str, channel: str, category: str
     return "suppression"
 
 
+def read_link(ctx: Context, token: str) -> tuple[str, str, str] | None:
+    """The token's (who, channel, category) if it is signed with the installation's secret, or with
+    one it replaced less than `unsubscribe_grace_days` ago (links already sent keep working)."""
+    return read_token(ctx.secret.link_secrets(ctx.clock(), ctx.settings.unsubscribe_grace_days), token)
+
+
 @routes.get("/u/{token}")
 async def confirm_page(request: web.Request) -> web.Response:
-    fields = read_token(state_of(request).ctx.settings.unsubscribe_secret, request.match_info["token"])
+    fields = read_link(state_of(request).ctx, request.match_info["token"])
     if fields is None:
         note(request, outcome="bad_token")
         return invalid_link()
@@ -108,7 +115,7 @@ async def confirm_page(request: web.Request) -> web.Response:
 @routes.post("/u/{token}")
 async def one_click(request: web.Request) -> web.Response:
     state = state_of(request)
-    fields = read_token(state.ctx.settings.unsubscribe_secret, request.match_info["token"])
+    fields = read_link(state.ctx, request.match_info["token"])
     if fields is None:
         note(request, outcome="bad_token")
         return invalid_link()

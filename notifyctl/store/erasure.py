@@ -11,6 +11,7 @@ notifyctl/security/erasure.py.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from notifyctl.security.erasure import ERASED_PREFIX, address_hash
 from notifyctl.store.db import dumps, in_chunks, loads
@@ -19,22 +20,29 @@ ERASED_REASON = "erased"
 PERSONAL_TABLES = ("devices", "endpoints", "preferences", "inbox", "users")
 
 
-def hashed_suppressed(conn: sqlite3.Connection, channel: str, normalized_address: str, key: bytes) -> str | None:
-    """The suppression reason if a forgotten user's address is on the hashed list, else None."""
-    row = conn.execute(
-        "SELECT reason FROM suppression_hashes WHERE channel=? AND address_hash=?",
-        (channel, address_hash(channel, normalized_address, key)),
-    ).fetchone()
-    return None if row is None else str(row[0])
+def hashed_suppressed(
+    conn: sqlite3.Connection, channel: str, normalized_address: str, keys: Sequence[bytes]
+) -> str | None:
+    """The suppression reason if a forgotten user's address is on the hashed list under one of
+    `keys` (every key that made hashes), else None."""
+    for key in keys:
+        row = conn.execute(
+            "SELECT reason FROM suppression_hashes WHERE channel=? AND address_hash=?",
+            (channel, address_hash(channel, normalized_address, key)),
+        ).fetchone()
+        if row is not None:
+            return str(row[0])
+    return None
 
 
 def hashed_suppressed_among(
-    conn: sqlite3.Connection, channel: str, normalized_addresses: list[str], key: bytes
+    conn: sqlite3.Connection, channel: str, normalized_addresses: list[str], keys: Sequence[bytes]
 ) -> dict[str, str]:
-    """{address: reason} for those of the addresses on the hashed list (no hashing when it is empty)."""
+    """{address: reason} for those of the addresses on the hashed list under one of `keys` (no
+    hashing when the list is empty)."""
     if conn.execute("SELECT 1 FROM suppression_hashes WHERE channel=? LIMIT 1", (channel,)).fetchone() is None:
         return {}
-    by_hash = {address_hash(channel, a, key): a for a in normalized_addresses}
+    by_hash = {address_hash(channel, a, key): a for key in keys for a in normalized_addresses}
     found: dict[str, str] = {}
     for chunk, marks in in_chunks(list(by_hash)):
         for digest, reason in conn.execute(

@@ -262,4 +262,25 @@ MIGRATIONS: list[tuple[str, str | list[str]]] = [
         );
         """,
     ),
+    (
+        # The installation's own secret (store/secrets.py): it signs unsubscribe links and keys the
+        # erasure hashes. A database an earlier release wrote holds links and hashes made with that
+        # release's secret, which it never stored (its configuration's unsubscribe_secret, or a
+        # built-in default): a row without a secret marks it, settled at the first use, when the
+        # configuration is known.
+        "0006_installation_secrets",
+        """
+        CREATE TABLE installation_secrets (
+            id INTEGER PRIMARY KEY,
+            secret TEXT UNIQUE,
+            origin TEXT NOT NULL,
+            created TEXT NOT NULL,
+            retired TEXT
+        );
+        INSERT INTO installation_secrets (secret, origin, created)
+            SELECT NULL, 'previous release', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')
+            WHERE EXISTS (SELECT 1 FROM deliveries) OR EXISTS (SELECT 1 FROM suppression_hashes)
+               OR EXISTS (SELECT 1 FROM audit_events);
+        """,
+    ),
 ]

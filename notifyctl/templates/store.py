@@ -12,7 +12,7 @@ import builtins
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from notifyctl.errors import TemplateError
@@ -26,9 +26,13 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 class TemplateStore:
     """The template folders under `root`; compiled templates cached per content version."""
 
-    def __init__(self, root: Path, render_timeout_s: float = RENDER_TIMEOUT_S) -> None:
+    def __init__(
+        self, root: Path, render_timeout_s: float = RENDER_TIMEOUT_S, categories: Collection[str] | None = None
+    ) -> None:
+        """`categories`: the defined ones; a template naming another is refused (None: no check)."""
         self.root = Path(root)
         self.render_timeout_s = render_timeout_s
+        self.categories = None if categories is None else frozenset(categories)
         self._cache: dict[str, tuple[tuple[tuple[str, int, int, int], ...], Template]] = {}
 
     def names(self) -> builtins.list[str]:
@@ -60,6 +64,12 @@ class TemplateStore:
             cached[1] if cached is not None and unchanged else Template(name, files, version, self.render_timeout_s)
         )
         self._cache[name] = (stats, template)
+        if self.categories is not None and template.category not in self.categories:
+            raise TemplateError(
+                f"category '{template.category}' is not defined in the configuration "
+                f"(known: {', '.join(sorted(self.categories))})",
+                template=name,
+            )
         return template
 
 
