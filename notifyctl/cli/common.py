@@ -212,6 +212,7 @@ def outcome_payload(outcome: RunOutcome) -> dict[str, Any]:
         "elapsed_s": round(outcome.elapsed_s, 3),
         "sent_this_session": outcome.sent_this_session,
         "rate_per_s": round(outcome.sent_this_session / outcome.elapsed_s, 1) if outcome.elapsed_s else 0,
+        "problems": outcome.problems,
     }
 
 
@@ -247,6 +248,15 @@ def print_outcome(outcome: RunOutcome, title: str) -> None:
         output.console.print(f"[red]{failed} failed[/]: see `notifyctl dlq list --run {outcome.run_id}`")
 
 
+def report_problems(outcome: RunOutcome) -> None:
+    """On stderr, JSON output or not: each provider the churn guard stopped, most likely by its
+    configuration, and what to do once it is fixed."""
+    from notifyctl.cli import output
+
+    for problem in outcome.problems:
+        output.error(f"{problem}: notifyctl dlq redrive --run {outcome.run_id}")
+
+
 def report_outcome(outcome: RunOutcome, json_out: bool, title: str) -> None:
     """Print a run's result and exit with the code cron can act on."""
     from notifyctl.cli import output
@@ -255,6 +265,7 @@ def report_outcome(outcome: RunOutcome, json_out: bool, title: str) -> None:
         output.emit_json(outcome_payload(outcome))
     else:
         print_outcome(outcome, title)
+    report_problems(outcome)
     code = outcome_exit_code(outcome)
     if code:
         raise typer.Exit(code)
