@@ -108,8 +108,8 @@ def _copy(conn: sqlite3.Connection, after: Counts, upto: Counts) -> int:
             {"low": after[0], "high": upto[0], "now": now},
         )
         conn.execute(
-            f"INSERT OR IGNORE INTO main.devices SELECT user_id, token, NULL, :now FROM {_SCHEMA}.devices"
-            " WHERE rowid > :low AND rowid <= :high",
+            f"INSERT INTO main.devices ({directory.DEVICES_COLUMNS}) SELECT user_id, token, NULL, :now, :now"
+            f" FROM {_SCHEMA}.devices WHERE rowid > :low AND rowid <= :high {directory.DEVICES_ON_CONFLICT}",
             {"low": after[1], "high": upto[1], "now": now},
         )
         for endpoint, on_conflict in (
