@@ -65,6 +65,16 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(EXIT_OK)
 
 
+def _known_log_level(value: str) -> str:
+    """--log-level is one of the logging levels, whether or not a log is written this time."""
+    if value != "info":  # the default needs no look-up (nor the logging module's import)
+        from notifyctl.logs import LEVELS
+
+        if value.lower() not in LEVELS:
+            raise typer.BadParameter(f"unknown log level '{value}' (known: {', '.join(LEVELS)})")
+    return value
+
+
 def global_options(
     ctx: typer.Context,
     config: Annotated[
@@ -77,7 +87,9 @@ def global_options(
         Path | None,
         typer.Option("--log-file", help="Write structured JSON logs here (PII masked).", envvar="NOTIFYCTL_LOG"),
     ] = None,
-    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning or error.", callback=_known_log_level)
+    ] = "info",
 ) -> None:
     """notifyctl: multi-channel notifications."""
     options = ctx.ensure_object(Options)
