@@ -13,6 +13,11 @@ class AddressError(ValueError):
     """An address that cannot be used; the message says why."""
 
 
+# RFC 5321 §4.5.3.1.1: a local part of at most 64 octets. email-validator counts characters, and
+# only in its strict mode; servers refuse longer ones (and cut them, or bounce).
+LOCAL_PART_MAX_OCTETS = 64
+
+
 @lru_cache(maxsize=65536)
 def _checked_domain(domain: str) -> tuple[str, str] | None:
     """(normalised, IDNA ASCII) form of a domain as email-validator checks it; None when invalid.
@@ -55,8 +60,9 @@ def _fast_email(address: str) -> str | None:
     local, at, domain = address.partition("@")
     if not at or "@" in domain:
         return None
-    # A non-empty ASCII letters-and-digits local part is a dot-atom; others ask the pattern.
-    if not (local.isalnum() and local.isascii()) and not dot_atom.match(local):
+    # A non-empty ASCII letters-and-digits local part is a dot-atom; others ask the pattern. A
+    # dot-atom is ASCII: a character is an octet.
+    if len(local) > LOCAL_PART_MAX_OCTETS or (not (local.isalnum() and local.isascii()) and not dot_atom.match(local)):
         return None
     forms = _domain_forms(domain)
     if forms is None:
@@ -82,6 +88,12 @@ def normalize_email(value: str) -> str:
         result = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:
         raise AddressError(f"invalid email address: {exc}") from exc
+    octets = len(result.local_part.encode())
+    if octets > LOCAL_PART_MAX_OCTETS:
+        raise AddressError(
+            f"invalid email address: the part before the @-sign is {octets} octets long, "
+            f"more than the {LOCAL_PART_MAX_OCTETS} allowed (RFC 5321)"
+        )
     return result.normalized.lower()
 
 

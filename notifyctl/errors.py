@@ -9,7 +9,10 @@
      └── ProviderError        raised by a provider's send(); the pipeline classifies it
           ├── TransientError(retry_after_s)   not sent: retry with backoff
           │    └── RateLimited(retry_after_s) retry, and slow that provider's bucket
-          ├── PermanentError(code)            rejected: never retried; dead letter
+          ├── PermanentError(code)            rejected: never retried; dead letter (a token gone
+          │    │                              for good: skipped, not dead)
+          │    └── ProviderMisconfigured      the churn guard stopped the provider: what looked like
+          │                                   dead tokens is most likely a wrong configuration
           └── OutcomeUnknown                  the request was written, then no clear answer:
                                               in doubt (re-sent only where the receiver dedupes)
 
@@ -118,6 +121,12 @@ class PermanentError(ProviderError):
     `suppress` asks the pipeline to add the address to the suppression list (Twilio 21610,
     hard bounce); `remove_device` asks it to drop a push token (FCM UNREGISTERED);
     `disable_endpoint` asks it to disable a webhook endpoint (HTTP 410).
+
+    `token_gone`: the push token is gone for good (FCM UNREGISTERED, APNs 410): routine churn, so
+    the delivery is settled as skipped (`token_unregistered`), not dead, and the token removed.
+    `config_suspect`: this error is also what a wrong project, key or environment produces (FCM
+    SENDER_ID_MISMATCH, APNs BadDeviceToken); the text names that likely cause. The pipeline's churn
+    guard (pipeline/churn.py) decides before any token is removed whether it is churn or configuration.
     """
 
     def __init__(
@@ -128,12 +137,22 @@ class PermanentError(ProviderError):
         suppress: bool = False,
         remove_device: bool = False,
         disable_endpoint: bool = False,
+        token_gone: bool = False,
+        config_suspect: str | None = None,
     ) -> None:
         self.code = code
         self.suppress = suppress
         self.remove_device = remove_device
         self.disable_endpoint = disable_endpoint
+        self.token_gone = token_gone
+        self.config_suspect = config_suspect
         super().__init__(message)
+
+
+class ProviderMisconfigured(PermanentError):
+    """A provider stopped by the churn guard (pipeline/churn.py): most of its first answers (or of
+    one batch) were errors a wrong configuration also produces. Nothing is removed; the delivery is
+    dead with this message, for `dlq redrive` once the configuration is fixed."""
 
 
 class OutcomeUnknown(ProviderError):

@@ -31,7 +31,7 @@ ALLOWED_FIELDS: tuple[str, ...] = (
     "ts", "level", "event", "run_id", "delivery_id", "channel", "provider", "state", "reason", "code",
     "attempt", "latency_ms", "count", "address_masked", "user_id_hash",
 )  # fmt: skip
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _HANDLER_MARK = "_notifyctl_handler"
 
 
@@ -68,8 +68,8 @@ def configure_logging(level: str, path: Path | None, secrets: list[str]) -> None
 
     Calling it again replaces the handler it installed before (tests, `serve` reloads).
     """
-    if level.lower() not in _LEVELS:
-        raise ValueError(f"unknown log level '{level}' (known: {', '.join(_LEVELS)})")
+    if level.lower() not in LEVELS:
+        raise ValueError(f"unknown log level '{level}' (known: {', '.join(LEVELS)})")
     logger = logging.getLogger(LOGGER_NAME)
     for old in list(logger.handlers):
         if getattr(old, _HANDLER_MARK, False):
@@ -86,7 +86,7 @@ def configure_logging(level: str, path: Path | None, secrets: list[str]) -> None
     setattr(handler, _HANDLER_MARK, True)
     handler.setFormatter(JsonFormatter(secrets))
     logger.addHandler(handler)
-    logger.setLevel(_LEVELS[level.lower()])
+    logger.setLevel(LEVELS[level.lower()])
     logger.propagate = False
 
 

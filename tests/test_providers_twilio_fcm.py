@@ -464,6 +464,33 @@ async def test_fcm_errors_are_classified_after_exactly_one_request(
     assert fcm.sent == []
 
 
+@pytest.mark.parametrize(
+    ("prepare", "token_gone", "config_suspect"),
+    [
+        pytest.param(lambda fake: fake.unregister(DEVICE), True, None, id="unregistered-is-churn"),
+        pytest.param(
+            lambda fake: fake.register_elsewhere(DEVICE),
+            False,
+            "the service-account key or project_id of another Firebase project than the app's",
+            id="sender-id-mismatch-may-be-the-configuration",
+        ),
+        pytest.param(lambda fake: fake.make_invalid(DEVICE), False, None, id="invalid-token"),
+    ],
+)
+async def test_fcm_says_which_token_errors_are_churn_and_which_a_wrong_project_also_gives(
+    fcm: FakeFcm,
+    fcm_provider: FcmProvider,
+    prepare: Callable[[FakeFcm], None],
+    token_gone: bool,
+    config_suspect: str | None,
+) -> None:
+    prepare(fcm)
+    with pytest.raises(PermanentError) as caught:
+        await fcm_provider.send(push())
+    assert caught.value.remove_device
+    assert (caught.value.token_gone, caught.value.config_suspect) == (token_gone, config_suspect)
+
+
 async def test_fcm_batch_answers_per_message(fcm: FakeFcm, fcm_provider: FcmProvider) -> None:
     fcm.unregister("stale")
     envelopes = [push("device-a", 1), push("stale", 2), push("device-c", 3)]

@@ -43,15 +43,15 @@ def _outcome(read: Callable[[], list[Any]]) -> tuple[str, Any]:
         return "input error", (str(exc), exc.rows)
 
 
-def _full(path: Path, max_field_chars: int) -> list[Any]:
+def _full(path: Path, max_field_chars: int, plain_http_hosts: tuple[str, ...] = ()) -> list[Any]:
     return [
         user_fields(parsed.value) if parsed.value is not None else parsed.error
-        for parsed in iter_users(path, max_field_chars=max_field_chars)
+        for parsed in iter_users(path, max_field_chars=max_field_chars, plain_http_hosts=plain_http_hosts)
     ]
 
 
-def _fast(path: Path, max_field_chars: int) -> list[Any]:
-    return list(iter_user_fields(path, max_field_chars=max_field_chars))
+def _fast(path: Path, max_field_chars: int, plain_http_hosts: tuple[str, ...] = ()) -> list[Any]:
+    return list(iter_user_fields(path, max_field_chars=max_field_chars, plain_http_hosts=plain_http_hosts))
 
 
 @contextlib.contextmanager
@@ -65,12 +65,20 @@ def fast_path_limits(piece_bytes: int, max_line: int = 0) -> Iterator[None]:
         yield
 
 
-def assert_same(content: bytes, *, max_field_chars: int = 4096, piece_bytes: int = 1 << 18, max_line: int = 0) -> None:
+def assert_same(
+    content: bytes,
+    *,
+    max_field_chars: int = 4096,
+    piece_bytes: int = 1 << 18,
+    max_line: int = 0,
+    plain_http_hosts: tuple[str, ...] = (),
+) -> None:
     with tempfile.TemporaryDirectory() as directory_:
         path = Path(directory_) / "users.csv"
         path.write_bytes(content)
         with fast_path_limits(piece_bytes, max_line):
-            assert _outcome(lambda: _fast(path, max_field_chars)) == _outcome(lambda: _full(path, max_field_chars))
+            fast = _outcome(lambda: _fast(path, max_field_chars, plain_http_hosts))
+            assert fast == _outcome(lambda: _full(path, max_field_chars, plain_http_hosts))
 
 
 COLUMNS = [
@@ -111,6 +119,8 @@ CELLS = [
     "t1|t2;t1",
     "t 1",
     "https://hooks.example.com/x",
+    "http://hooks.example.com/x",
+    "HTTP://127.0.0.1:9/x",
     "ftp://hooks.example.com/x",
     "http://[::1",
     SINK_SECRET,
@@ -131,12 +141,26 @@ RAW = [b"\n", b"\r\n", b"  ,  \n", b'"unterminated\n', b'a"b,c\n', b"\x00", b"\x
 # cell to matter); any column also gets any of CELLS now and then.
 COLUMN_CELLS = {
     "user_id": ["u1", " u2 ", "42", "u-3", "u\x7f", "\u00a0"],
-    "email": ["", "ada@example.com", " Ada.Lovelace+news@Example.COM ", "user@bücher.example", "a@b"],
+    "email": [
+        "",
+        "ada@example.com",
+        " Ada.Lovelace+news@Example.COM ",
+        "user@bücher.example",
+        "a@b",
+        "x" * 65 + "@e.com",
+    ],
     "phone": ["", "+1 415 555 2671", "+1 415"],
     "locale": ["", "en", "pt_br", "zh_hant_tw", "e"],
     "timezone": ["", "Europe/Paris", " UTC ", "utc"],
     "push_tokens": ["", "t1|t2;t1", " a ; b ", "|", "a\tb"],
-    "webhook_url": ["", "https://hooks.example.com/x", " http://127.0.0.1:9/hook ", "https://h:99999/"],
+    "webhook_url": [
+        "",
+        "https://hooks.example.com/x",
+        " http://127.0.0.1:9/hook ",
+        "http://[::1]:9/hook",
+        "http://hooks.example.com/x",
+        "https://h:99999/",
+    ],
     "webhook_secret": ["", SINK_SECRET, " whsec_x ", "whsec_", " whsec_ ", "WHSEC_x"],
     "plan": ["pro", " pro ", ""],
 }
@@ -181,17 +205,32 @@ def csv_files(draw: st.DrawFn) -> bytes:
     max_field_chars=st.sampled_from([4096, 12]),
     piece_bytes=st.sampled_from([1 << 18, 64, 7]),
     max_line=st.sampled_from([0, 0, 60]),
+    plain_http_hosts=st.sampled_from([(), ("127.0.0.1", "::1")]),
 )
 @example(
     content=b'user_id,email\nu1,a@example.com\n\nu2,"b@exa\nmple.com"\nu3\n',
     max_field_chars=4096,
     piece_bytes=16,
     max_line=0,
+    plain_http_hosts=(),
+)
+@example(
+    content=b"user_id,webhook_url\nu1,http://127.0.0.1:9/a\nu2,http://hooks.example.com/b\nu3,HTTP://[::1]/c\n",
+    max_field_chars=4096,
+    piece_bytes=1 << 18,
+    max_line=0,
+    plain_http_hosts=("127.0.0.1", "::1"),
 )
 def test_fast_path_reads_exactly_what_iter_users_reads(
-    content: bytes, max_field_chars: int, piece_bytes: int, max_line: int
+    content: bytes, max_field_chars: int, piece_bytes: int, max_line: int, plain_http_hosts: tuple[str, ...]
 ) -> None:
-    assert_same(content, max_field_chars=max_field_chars, piece_bytes=piece_bytes, max_line=max_line)
+    assert_same(
+        content,
+        max_field_chars=max_field_chars,
+        piece_bytes=piece_bytes,
+        max_line=max_line,
+        plain_http_hosts=plain_http_hosts,
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -315,16 +354,14 @@ def _tables(conn: sqlite3.Connection, generated: str = "generated") -> dict[str,
     }
 
 
-FIRST = (
-    "user_id,email,phone,locale,timezone,push_tokens,webhook_url,webhook_secret,plan\n"
-    + "".join(
-        f"u{i},U{i}@Example.com,{'+1 415 555 2671' if i % 7 == 0 else ''},{'fr_ca' if i % 2 else ''},"
-        f"{'Europe/Paris' if i % 3 == 0 else ''},{f't{i}|s{i}' if i % 4 == 0 else ''},"
-        f"{f'https://hooks.example.com/{i}' if i % 5 else ''},{SINK_SECRET if i % 10 == 1 else ''},p{i}\n"
-        for i in range(60)
-    )
-    + f"u1,again@example.com,,,,t-again,https://hooks.example.com/again,{SINK_SECRET},again\n"
+FIRST = "user_id,email,phone,locale,timezone,push_tokens,webhook_url,webhook_secret,plan\n" + "".join(
+    f"u{i},U{i}@Example.com,{'+1 415 555 2671' if i % 7 == 0 else ''},{'fr_ca' if i % 2 else ''},"
+    f"{'Europe/Paris' if i % 3 == 0 else ''},{f't{i}|s{i}' if i % 4 == 0 else ''},"
+    f"{f'https://hooks.example.com/{i}' if i % 5 else ''},{SINK_SECRET if i % 10 == 1 else ''},p{i}\n"
+    for i in range(60)
 )
+HEADER = "user_id,email,phone,locale,timezone,push_tokens,webhook_url,webhook_secret,plan\n"
+AGAIN = HEADER + f"u1,again@example.com,,,,t-again,https://hooks.example.com/again,{SINK_SECRET},again\n"
 SECOND = (
     "user_id,email,push_tokens,webhook_url,webhook_secret\n"
     "u1,changed@example.com,t-new,https://hooks.example.com/moved,\n"  # keeps its secret
@@ -341,12 +378,15 @@ def _upsert_as_before(conn: sqlite3.Connection, path: Path, batch: int) -> None:
         directory.upsert_users(conn, users[start : start + batch])
 
 
-# Duplicate ids across and within batches, with and without secrets: the outcome depends on the
-# batches (upsert_users writes new-secret endpoints before given-secret ones), and must not change.
-DUPLICATES = "".join(
-    f"u{i % 7},d{i}@example.com,,,,t{i % 4},https://hooks.example.com/d{i},{SINK_SECRET if i % 3 == 0 else ''},d{i}\n"
-    for i in range(40)
-)
+# Ids given again by later files, with and without secrets: the outcome depends on the batches
+# (upsert_users writes new-secret endpoints before given-secret ones), and must not change. (Within
+# one file an id given twice is an error: see test_a_user_id_given_twice_in_one_file_is_refused.)
+def _row(i: int) -> str:
+    secret = SINK_SECRET if i % 3 == 0 else ""
+    return f"u{i % 7},d{i}@example.com,,,,t{i % 4},https://hooks.example.com/d{i},{secret},d{i}\n"
+
+
+AGAINS = [HEADER + "".join(_row(i) for i in range(start, min(start + 7, 40))) for start in range(0, 40, 7)]
 
 
 @pytest.mark.parametrize(("batch", "chunk"), [(7, 3), (5, 5), (4, 1000), (5000, 1000)])
@@ -354,7 +394,8 @@ def test_staged_users_are_written_as_upsert_users_wrote_them_batch_by_batch(
     tmp_path: Path, batch: int, chunk: int
 ) -> None:
     conn, reference = connect(tmp_path / "staged.db"), connect(tmp_path / "reference.db")
-    for name, text in (("first.csv", FIRST + DUPLICATES), ("second.csv", SECOND)):
+    files = [("first.csv", FIRST), *((f"again-{i}.csv", text) for i, text in enumerate(AGAINS)), ("second.csv", SECOND)]
+    for name, text in files:
         path = tmp_path / name
         path.write_text(text)
         with (
@@ -368,7 +409,7 @@ def test_staged_users_are_written_as_upsert_users_wrote_them_batch_by_batch(
 
 
 def test_a_re_import_updates_users_and_keeps_secrets_unless_given(ws: Workspace) -> None:
-    for name, text in (("first.csv", FIRST), ("second.csv", SECOND)):
+    for name, text in (("first.csv", FIRST), ("again.csv", AGAIN), ("second.csv", SECOND)):
         ws.write(name, text)
         assert ws.cli("users", "import", name).exit_code == 0
     with ws.db() as conn:
@@ -415,3 +456,112 @@ def test_the_staging_process_refuses_a_truncated_stream(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode != 0 and b"truncated input" in done.stderr
+
+
+# --- rows refused at import: a user_id given twice, a webhook URL the provider would refuse ----------
+
+
+def said(result: Any) -> str:
+    """What a command wrote to stderr, as one line (Rich wraps long ones)."""
+    return " ".join(str(result.stderr).split())
+
+
+DOUBLED = {
+    "users.csv": (
+        "user_id,email,push_tokens\n"
+        "u1,first@example.com,t-first\n"
+        "u2,two@example.com,\n"
+        "u3,three@example.com,\n"
+        "u1,second@example.com,t-second\n"
+        "u2,again@example.com,\n"
+        "u1,third@example.com,\n"
+    ),
+    "users.jsonl": "".join(
+        orjson.dumps(row).decode() + "\n"
+        for row in [
+            {"user_id": "u1", "email": "first@example.com", "push_tokens": ["t-first"]},
+            {"user_id": "u2", "email": "two@example.com"},
+            {"user_id": "u3", "email": "three@example.com"},
+            {"user_id": "u1", "email": "second@example.com", "push_tokens": ["t-second"]},
+            {"user_id": "u2", "email": "again@example.com"},
+            {"user_id": "u1", "email": "third@example.com"},
+        ]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(DOUBLED))
+def test_a_user_id_given_twice_in_one_file_is_refused_with_both_lines(ws: Workspace, name: str) -> None:
+    ws.write(name, DOUBLED[name])
+    first_line = 2 if name.endswith(".csv") else 1  # the CSV header is line 1
+
+    result = ws.cli("users", "import", name)
+
+    assert result.exit_code == 2
+    assert "3 invalid row(s); nothing was imported" in said(result)
+    for line, first in ((3, 0), (4, 1), (5, 0)):  # rows 4, 5 and 6 repeat the ids of rows 1, 2 and 1
+        at, earlier = first_line + line, first_line + first
+        assert f"line {at}, field 'user_id': duplicate user_id, first given on line {earlier}" in said(result)
+    with ws.db() as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+
+    skipped = ws.cli("users", "import", name, "--skip-invalid", "--json")
+
+    assert skipped.exit_code == 1
+    report = orjson.loads(skipped.stdout)
+    assert (report["imported"], report["rejected_count"]) == (3, 3)
+    with ws.db() as conn:  # as broadcast does with a repeated recipient: the first row counts
+        emails = dict(conn.execute("SELECT user_id, email FROM users").fetchall())
+        tokens = [tuple(row) for row in conn.execute("SELECT user_id, token FROM devices")]
+    assert emails == {"u1": "first@example.com", "u2": "two@example.com", "u3": "three@example.com"}
+    assert tokens == [("u1", "t-first")]
+
+
+@pytest.mark.parametrize(("batch", "chunk"), [(2, 1), (3, 2), (5000, 1000)])
+def test_the_first_row_of_a_repeated_user_id_is_the_one_staged_whatever_the_batches(
+    tmp_path: Path, batch: int, chunk: int
+) -> None:
+    path = tmp_path / "users.csv"
+    path.write_text(HEADER + "".join(_row(i) for i in range(40)))  # u0..u6, each given several times
+    conn, reference = connect(tmp_path / "staged.db"), connect(tmp_path / "reference.db")
+    with mock.patch.object(users_import, "STAGE_CHUNK", chunk), users_import.staged_users(path, batch=batch) as staged:
+        assert (staged.valid, staged.error_count) == (7, 33)
+        assert staged.errors[0] == RowError(9, "duplicate user_id, first given on line 2", "user_id")
+        assert staged.write(conn) == 7
+    firsts = [parsed.value for parsed in iter_users(path) if parsed.value is not None][:7]
+    directory.upsert_users(reference, firsts)
+    assert _tables(conn) == _tables(reference)
+
+
+def test_a_plain_http_webhook_url_is_refused_at_import_unless_the_webhook_provider_allows_its_host(
+    ws: Workspace,
+) -> None:
+    # The workspace's webhook provider allows 127.0.0.1 and localhost over plain http (tests' sinks).
+    ws.write(
+        "users.csv",
+        "user_id,webhook_url\n"
+        "u1,https://hooks.example.com/1\n"
+        "u2,http://127.0.0.1:9/2\n"
+        "u3,http://hooks.example.com/3\n"
+        "u4,HTTP://LOCALHOST:9/4\n"
+        "u5,http://[::1]:9/5\n",
+    )
+
+    result = ws.cli("users", "import", "users.csv")
+
+    assert result.exit_code == 2
+    assert "2 invalid row(s); nothing was imported" in said(result)
+    assert "line 4, field 'webhook_url': webhook_url must be https://" in said(result)
+    assert "line 6, field 'webhook_url'" in said(result)
+    skipped = ws.cli("users", "import", "users.csv", "--skip-invalid", "--json")
+    assert skipped.exit_code == 1
+    with ws.db() as conn:
+        urls = dict(conn.execute("SELECT user_id, url FROM endpoints").fetchall())
+    assert urls == {"u1": "https://hooks.example.com/1", "u2": "http://127.0.0.1:9/2", "u4": "HTTP://LOCALHOST:9/4"}
+
+
+def test_without_a_webhook_provider_allowing_it_no_plain_http_url_is_imported(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path, webhook={"allow_hosts": []})
+    ws.write("users.csv", "user_id,webhook_url\nu1,http://127.0.0.1:9/1\nu2,https://hooks.example.com/2\n")
+    result = ws.cli("users", "import", "users.csv")
+    assert result.exit_code == 2 and "line 2, field 'webhook_url'" in said(result)

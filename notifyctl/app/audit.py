@@ -18,6 +18,9 @@ def audit_rows(
     ctx: Context, *, run_id: str | None = None, user_id: str | None = None, state: str | None = None, limit: int = 1000
 ) -> list[dict[str, Any]]:
     """Deliveries with their decision, provider, ids, attempts and times; at most `limit` (0: all)."""
+    if state is not None and state not in tuple(DeliveryState):
+        known = ", ".join(DeliveryState)
+        raise InputError(f"--status: unknown state '{state}' (known: {known})")
     return audit.audit_rows(ctx.conn, run_id=run_id, user_id=user_id, state=state, limit=limit)
 
 

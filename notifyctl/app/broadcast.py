@@ -102,6 +102,10 @@ def prepare_broadcast(
             "(fix them, or pass --skip-invalid to send to the valid rows only)",
             report.errors,
         )
+    if not report.rows:  # a header and nothing else: most likely an export that went wrong
+        raise InputError(f"{path}: the audience has no rows, nobody to send to; nothing was sent")
+    if not report.valid:
+        raise InputError(f"{path}: no valid row in the audience; nothing was sent", report.errors)
     check_template(ctx, template, channels, report.columns, campaign.data)
     return template, channels, category, path, report
 

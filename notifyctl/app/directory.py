@@ -13,6 +13,7 @@ from notifyctl.addresses import AddressError
 from notifyctl.app import optouts
 from notifyctl.app.context import Context
 from notifyctl.errors import InputError
+from notifyctl.models import CHANNELS
 from notifyctl.settings import Settings
 from notifyctl.store import cluster, directory
 from notifyctl.store.db import connect
@@ -30,8 +31,20 @@ def show_user(ctx: Context, user_id: str) -> dict[str, Any]:
     return data
 
 
+def known_channel(channel: str) -> str:
+    """`channel` if it is one notifyctl has, else InputError naming them."""
+    if channel not in CHANNELS:
+        raise InputError(f"--channel: unknown channel '{channel}' (known: {', '.join(CHANNELS)})")
+    return channel
+
+
 def set_preference(ctx: Context, user_id: str, channel: str, category: str, on: bool) -> None:
-    """Opt a known user in (on) or out of a category ('*': all) on a channel; audited."""
+    """Opt a known user in (on) or out of a category ('*': all) on a channel; audited. The category
+    must be one the settings define: a typo would record a preference nothing ever reads."""
+    known_channel(channel)
+    if category != "*" and category not in ctx.settings.categories:
+        defined = ", ".join(sorted(ctx.settings.categories)) or "none"
+        raise InputError(f"--category: '{category}' is not a defined category (defined: {defined}; or * for all)")
     if directory.get_user(ctx.conn, user_id) is None:
         raise InputError(f"unknown user '{user_id}'")
     optouts.set_preference(ctx.conn, ctx.settings, user_id, channel, category, on, "cli")
@@ -45,6 +58,7 @@ def preferences(ctx: Context, user_id: str) -> list[dict[str, Any]]:
 def suppress(ctx: Context, channel: str, address: str, reason: str) -> str:
     """Never contact an address on a channel again, from the next message on (workers included);
     returns it normalised."""
+    known_channel(channel)
     try:
         return optouts.suppress(ctx.conn, ctx.settings, channel, address, reason, "cli")
     except (AddressError, ValueError) as exc:

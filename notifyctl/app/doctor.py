@@ -158,6 +158,34 @@ def check_database(path: Path) -> list[Check]:
     return checks
 
 
+def check_devices(path: Path) -> list[Check]:
+    """How many push tokens no app has registered again for `devices.STALE_AFTER` (prune them)."""
+    from notifyctl.app.devices import STALE_AFTER
+    from notifyctl.store import directory, health
+    from notifyctl.store.db import iso, utcnow
+
+    if not path.exists():
+        return []
+    days = STALE_AFTER.days
+    try:
+        conn = health.open_read_only(path)
+        try:
+            stale = directory.stale_devices(conn, iso(utcnow() - STALE_AFTER))
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:  # reported by check_database
+        return [warn("devices", f"cannot count push tokens: {exc}")]
+    if stale:
+        return [
+            warn(
+                "devices",
+                f"{stale} push token(s) not registered again for {days} days: "
+                f"notifyctl devices prune --older-than {days}d",
+            )
+        ]
+    return [ok("devices", f"no push token older than {days} days")]
+
+
 def check_templates(settings: Settings) -> list[Check]:
     from notifyctl.templates.store import TemplateStore
 
@@ -383,6 +411,7 @@ async def diagnose(
         return [fail("config", str(exc))]
     checks = check_config(settings)
     checks.extend(check_database(settings.database_path))
+    checks.extend(check_devices(settings.database_path))
     checks.extend(check_templates(settings))
     used = {name for route in settings.channels.values() for name in [*route.providers, route.secondary or ""]}
     unused = sorted(set(settings.providers) - used)

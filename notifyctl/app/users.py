@@ -7,6 +7,7 @@ from pathlib import Path
 
 from notifyctl.app.context import Context
 from notifyctl.errors import InputError, RowError
+from notifyctl.settings import Settings
 from notifyctl.store.db import record_event, transaction
 
 
@@ -19,6 +20,17 @@ class ImportResult:
     error_count: int
 
 
+def plain_http_hosts(settings: Settings) -> tuple[str, ...]:
+    """The hosts a webhook_url may name over plain http://: those every webhook provider of the
+    webhook channel allows (`allow_hosts`; any of them may carry a delivery). None without one."""
+    route = settings.channels.get("webhook")
+    names = [name for name in (route.names if route else []) if settings.providers[name].type == "webhook"]
+    if not names:
+        return ()
+    allowed = [[str(host) for host in settings.providers[name].options.get("allow_hosts", ())] for name in names]
+    return tuple(host for host in allowed[0] if all(host in others for others in allowed[1:]))
+
+
 def import_users(ctx: Context, path: Path, *, skip_invalid: bool = False, batch: int = 5000) -> ImportResult:
     """Read and validate the whole file once, staging the valid rows; then upsert them in batches
     of `batch`. Without --skip-invalid a bad row means nothing is written."""
@@ -26,7 +38,7 @@ def import_users(ctx: Context, path: Path, *, skip_invalid: bool = False, batch:
         raise InputError(f"file not found: {path}")
     from notifyctl.intake import users_import  # here: a one-off send needs no parsers
 
-    with users_import.staged_users(path, batch=batch) as staged:
+    with users_import.staged_users(path, batch=batch, plain_http_hosts=plain_http_hosts(ctx.settings)) as staged:
         count = staged.error_count
         if count and not skip_invalid:
             raise InputError(

@@ -65,6 +65,16 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(EXIT_OK)
 
 
+def _known_log_level(value: str) -> str:
+    """--log-level is one of the logging levels, whether or not a log is written this time."""
+    if value != "info":  # the default needs no look-up (nor the logging module's import)
+        from notifyctl.logs import LEVELS
+
+        if value.lower() not in LEVELS:
+            raise typer.BadParameter(f"unknown log level '{value}' (known: {', '.join(LEVELS)})")
+    return value
+
+
 def global_options(
     ctx: typer.Context,
     config: Annotated[
@@ -77,7 +87,9 @@ def global_options(
         Path | None,
         typer.Option("--log-file", help="Write structured JSON logs here (PII masked).", envvar="NOTIFYCTL_LOG"),
     ] = None,
-    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning or error.", callback=_known_log_level)
+    ] = "info",
 ) -> None:
     """notifyctl: multi-channel notifications."""
     options = ctx.ensure_object(Options)
@@ -213,6 +225,7 @@ def outcome_payload(outcome: RunOutcome) -> dict[str, Any]:
         "sent_this_session": outcome.sent_this_session,
         "rate_per_s": round(outcome.sent_this_session / outcome.elapsed_s, 1) if outcome.elapsed_s else 0,
         "held_in_doubt": _count(outcome, DeliveryState.in_doubt),
+        "problems": outcome.problems,
     }
 
 
@@ -263,6 +276,15 @@ def print_outcome(outcome: RunOutcome, title: str) -> None:
         )
 
 
+def report_problems(outcome: RunOutcome) -> None:
+    """On stderr, JSON output or not: each provider the churn guard stopped, most likely by its
+    configuration, and what to do once it is fixed."""
+    from notifyctl.cli import output
+
+    for problem in outcome.problems:
+        output.error(f"{problem}: notifyctl dlq redrive --run {outcome.run_id}")
+
+
 def report_outcome(outcome: RunOutcome, json_out: bool, title: str) -> None:
     """Print a run's result and exit with the code cron can act on."""
     from notifyctl.cli import output
@@ -271,6 +293,7 @@ def report_outcome(outcome: RunOutcome, json_out: bool, title: str) -> None:
         output.emit_json(outcome_payload(outcome))
     else:
         print_outcome(outcome, title)
+    report_problems(outcome)
     code = outcome_exit_code(outcome)
     if code:
         raise typer.Exit(code)

@@ -15,6 +15,7 @@ from notifyctl.cli.common import (
     outcome_exit_code,
     outcome_payload,
     print_outcome,
+    report_problems,
     run_async,
 )
 from notifyctl.errors import InputError
@@ -79,6 +80,7 @@ def resume(
             payloads.append(outcome_payload(result))
             if not machine:
                 print_outcome(result, "resume")
+            report_problems(result)
             worst = max(worst, outcome_exit_code(result))
             if engines and engines[-1].stopping.is_set():
                 break

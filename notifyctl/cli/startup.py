@@ -19,6 +19,7 @@ from notifyctl.cli.common import EXIT_CRASH, Options, global_options, settings
 # Each top-level command or group, and the module of notifyctl.cli that adds it (`register(app)`).
 COMMANDS = {
     "users": "users",
+    "devices": "devices",
     "prefs": "prefs",
     "suppress": "suppress",
     "templates": "templates",
@@ -62,6 +63,8 @@ def _registrar(module: str) -> Callable[[typer.Typer], None]:
     importlib, so that the import graph and `python -X importtime` show them)."""
     if module == "users":
         from notifyctl.cli.users import register
+    elif module == "devices":
+        from notifyctl.cli.devices import register
     elif module == "prefs":
         from notifyctl.cli.prefs import register
     elif module == "suppress":

@@ -9,7 +9,7 @@ recipient's template data.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -115,6 +115,35 @@ def webhook_url(value: str) -> str:
     return value
 
 
+def plain_http_rule(allow_hosts: Collection[str]) -> Callable[[str], None]:
+    """The webhook provider's rule for a valid webhook_url, at import: https://, or plain http:// to
+    a host its `allow_hosts` lists (the same decision, `security.ssrf.is_allowed_host` on the URL's
+    host as yarl reads it, that providers/webhook.py makes at send, where such a URL would be dead).
+    The check raises FieldError; it is kept per URL (many users share one endpoint)."""
+    allowed = tuple(allow_hosts)
+    decided: dict[str, bool] = {}
+
+    def check(url: str) -> None:
+        if url[:5].lower() != "http:":
+            return
+        ok = decided.get(url)
+        if ok is None:
+            from yarl import URL
+
+            from notifyctl.security.ssrf import is_allowed_host
+
+            ok = is_allowed_host(URL(url).raw_host or "", allowed)
+            if len(decided) < 65536:
+                decided[url] = ok
+        if not ok:
+            raise FieldError(
+                "webhook_url",
+                "webhook_url must be https:// (plain http:// only to a host in the webhook provider's allow_hosts)",
+            )
+
+    return check
+
+
 def good_secret(secret: str) -> bool:
     """A Standard Webhooks secret: 'whsec_' and something after it."""
     return secret.startswith("whsec_") and len(secret) > len("whsec_")
@@ -156,13 +185,17 @@ def _extra(fields: Mapping[str, Any], known: frozenset[str], nested: str, *, fro
     return extra
 
 
-def user_builder(from_csv: bool, default_region: str | None) -> Build[User]:
-    """A user from a row: user_id required; unknown columns become attributes."""
+def user_builder(from_csv: bool, default_region: str | None, plain_http_hosts: Collection[str] = ()) -> Build[User]:
+    """A user from a row: user_id required; unknown columns become attributes. A plain http://
+    webhook_url only to the hosts of `plain_http_hosts` (`plain_http_rule`)."""
+    check_url = plain_http_rule(plain_http_hosts)
 
     def build(fields: Mapping[str, Any], line: int) -> User:
         contact = _contact(fields, from_csv=from_csv, default_region=default_region)
         if contact["user_id"] is None:
             raise FieldError("user_id", "missing user_id")
+        if contact.get("webhook_url") is not None:
+            check_url(contact["webhook_url"])
         secret = _text(fields, "webhook_secret")
         if secret is not None and not good_secret(secret):
             raise FieldError("webhook_secret", "webhook_secret must start with 'whsec_' (Standard Webhooks)")

@@ -10,6 +10,10 @@ Python again): what `directory.upsert_users` writes for each batch of `batch` va
 order, one transaction a batch, exactly as when each batch was upserted as it was read. No write lock is
 held while parsing, and a bad row at the very end of the file still means nothing was written.
 
+A user_id given twice in one file is an error of the later row, which names the earlier one's line
+(as `broadcast` reports a repeated recipient): the staged rows are looked up once the file is
+read, in the scratch database rather than in memory. With --skip-invalid the first row is kept.
+
 This module is the helper process's entry point too, so it imports little at the top.
 """
 
@@ -20,7 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +33,12 @@ from typing import IO, TYPE_CHECKING
 
 import notifyctl
 from notifyctl.errors import NotifyctlError, RowError
-from notifyctl.store.staging import Counts, UserFields, copy_staged, create_stage, stage_chunk
+from notifyctl.store.staging import Counts, UserFields, copy_staged, create_stage, drop_lines, duplicates, stage_chunk
 
 if TYPE_CHECKING:
     import sqlite3
 
-BATCH = 5_000  # valid users per transaction (duplicates in a file resolve per batch, as ever)
+BATCH = 5_000  # valid users per transaction
 STAGE_CHUNK = 1_000  # at most this many users are sent to the staging process at a time
 MAX_REPORTED_ERRORS = 1000
 _FRAME_HEADER = 8  # bytes: the length of each marshalled chunk, little-endian
@@ -62,31 +66,50 @@ class StagedUsers:
 
 
 @contextmanager
-def staged_users(path: Path, *, batch: int = BATCH) -> Iterator[StagedUsers]:
+def staged_users(path: Path, *, batch: int = BATCH, plain_http_hosts: Collection[str] = ()) -> Iterator[StagedUsers]:
     """Parse and validate `path` once, staging the valid users in batches of `batch`; the scratch
-    database is deleted on exit."""
-    from notifyctl.intake.users import iter_user_fields
+    database is deleted on exit. `plain_http_hosts`: where a webhook_url may be plain http://."""
+    from notifyctl.intake.users import iter_user_lines
 
     with tempfile.TemporaryDirectory(prefix="notifyctl-users-") as scratch:
         staged = StagedUsers(Path(scratch) / "stage.sqlite", batch)
         with _Stager(staged.path, Path(scratch) / "stage.log") as stager:
             chunk: list[UserFields] = []
-            for item in iter_user_fields(path):
+            lines: list[int] = []
+            for line, _end, item in iter_user_lines(path, plain_http_hosts=plain_http_hosts):
                 if isinstance(item, RowError):
                     staged.error_count += 1
                     if len(staged.errors) < MAX_REPORTED_ERRORS:
                         staged.errors.append(item)
                     continue
                 chunk.append(item)
+                lines.append(line)
                 # A chunk ends where a batch ends, too.
                 if len(chunk) >= STAGE_CHUNK or (staged.valid + len(chunk)) % batch == 0:
-                    stager.send(chunk)
+                    stager.send(chunk, lines)
                     staged.valid += len(chunk)
-                    chunk = []
+                    chunk, lines = [], []
             if chunk:
-                stager.send(chunk)
+                stager.send(chunk, lines)
                 staged.valid += len(chunk)
+        _report_duplicates(staged)
         yield staged
+
+
+def _report_duplicates(staged: StagedUsers) -> None:
+    """A user_id given again is an error of the later row (the first is kept with --skip-invalid)."""
+    repeated = duplicates(staged.path) if staged.valid > 1 else []
+    if not repeated:
+        return
+    drop_lines(staged.path, [line for line, _first in repeated])
+    staged.valid -= len(repeated)
+    staged.error_count += len(repeated)
+    staged.errors.extend(
+        RowError(line, f"duplicate user_id, first given on line {first}", "user_id")
+        for line, first in repeated[:MAX_REPORTED_ERRORS]
+    )
+    staged.errors.sort(key=lambda error: error.line)
+    del staged.errors[MAX_REPORTED_ERRORS:]
 
 
 class _Stager:
@@ -113,8 +136,8 @@ class _Stager:
         self.pipe: IO[bytes] = self.process.stdin
         return self
 
-    def send(self, chunk: list[UserFields]) -> None:
-        data = marshal.dumps(chunk)
+    def send(self, chunk: list[UserFields], lines: list[int]) -> None:
+        data = marshal.dumps((chunk, lines))
         try:
             self.pipe.write(len(data).to_bytes(_FRAME_HEADER, "little"))
             self.pipe.write(data)
@@ -146,7 +169,7 @@ class _Stager:
 
 
 def _stage_main(stage: str) -> None:
-    """Read framed, marshalled chunks of `UserFields` from stdin into the scratch database."""
+    """Read framed, marshalled chunks of `UserFields` (with their lines) from stdin into the scratch database."""
     source = sys.stdin.buffer
     conn = create_stage(stage)
     staged: Counts = (0, 0)
@@ -155,7 +178,8 @@ def _stage_main(stage: str) -> None:
         data = source.read(size)
         if len(header) < _FRAME_HEADER or len(data) < size:
             raise SystemExit("truncated input")
-        staged = stage_chunk(conn, marshal.loads(data), staged)
+        users, lines = marshal.loads(data)
+        staged = stage_chunk(conn, users, lines, staged)
     conn.close()
 
 

@@ -16,7 +16,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -98,6 +98,7 @@ class RunOutcome:
     counts: dict[str, dict[str, int]]
     elapsed_s: float
     sent_this_session: int
+    problems: list[str] = field(default_factory=list)  # providers stopped by the churn guard: why
 
 
 class Engine:
@@ -247,7 +248,8 @@ class Engine:
             with self.conn:
                 runs.set_run_state(self.conn, run_id, state, finished=state != RunState.interrupted)
         sent = runs.sent_count(self.conn, run_id) - sent_before
-        return RunOutcome(run_id, state, runs.counts(self.conn, run_id), time.monotonic() - started, sent)
+        counts, problems = runs.counts(self.conn, run_id), runs.stopped_providers(self.conn, run_id)
+        return RunOutcome(run_id, state, counts, time.monotonic() - started, sent, problems)
 
     def stop(self) -> None:
         """Stop cleanly: no new sends; requests in flight finish and are recorded."""

@@ -4,7 +4,9 @@ A provider call ends in one of four outcome classes (ARCHITECTURE.md, "The provi
 
     sent        the provider accepted the message (its id is kept)
     rejected    a permanent error: never retried; a dead letter, plus what the error asks for
-                (suppress the address, drop the push token, disable the webhook endpoint)
+                (suppress the address, drop the push token, disable the webhook endpoint). A push
+                token gone for good (`token_gone`: FCM UNREGISTERED) is routine churn: the token is
+                dropped and the delivery skipped (`token_unregistered`), with no dead letter
     not_sent    nothing reached the provider, or it answered clearly (5xx, 408, 429): retried with
                 backoff until the attempts run out, then a dead letter
     unknown     the request was written, then a timeout, a reset or an unreadable answer: the message
@@ -57,6 +59,7 @@ class Kind(StrEnum):
 
 
 EFFECTS = ("suppress", "remove_device", "disable_endpoint")
+TOKEN_UNREGISTERED = "token_unregistered"  # the skip reason of a delivery whose push token is gone
 
 
 @dataclass(slots=True)
@@ -80,8 +83,8 @@ class Outcome:
     rate_limited: bool = False  # not_sent: the provider said slow down
     retry_at: float | None = None  # not_sent: when to try again (epoch s); None: attempts ran out
     resend: bool = False  # unknown: the receiver dedupes, so it is re-sent in this run
-    state: str | None = None  # withdrawn: skipped | deferred
-    reason: str | None = None  # withdrawn: why; unknown: what made it unknown
+    state: str | None = None  # withdrawn: skipped | deferred; rejected: skipped when the token is gone
+    reason: str | None = None  # withdrawn and rejected-skipped: why; unknown: what made it unknown
     until: str | None = None  # withdrawn and deferred: until when (ISO)
     effects: tuple[str, ...] = ()  # rejected: suppress, remove_device, disable_endpoint
     envelope: dict[str, Any] | None = field(default=None, repr=False)  # dead letters keep it
@@ -100,7 +103,7 @@ class Outcome:
         """The delivery state this outcome leaves behind, as progress bars count it."""
         if self.kind is Kind.sent:
             return DeliveryState.sent
-        if self.kind is Kind.withdrawn:
+        if self.kind is Kind.withdrawn or (self.kind is Kind.rejected and self.state):
             return self.state or DeliveryState.skipped
         if self.kind is Kind.unknown:
             return DeliveryState.pending if self.resend else DeliveryState.in_doubt
@@ -189,6 +192,12 @@ def failed(
     base.update(code=getattr(error, "code", None), error_class=type(error).__name__)
     if isinstance(error, PermanentError):
         effects = tuple(name for name in EFFECTS if getattr(error, name))
+        if error.token_gone:  # routine churn: the token goes, the delivery is skipped (no dead letter)
+            effects = tuple(dict.fromkeys((*effects, "remove_device")))
+            skipped = DeliveryState.skipped
+            return Outcome(
+                Kind.rejected, message=message, effects=effects, state=skipped, reason=TOKEN_UNREGISTERED, **base
+            )
         envelope_json = envelope.model_dump(mode="json")
         return Outcome(Kind.rejected, message=message, effects=effects, envelope=envelope_json, **base)
     if isinstance(error, OutcomeUnknown):
@@ -252,6 +261,17 @@ def write(conn: sqlite3.Connection, outcome: Outcome, recording: Recording) -> N
     elif kind is Kind.withdrawn:
         state = outcome.state or DeliveryState.skipped
         outbox.withdraw_intent(conn, delivery_id, attempt, state, outcome.reason, outcome.until)
+    elif kind is Kind.rejected and outcome.state == DeliveryState.skipped:  # the push token is gone
+        outbox.mark_skipped_after_attempt(
+            conn,
+            delivery_id,
+            attempt,
+            outcome.latency_ms,
+            outcome.code,
+            outcome.message or "",
+            outcome.reason or TOKEN_UNREGISTERED,
+        )
+        _side_effects(conn, outcome)
     elif kind is Kind.unknown:
         outbox.mark_in_doubt(conn, delivery_id, attempt, outcome.resend, outcome.reason, outcome.code, outcome.message)
     elif kind is Kind.not_sent and outcome.retry_at is not None:

@@ -29,6 +29,7 @@ from notifyctl.pipeline.backend import (
     Result,
 )
 from notifyctl.pipeline.backpressure import EndpointHolds
+from notifyctl.pipeline.churn import ChurnGuard
 from notifyctl.pipeline.outcomes import Outcome
 from notifyctl.pipeline.retry import backoff_s, should_retry
 from notifyctl.pipeline.router import CircuitBreaker
@@ -75,6 +76,7 @@ class Sender:
         self.resend_in_doubt = resend_in_doubt
         self.holds = EndpointHolds()
         self.scrubber = scrubber
+        self.churn = ChurnGuard()  # a configuration error must not pass for token churn (pipeline/churn.py)
 
     async def transmit(self, envelope: Envelope, provider_name: str, attempt: int) -> Result:
         """One attempt of one delivery through `provider_name` (attempt counts from 1)."""
@@ -136,8 +138,9 @@ class Sender:
         provider = self.providers[provider_name]
         answers: list[SendResult | BaseException | None] = [None] * len(dispatches)
         to_send: list[tuple[int, Envelope]] = []
+        refused = self.churn.refusal(provider_name)  # stopped by the churn guard: not called any more
         for i, dispatch in enumerate(dispatches):
-            fitted = check_capabilities(dispatch.envelope, provider.capabilities)
+            fitted = refused or check_capabilities(dispatch.envelope, provider.capabilities)
             if isinstance(fitted, PermanentError):
                 answers[i] = fitted
             else:
@@ -168,6 +171,7 @@ class Sender:
                 self.breakers[provider_name].failure()  # every message of the call failed as a sick provider fails
             else:
                 self.breakers[provider_name].success()
+        self.churn.screen(provider_name, answers, [i for i, _ in to_send])  # before any token is removed
         results: list[Result] = []
         for dispatch, answered in zip(dispatches, answers, strict=True):
             assert answered is not None

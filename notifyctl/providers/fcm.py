@@ -59,6 +59,9 @@ _FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 _BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9\-_.~%]+")  # what FCM (and firebase-admin) accept after /topics/
 _DEVICE_GONE = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})  # the token will never work again
+# SENDER_ID_MISMATCH is also what every token answers when the key and project_id belong to another
+# Firebase project than the app's: the pipeline's churn guard tells the two apart (pipeline/churn.py).
+_WRONG_PROJECT = "the service-account key or project_id of another Firebase project than the app's"
 _TRANSIENT_STATUSES = frozenset({"UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "ABORTED"})
 # An error document without a `status` is read from its HTTP status, as Google's clients do.
 _STATUS_OF_HTTP = {
@@ -108,7 +111,11 @@ def error_for_answer(answer: JsonAnswer) -> ProviderError:
     message = f"fcm: {fcm_code}: HTTP {answer.status} {error.get('message') or ''}".rstrip()
     retry_after_s = parse_retry_after(answer.headers.get("Retry-After"))
     if fcm_code in _DEVICE_GONE:
-        return PermanentError(message, code=fcm_code, remove_device=True)
+        unregistered = fcm_code == "UNREGISTERED"  # routine token churn: settled as skipped
+        suspect = None if unregistered else _WRONG_PROJECT
+        return PermanentError(
+            message, code=fcm_code, remove_device=True, token_gone=unregistered, config_suspect=suspect
+        )
     if fcm_code == "QUOTA_EXCEEDED" or status_name == "RESOURCE_EXHAUSTED" or answer.status == 429:
         return RateLimited(message, retry_after_s=retry_after_s, code=fcm_code)
     if status_name in _TRANSIENT_STATUSES or answer.status == 408 or answer.status >= 500:

@@ -28,6 +28,9 @@ USERS_ON_CONFLICT = """ON CONFLICT(user_id) DO UPDATE SET email=excluded.email, 
     locale=excluded.locale, timezone=excluded.timezone, webhook_url=excluded.webhook_url,
     attributes=excluded.attributes, updated=excluded.updated"""
 ENDPOINT_NEW_SECRET_ON_CONFLICT = "ON CONFLICT(user_id) DO UPDATE SET url=excluded.url"
+# A token registered again is seen again (`last_seen`); `devices prune` drops those not seen for months.
+DEVICES_COLUMNS = "user_id, token, platform, created, last_seen"
+DEVICES_ON_CONFLICT = "ON CONFLICT(user_id, token) DO UPDATE SET last_seen=excluded.last_seen"
 ENDPOINT_GIVEN_SECRET_ON_CONFLICT = "ON CONFLICT(user_id) DO UPDATE SET url=excluded.url, secret=excluded.secret"
 
 
@@ -53,7 +56,7 @@ def upsert_users(conn: sqlite3.Connection, users: Iterable[User]) -> int:
                 now,
             )
         )
-        device_rows.extend((user.user_id, token, None, now) for token in user.push_tokens)
+        device_rows.extend((user.user_id, token, None, now, now) for token in user.push_tokens)
         if user.webhook_url and user.webhook_secret:
             given_secret_rows.append((user.user_id, user.webhook_url, user.webhook_secret))
         elif user.webhook_url:
@@ -62,7 +65,9 @@ def upsert_users(conn: sqlite3.Connection, users: Iterable[User]) -> int:
         conn.executemany(
             f"INSERT INTO users ({USERS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {USERS_ON_CONFLICT}", user_rows
         )
-        conn.executemany("INSERT OR IGNORE INTO devices VALUES (?, ?, ?, ?)", device_rows)
+        conn.executemany(
+            f"INSERT INTO devices ({DEVICES_COLUMNS}) VALUES (?, ?, ?, ?, ?) {DEVICES_ON_CONFLICT}", device_rows
+        )
         conn.executemany(
             f"INSERT INTO endpoints (user_id, url, secret) VALUES (?, ?, ?) {ENDPOINT_NEW_SECRET_ON_CONFLICT}",
             new_secret_rows,
@@ -182,17 +187,18 @@ def has_device(conn: sqlite3.Connection, user_id: str, token: str) -> bool:
 
 
 def register_device(conn: sqlite3.Connection, user_id: str, token: str, platform: str | None, source: str) -> bool:
-    """True when the token is new for this user (a re-registration only updates the platform)."""
+    """True when the token is new for this user (a re-registration updates the platform and when
+    it was last seen)."""
+    now = iso()
     with transaction(conn):
         if has_device(conn, user_id, token):
             conn.execute(
-                "UPDATE devices SET platform=COALESCE(?, platform) WHERE user_id=? AND token=?",
-                (platform, user_id, token),
+                "UPDATE devices SET platform=COALESCE(?, platform), last_seen=? WHERE user_id=? AND token=?",
+                (platform, now, user_id, token),
             )
             return False
         conn.execute(
-            "INSERT INTO devices (user_id, token, platform, created) VALUES (?, ?, ?, ?)",
-            (user_id, token, platform, iso()),
+            f"INSERT INTO devices ({DEVICES_COLUMNS}) VALUES (?, ?, ?, ?, ?)", (user_id, token, platform, now, now)
         )
         record_event(conn, "device_registered", user_id, {"platform": platform, "source": source})
     return True
@@ -202,6 +208,24 @@ def remove_device(conn: sqlite3.Connection, user_id: str | None, token: str, rea
     with transaction(conn):
         conn.execute("DELETE FROM devices WHERE token=? AND (user_id=? OR ? IS NULL)", (token, user_id, user_id))
         record_event(conn, "device_removed", user_id, {"reason": reason})
+
+
+def stale_devices(conn: sqlite3.Connection, seen_before: str) -> int:
+    """How many push tokens were last registered before `seen_before` (ISO); in a database not
+    migrated yet (`doctor` reads it as it is), first stored before then."""
+    try:
+        row = conn.execute("SELECT count(*) FROM devices WHERE last_seen < ?", (seen_before,)).fetchone()
+    except sqlite3.OperationalError:  # no last_seen column before 0007_device_last_seen
+        row = conn.execute("SELECT count(*) FROM devices WHERE created < ?", (seen_before,)).fetchone()
+    return int(row[0])
+
+
+def prune_devices(conn: sqlite3.Connection, seen_before: str, *, source: str) -> int:
+    """Remove the push tokens last registered before `seen_before` (ISO), audited; returns how many."""
+    with transaction(conn):
+        removed = conn.execute("DELETE FROM devices WHERE last_seen < ?", (seen_before,)).rowcount
+        record_event(conn, "devices_pruned", None, {"removed": removed, "seen_before": seen_before, "source": source})
+    return int(removed)
 
 
 def disable_endpoint(conn: sqlite3.Connection, user_id: str, reason: str) -> None:

@@ -259,6 +259,25 @@ def mark_dead(
     )
 
 
+def mark_skipped_after_attempt(
+    conn: sqlite3.Connection,
+    delivery_id: int,
+    attempt: int,
+    latency_ms: float,
+    code: str | None,
+    message: str,
+    reason: str,
+) -> None:
+    """A delivery settled as skipped by its attempt's answer (the push token is gone for good): the
+    attempt is kept as permanent with the provider's code; no dead letter."""
+    conn.execute(
+        "UPDATE deliveries SET state='skipped', reason=?, error_class=NULL, error_message=?, next_attempt_at=NULL,"
+        " updated=? WHERE id=?",
+        (reason, message, iso(), delivery_id),
+    )
+    _finish_attempt(conn, delivery_id, attempt, AttemptOutcome.permanent, latency_ms, code, message)
+
+
 def withdraw_intent(
     conn: sqlite3.Connection, delivery_id: int, attempt: int, state: str, reason: str | None, defer_until: str | None
 ) -> None:

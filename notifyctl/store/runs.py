@@ -177,3 +177,16 @@ def unsettled_count(conn: sqlite3.Connection, run_id: str) -> int:
             "SELECT count(*) FROM deliveries WHERE run_id=? AND state IN ('pending', 'inflight')", (run_id,)
         ).fetchone()[0]
     )
+
+
+def stopped_providers(conn: sqlite3.Connection, run_id: str) -> list[str]:
+    """Why the churn guard stopped a provider during the run (pipeline/churn.py), one message per
+    provider: its deliveries are dead with error class ProviderMisconfigured."""
+    return [
+        message
+        for _, message in conn.execute(
+            """SELECT provider, min(error_message) FROM deliveries
+               WHERE run_id=? AND state='dead' AND error_class='ProviderMisconfigured' GROUP BY provider""",
+            (run_id,),
+        )
+    ]

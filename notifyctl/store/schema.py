@@ -283,4 +283,14 @@ MIGRATIONS: list[tuple[str, str | list[str]]] = [
                OR EXISTS (SELECT 1 FROM audit_events);
         """,
     ),
+    (
+        # When a push token was last registered (the API, a users import): tokens nobody has
+        # registered again for months are pruned (`notifyctl devices prune`). Existing tokens count
+        # from when they were first stored.
+        "0007_device_last_seen",
+        """
+        ALTER TABLE devices ADD COLUMN last_seen TEXT;
+        UPDATE devices SET last_seen = created;
+        """,
+    ),
 ]

@@ -10,6 +10,7 @@ import pytest
 
 from tests.contract.paths import PATHS, Path, make_path
 from tests.contract.world import World, make_world
+from tests.fakes.fcm import FakeFcm
 from tests.fakes.sns import FakeSns
 from tests.fakes.twilio import FakeTwilio
 from tests.redis_server import RedisServer
@@ -24,9 +25,18 @@ def path_name(request: pytest.FixtureRequest) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def fcm_server() -> Iterator[FakeFcm]:
+    # One for the session: generating its service account's RSA key is the slow part.
+    with FakeFcm() as fake:
+        fake.service_account()
+        yield fake
+
+
 @pytest.fixture
-def contract(path_name: str, tmp_path: FsPath) -> Iterator[Setup]:
+def contract(path_name: str, tmp_path: FsPath, fcm_server: FakeFcm) -> Iterator[Setup]:
     """`contract(n=…, rate=…, burst=…, quiet_webhook=…)` → (world, path) for this test's path."""
+    fcm_server.clear()
     made: list[World] = []
     with WebhookSink() as sink, FakeTwilio() as twilio, FakeSns() as sns:
         redis = RedisServer() if path_name == "redis" else None
@@ -37,7 +47,15 @@ def contract(path_name: str, tmp_path: FsPath) -> Iterator[Setup]:
             def setup(n: int, **options: Any) -> tuple[World, Path]:
                 processes = 2 if path_name == "embedded-2" else 1
                 world = make_world(
-                    tmp_path, n, sink=sink, twilio=twilio, sns=sns, redis=redis, processes=processes, **options
+                    tmp_path,
+                    n,
+                    sink=sink,
+                    twilio=twilio,
+                    sns=sns,
+                    redis=redis,
+                    processes=processes,
+                    fcm=fcm_server,
+                    **options,
                 )
                 made.append(world)
                 return world, make_path(path_name, world)

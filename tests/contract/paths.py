@@ -24,7 +24,11 @@ from notifyctl.store.db import connect
 from notifyctl.store.keys import create_key
 from tests.contract.world import CAMPAIGN_ID, Summary, World, wait_until
 
-CAMPAIGNS = {"c.toml": (CAMPAIGN_ID, ["webhook"]), "all.toml": (CAMPAIGN_ID + "-all", ["webhook", "sms", "email"])}
+CAMPAIGNS = {
+    "c.toml": (CAMPAIGN_ID, ["webhook"]),
+    "all.toml": (CAMPAIGN_ID + "-all", ["webhook", "sms", "email"]),
+    "push.toml": (CAMPAIGN_ID + "-push", ["push"]),
+}
 
 
 class Path:

@@ -1,12 +1,12 @@
 """The world a guarantee test runs in: a workspace, real local peers, and notifyctl as real processes.
 
 Peers: the signature-checking webhook sink (one path per user, so it tells recipients apart), the
-fake Twilio API (SMS), the outbox folder (email), a fake SNS certificate host (SES bounces), a real
-redis-server for the Redis path, and `notifyctl serve` for the inbound opt-outs (STOP, one-click,
-bounces) and for the API path.
+fake Twilio API (SMS), the outbox folder (email), the fake FCM API (push), a fake SNS certificate
+host (SES bounces), a real redis-server for the Redis path, and `notifyctl serve` for the inbound
+opt-outs (STOP, one-click, bounces) and for the API path.
 
-Every user u{i} has a webhook endpoint at /u{i}, a phone and an email address, and has opted in to
-marketing SMS (consent), so that every kind of opt-out has a channel to act on.
+Every user u{i} has a webhook endpoint at /u{i}, a phone, an email address and a push token t{i},
+and has opted in to marketing SMS (consent), so that every kind of opt-out has a channel to act on.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from tests.fakes.fcm import FakeFcm
 from tests.fakes.sns import FakeSns
 from tests.fakes.twilio import FakeTwilio
 from tests.redis_server import RedisServer
@@ -71,6 +72,7 @@ class World:
     sns: FakeSns
     n: int
     redis: RedisServer | None = None
+    fcm: FakeFcm | None = None
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     server_log: list[str] = field(default_factory=list)
 
@@ -192,13 +194,14 @@ def make_world(
     sns: FakeSns,
     redis: RedisServer | None,
     processes: int,
+    fcm: FakeFcm | None = None,
     rate: float = 200.0,
     burst: int = 10,
     quiet_webhook: bool = False,
     quiet: tuple[str, str] | None = None,
 ) -> World:
     """A workspace whose campaign `c.toml` sends template `promo` to u1..u{n} on webhook (and
-    `all.toml` on webhook, SMS and email)."""
+    `all.toml` on webhook, SMS and email; `push.toml` on push, through `fcm`)."""
     limits = {"rate": rate, "burst": burst}
     providers = {
         "webhook": {
@@ -211,6 +214,17 @@ def make_world(
         "twilio": {"type": "twilio", **twilio.provider_settings(), "concurrency": 4, **limits},
         "outbox": {"type": "outbox", "path": "outbox", "concurrency": 4, **limits},
     }
+    channels = {"webhook": "webhook", "sms": "twilio", "email": "outbox"}
+    if fcm is not None:
+        key_file = fcm.write_service_account(root / "fcm-service-account.json")
+        providers["fcm"] = {
+            "type": "fcm",
+            **fcm.provider_settings(key_file),
+            "timeout_s": 2,
+            "concurrency": 4,
+            **limits,
+        }
+        channels["push"] = "fcm"
     quiet_channels = ["webhook"] if quiet_webhook else []
     top = "\n".join(
         [
@@ -238,16 +252,16 @@ def make_world(
     ws = make_workspace(
         root,
         providers=providers,
-        channels={"webhook": "webhook", "sms": "twilio", "email": "outbox"},
+        channels=channels,
         top=top,
         extra=extra,
         retry={"max_attempts": 3},
     )
     shutil.copytree(HERE / "templates" / "promo", root / "templates" / "promo")
     # A profile time zone: quiet hours are counted in it (without one, in the phone number's zones).
-    header = "user_id,email,phone,locale,timezone,first_name,webhook_url,webhook_secret"
+    header = "user_id,email,phone,locale,timezone,first_name,webhook_url,webhook_secret,push_tokens"
     rows = [header] + [
-        f"u{i},{email(i)},{phone(i)},en,UTC,Name{i},{sink.url(f'/u{i}')},{SINK_SECRET}" for i in range(1, n + 1)
+        f"u{i},{email(i)},{phone(i)},en,UTC,Name{i},{sink.url(f'/u{i}')},{SINK_SECRET},t{i}" for i in range(1, n + 1)
     ]
     ws.write("users.csv", "\n".join(rows) + "\n")
     assert ws.cli("users", "import", "users.csv").exit_code == 0
@@ -260,7 +274,8 @@ def make_world(
     ws.write("aud.csv", "user_id\n" + "".join(f"u{i}\n" for i in range(1, n + 1)))
     ws.write("c.toml", campaign_toml(CAMPAIGN_ID, "promo", ["webhook"], "aud.csv"))
     ws.write("all.toml", campaign_toml(CAMPAIGN_ID + "-all", "promo", ["webhook", "sms", "email"], "aud.csv"))
-    return World(root, ws, sink, twilio, sns, n, redis)
+    ws.write("push.toml", campaign_toml(CAMPAIGN_ID + "-push", "promo", ["push"], "aud.csv"))
+    return World(root, ws, sink, twilio, sns, n, redis, fcm)
 
 
 def wait_until(check: Any, timeout_s: float = 60, what: str = "condition") -> None:

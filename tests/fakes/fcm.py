@@ -4,6 +4,7 @@
         key_file = fcm.write_service_account(tmp_path / "sa.json")   # token_uri = fcm.token_uri
         settings = fcm.provider_settings(key_file)                  # credentials, project_id, base_url
         fcm.unregister("stale-token")                               # 404 UNREGISTERED from now on
+        fcm.register_elsewhere("other-app")                         # 403 SENDER_ID_MISMATCH
         fcm.make_invalid("garbage")                                 # 400 INVALID_ARGUMENT on the token
         fcm.script_sends(QUOTA_EXCEEDED)                            # next messages:send only
         fcm.script_sends(process_then_stall(3))                     # created and recorded, answered late
@@ -22,7 +23,9 @@ is checked with the public half of a key this fake generated (`service_account()
 (401 UNAUTHENTICATED otherwise) and the fake's project (403 PERMISSION_DENIED otherwise). It
 checks the message like FCM does: exactly one of token / fid / topic / condition, string data
 values, a well-formed topic name (400 INVALID_ARGUMENT otherwise); tokens made unregistered answer
-404 UNREGISTERED, tokens made invalid 400 INVALID_ARGUMENT with a `message.token` field violation.
+404 UNREGISTERED, tokens made invalid 400 INVALID_ARGUMENT with a `message.token` field violation,
+tokens registered by another sender (another Firebase project: every token, when notifyctl's key
+and project are the wrong ones) 403 SENDER_ID_MISMATCH.
 Success is `{"name": "projects/{project}/messages/0:<n>%<hex>"}`. Errors are FCM v1 documents:
 `{"error": {"code": 404, "message": ..., "status": "NOT_FOUND", "details": [{"@type":
 "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}]}}`.
@@ -149,6 +152,7 @@ class FakeFcm(AppServer):
         self._sent: list[dict[str, Any]] = []
         self._unregistered: set[str] = set()
         self._invalid: set[str] = set()
+        self._elsewhere: set[str] = set()
         self._send_script: deque[Answer] = deque()
         self._ids = itertools.count(1)
         self._account: ServiceAccount | None = None
@@ -227,6 +231,11 @@ class FakeFcm(AppServer):
         with self._state_lock:
             self._invalid.update(tokens)
 
+    def register_elsewhere(self, *tokens: str) -> None:
+        """Answer messages to these tokens with 403 SENDER_ID_MISMATCH (another sender registered them)."""
+        with self._state_lock:
+            self._elsewhere.update(tokens)
+
     def revoke_access_tokens(self) -> None:
         """Forget every issued access token, as if they had expired (sends answer 401)."""
         with self._state_lock:
@@ -247,6 +256,7 @@ class FakeFcm(AppServer):
             self._sent.clear()
             self._unregistered.clear()
             self._invalid.clear()
+            self._elsewhere.clear()
             self._send_script.clear()
 
     # -- the API ----------------------------------------------------------------------------------
@@ -391,10 +401,13 @@ class FakeFcm(AppServer):
             with self._state_lock:
                 unregistered = device in self._unregistered
                 invalid = device in self._invalid
+                elsewhere = device in self._elsewhere
             if invalid:
                 return _invalid_argument(
                     "The registration token is not a valid FCM registration token", "message.token"
                 )
             if unregistered:
                 return _fcm_error_response(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED")
+            if elsewhere:
+                return _fcm_error_response(403, "PERMISSION_DENIED", "SenderId mismatch", "SENDER_ID_MISMATCH")
         return None
