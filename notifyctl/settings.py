@@ -140,6 +140,10 @@ class Settings(_Strict):
     unsubscribe_secret: str | None = Field(default=None, min_length=1, repr=False)
     # Links signed with a secret that was replaced keep working this long (erasure hashes forever).
     unsubscribe_grace_days: float = Field(default=30.0, ge=0)
+    # Configured secrets that were replaced: a configured secret is never copied into the database,
+    # so links signed with one keep working only while it is listed here (its erasure hashes keep
+    # matching regardless: the database keeps a key derived from it, one-way).
+    unsubscribe_previous_secrets: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list, repr=False)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     channels: dict[str, ChannelRoute] = Field(default_factory=dict)
     categories: dict[str, CategorySettings] = Field(default_factory=dict)

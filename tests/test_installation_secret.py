@@ -88,11 +88,28 @@ def test_a_configured_secret_signs_and_the_one_it_replaced_keeps_verifying(tmp_p
     assert read_token(configured.link_secrets(after, 30), token) is None
     assert read_token(configured.link_secrets(within, 0), token) is None
 
-    # The configured secret goes away: the generated one signs again, the configured one verifies.
+    # The configured secret is never copied into the database: a fingerprint and a derived key only.
+    directory.upsert_users(conn, [User(user_id="hopper", email="hopper@example.com")])
+    optouts.forget(conn, configured_settings, "hopper")  # hashed under the configured secret's key
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert b"configured-0123456789abcdef" not in Path(configured_settings.database_path).read_bytes()
+    configured_link = make_token("configured-0123456789abcdef", "ada", "email", "marketing")
+
+    # The configured secret goes away: the generated one signs again; every erasure hash still
+    # matches; the configured one's links verify only while unsubscribe_previous_secrets lists it.
     back = installation_secret(conn, generated_settings, now=NOW + timedelta(days=2))
-    assert back.current == generated
-    assert [secret for secret, _ in back.older] == ["configured-0123456789abcdef"]
+    assert back.current == generated and back.older == ()
     assert suppressed(conn, generated_settings, "grace@example.com") == "suppressed:erased"
+    assert suppressed(conn, generated_settings, "hopper@example.com") == "suppressed:erased"
+    assert read_token(back.link_secrets(within, 30), configured_link) is None
+    listed = settings_of(tmp_path, 'unsubscribe_previous_secrets = ["configured-0123456789abcdef"]\n')
+    fallback = installation_secret(conn, listed, now=NOW + timedelta(days=90))
+    assert fallback.current == generated
+    assert read_token(fallback.link_secrets(NOW + timedelta(days=90), 30), configured_link) == (
+        "ada",
+        "email",
+        "marketing",
+    )
 
 
 # --- the upgrade from the previous release -------------------------------------------------------

@@ -134,7 +134,7 @@ def configured_secrets(settings: Settings, environ: Mapping[str, str] | None = N
     import os
 
     env = os.environ if environ is None else environ
-    found: list[str] = [settings.unsubscribe_secret or ""]
+    found: list[str] = [settings.unsubscribe_secret or "", *settings.unsubscribe_previous_secrets]
     for provider in settings.providers.values():
         found.extend(secret_values(provider.options))
     for name, value in env.items():

@@ -263,16 +263,20 @@ MIGRATIONS: list[tuple[str, str | list[str]]] = [
         """,
     ),
     (
-        # The installation's own secret (store/secrets.py): it signs unsubscribe links and keys the
-        # erasure hashes. A database an earlier release wrote holds links and hashes made with that
-        # release's secret, which it never stored (its configuration's unsubscribe_secret, or a
-        # built-in default): a row without a secret marks it, settled at the first use, when the
-        # configuration is known.
+        # The installation's secrets (store/secrets.py): they sign unsubscribe links and key the
+        # erasure hashes. `secret` holds only one made here at random (or an earlier release's
+        # built-in default): a configured secret is never copied in, only its fingerprint and the
+        # erasure key derived from it (both one-way). A database an earlier release wrote holds links
+        # and hashes made with that release's secret, which it never stored (its configuration's
+        # unsubscribe_secret, or a built-in default): a row with no fingerprint marks it, settled at
+        # the first use, when the configuration is known.
         "0006_installation_secrets",
         """
         CREATE TABLE installation_secrets (
             id INTEGER PRIMARY KEY,
             secret TEXT UNIQUE,
+            fingerprint TEXT UNIQUE,
+            erasure_key TEXT,
             origin TEXT NOT NULL,
             created TEXT NOT NULL,
             retired TEXT
