@@ -25,7 +25,12 @@ POSTMARK_TOKEN = "pm-server-token-5f2b9c0e"
 
 
 def email_workspace(tmp_path: Path, provider: dict[str, Any]) -> Workspace:
-    ws = make_workspace(tmp_path, providers={"mail": provider}, channels={"email": "mail"})
+    ws = make_workspace(
+        tmp_path,
+        providers={"mail": provider},
+        channels={"email": "mail"},
+        top='public_url = "https://notify.acme-mail.io"',
+    )
     assert ws.cli("users", "import", str(ws.write("users.csv", users_csv(1)))).exit_code == 0
     return ws
 

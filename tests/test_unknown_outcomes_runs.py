@@ -185,7 +185,12 @@ def test_smtp_server_taking_a_message_then_dropping_holds_it_in_doubt(tmp_path: 
             "timeout_s": TIMEOUT_S,
             "rate": 100,
         }
-        ws = make_workspace(tmp_path, providers={"smtp": smtp_settings}, channels={"email": "smtp"})
+        ws = make_workspace(
+            tmp_path,
+            providers={"smtp": smtp_settings},
+            channels={"email": "smtp"},
+            top='public_url = "https://notify.acme-mail.io"',  # a real provider carries marketing email
+        )
         ws.write(
             "users.csv", "user_id,email,first_name\n" + "".join(f"u{i},u{i}@example.org,N{i}\n" for i in range(1, 4))
         )
