@@ -157,10 +157,14 @@ class ProviderMisconfigured(PermanentError):
 
 class OutcomeUnknown(ProviderError):
     """The request reached the provider (it was written), then a timeout, a reset or an unreadable
-    answer: the message may exist. Never retried as if nothing was sent; the delivery is in doubt."""
+    answer: the message may exist. Never retried as if nothing was sent; the delivery is in doubt.
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    `endpoint`: as for TransientError, one endpoint's trouble (a webhook receiver that stalls after
+    taking the request), which does not count against the provider's circuit breaker."""
+
+    def __init__(self, message: str, *, code: str | None = None, endpoint: str | None = None) -> None:
         self.code = code
+        self.endpoint = endpoint
         super().__init__(message)
 
 

@@ -81,7 +81,7 @@ class Outcome:
     error_class: str | None = None
     message: str | None = None
     rate_limited: bool = False  # not_sent: the provider said slow down
-    retry_at: float | None = None  # not_sent: when to try again (epoch s); None: attempts ran out
+    retry_at: float | None = None  # not_sent, unknown re-sent: when to try again (epoch s); None: now, or never
     resend: bool = False  # unknown: the receiver dedupes, so it is re-sent in this run
     state: str | None = None  # withdrawn: skipped | deferred; rejected: skipped when the token is gone
     reason: str | None = None  # withdrawn and rejected-skipped: why; unknown: what made it unknown
@@ -201,7 +201,8 @@ def failed(
         envelope_json = envelope.model_dump(mode="json")
         return Outcome(Kind.rejected, message=message, effects=effects, envelope=envelope_json, **base)
     if isinstance(error, OutcomeUnknown):
-        return Outcome(Kind.unknown, message=message, resend=resend, reason="outcome_unknown", **base)
+        when = retry_at if resend else None
+        return Outcome(Kind.unknown, message=message, resend=resend, retry_at=when, reason="outcome_unknown", **base)
     assert isinstance(error, TransientError)
     dead_letter: dict[str, Any] | None = None
     if retry_at is None:
@@ -273,7 +274,16 @@ def write(conn: sqlite3.Connection, outcome: Outcome, recording: Recording) -> N
         )
         _side_effects(conn, outcome)
     elif kind is Kind.unknown:
-        outbox.mark_in_doubt(conn, delivery_id, attempt, outcome.resend, outcome.reason, outcome.code, outcome.message)
+        outbox.mark_in_doubt(
+            conn,
+            delivery_id,
+            attempt,
+            outcome.resend,
+            outcome.reason,
+            outcome.code,
+            outcome.message,
+            next_attempt_at=outcome.retry_at,
+        )
     elif kind is Kind.not_sent and outcome.retry_at is not None:
         outcome_name = AttemptOutcome.rate_limited if outcome.rate_limited else AttemptOutcome.transient
         outbox.mark_retry(
@@ -342,7 +352,7 @@ def _side_effects(conn: sqlite3.Connection, outcome: Outcome) -> None:
 
 
 def due_in(outcome: Outcome) -> float:
-    """Seconds until a not-sent outcome's next attempt (0 for a re-sent unknown outcome)."""
+    """Seconds until the next attempt of a not-sent or re-sent unknown outcome (0: due now)."""
     if outcome.retry_at is None:
         return 0.0
     return max(0.0, outcome.retry_at - time.time())

@@ -186,6 +186,7 @@ class Sender:
             return outcomes.sent(envelope, attempt, provider_name, answer.provider_message_id, latency_ms)
         error = outcomes.classify(answer)
         retry_at: float | None = None
+        resend = False
         if isinstance(error, TransientError):
             if error.endpoint is not None:
                 if error.retry_after_s:  # that endpoint's backpressure: it alone waits
@@ -196,6 +197,10 @@ class Sender:
                 # Stopping: the failed attempt is recorded and the row left due now, for resume.
                 delay = 0.0 if self.stopping() else backoff_s(attempt, self.retry, error.retry_after_s)
                 retry_at = time.time() + delay
+        elif isinstance(error, OutcomeUnknown):
+            resend = self.resend_in_doubt(provider_name) and should_retry(attempt, self.retry)
+            if resend:  # re-sent with the same backoff as a retry: a receiver that stalls is not hammered
+                retry_at = time.time() + (0.0 if self.stopping() else backoff_s(attempt, self.retry, None))
         return outcomes.failed(
             envelope,
             attempt,
@@ -203,13 +208,13 @@ class Sender:
             error,
             latency_ms,
             retry_at=retry_at,
-            resend=self.resend_in_doubt(provider_name) and should_retry(attempt, self.retry),
+            resend=resend,
             scrub=self.scrubber,
         )
 
 
 def _provider_wide(error: BaseException) -> bool:
     """A failure that says the provider is unwell (counts towards its circuit breaker)."""
-    if isinstance(error, TransientError):
+    if isinstance(error, TransientError | OutcomeUnknown):
         return error.endpoint is None
-    return isinstance(error, OutcomeUnknown)
+    return False

@@ -85,27 +85,30 @@ def response_outcome(provider: str, envelope: Envelope, status: int, headers: Ma
 
 
 @contextmanager
-def _mapped_errors() -> Iterator[None]:
+def _mapped_errors(endpoint: str) -> Iterator[None]:
     """The one place where connection, TLS and timeout exceptions become provider errors.
 
     Not sent (the request was never written): the guard's refusal, a failed connection or TLS
     handshake, the deadline passing while connecting. Unknown (`NoAnswer`: written, then no usable
-    answer): the endpoint may have processed it, so it is OutcomeUnknown, never "not sent".
+    answer): the endpoint may have processed it, so it is OutcomeUnknown, never "not sent". Each is
+    that `endpoint`'s trouble, not the provider's: it trips no circuit breaker (retried with backoff).
     """
     try:
         yield
     except ProviderError:
         raise
     except NoAnswer as exc:
-        raise OutcomeUnknown(f"webhook: {exc}", code=exc.code) from exc
+        raise OutcomeUnknown(f"webhook: {exc}", code=exc.code, endpoint=endpoint) from exc
     except TimeoutError as exc:
-        raise TransientError("webhook endpoint: no connection before the timeout", code="connect_timeout") from exc
+        message = "webhook endpoint: no connection before the timeout"
+        raise TransientError(message, code="connect_timeout", endpoint=endpoint) from exc
     except SsrfRefused as exc:
         raise PermanentError(str(exc), code="ssrf") from exc
     except ssl.SSLError as exc:
-        raise TransientError(f"TLS failure: {exc}", code="tls") from exc
+        raise TransientError(f"TLS failure: {exc}", code="tls", endpoint=endpoint) from exc
     except OSError as exc:
-        raise TransientError(f"webhook request failed: {type(exc).__name__}: {exc}", code="connection") from exc
+        message = f"webhook request failed: {type(exc).__name__}: {exc}"
+        raise TransientError(message, code="connection", endpoint=endpoint) from exc
 
 
 class WebhookProvider:
@@ -144,7 +147,7 @@ class WebhookProvider:
         body = _json_body(envelope)
         headers = _signed_headers(envelope, body, int(time.time()))
         tls = self._tls_context(envelope.client_cert) if target.https else None
-        with _mapped_errors():
+        with _mapped_errors(endpoint_of(envelope.address)):
             # The body of the answer is not waited for: the status is the answer, and an endpoint
             # that stalls or floods its response body must not turn an accepted delivery into a failure.
             status, retry_after = await pool.post(target, tls, headers, body)

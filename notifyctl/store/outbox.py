@@ -308,11 +308,14 @@ def mark_in_doubt(
     reason: str | None,
     code: str | None = None,
     message: str | None = None,
+    *,
+    next_attempt_at: float | None = None,
 ) -> None:
     """An attempt whose outcome is unknown (a timeout after the request was written, or a crash
     while it was in flight): the attempt is `in_doubt`, with what made it so (`code`, `message`),
     and the delivery is marked `in_doubt = 1` for good. Re-sent (pending again, due now, with the
-    same message id) where the receiver dedupes, else held for the operator (`dlq redrive --in-doubt`)."""
+    same message id, due at `next_attempt_at` or now) where the receiver dedupes, else held for the
+    operator (`dlq redrive --in-doubt`)."""
     now = iso()
     conn.execute(
         "UPDATE attempts SET outcome='in_doubt', code=coalesce(?, code), message=coalesce(?, message) "
@@ -321,8 +324,8 @@ def mark_in_doubt(
     )
     if resend:
         conn.execute(
-            "UPDATE deliveries SET state='pending', in_doubt=1, next_attempt_at=NULL, updated=? WHERE id=?",
-            (now, delivery_id),
+            "UPDATE deliveries SET state='pending', in_doubt=1, next_attempt_at=?, updated=? WHERE id=?",
+            (next_attempt_at, now, delivery_id),
         )
     else:
         conn.execute(
