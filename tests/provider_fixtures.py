@@ -39,7 +39,7 @@ from typing import Any
 import pytest
 
 from notifyctl.app.context import Context
-from notifyctl.models import User
+from notifyctl.models import Envelope, User
 from notifyctl.providers.base import Provider, ProviderContext, build_provider
 from notifyctl.settings import load_settings
 from notifyctl.store import directory
@@ -49,6 +49,7 @@ from tests.fakes.moto import FakeSesApi, MotoSes, set_fake_aws_env
 from tests.fakes.postmark import FakePostmark
 from tests.fakes.smtp import FakeSmtp
 from tests.fakes.twilio import FakeTwilio
+from tests.webhook_sink import SINK_SECRET
 from tests.workspace import Workspace, campaign_toml
 
 SENDER = "Notifications <sender@example.com>"
@@ -89,6 +90,24 @@ def postmark_settings(api: FakePostmark, **overrides: Any) -> dict[str, Any]:
 def webhook_settings(**overrides: Any) -> dict[str, Any]:
     """`webhook` provider options allowed to reach the local sink over plain HTTP."""
     return {"allow_hosts": ["127.0.0.1", "localhost"], "timeout_s": 2, **overrides}
+
+
+def sink_envelope(address: str, delivery_id: int) -> Envelope:
+    """A webhook delivery to `address`, signed with the sink's secret."""
+    return Envelope(
+        delivery_id=delivery_id,
+        run_id="run",
+        channel="webhook",
+        user_id=f"u{delivery_id}",
+        address=address,
+        template="t",
+        template_version="v",
+        category="transactional",
+        idempotency_key=f"k{delivery_id}",
+        message_id=f"msg_{delivery_id}",
+        parts={"body": {"n": delivery_id}},
+        signing_secrets=[SINK_SECRET],
+    )
 
 
 # -- SES ------------------------------------------------------------------------------------------

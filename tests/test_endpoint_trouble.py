@@ -11,15 +11,14 @@ import time
 from collections.abc import Sequence
 
 from notifyctl.backends.local import TokenBucket
-from notifyctl.models import Envelope
 from notifyctl.pipeline.backend import Dispatch, Verdict
 from notifyctl.pipeline.outcomes import Kind, Outcome
 from notifyctl.pipeline.router import CircuitBreaker
 from notifyctl.pipeline.sender import Sender
 from notifyctl.settings import BreakerSettings, RetrySettings
-from tests.provider_fixtures import OpenProvider, webhook_settings
+from tests.provider_fixtures import OpenProvider, sink_envelope, webhook_settings
 from tests.unreachable import closed_port
-from tests.webhook_sink import SINK_SECRET, WebhookSink, stall
+from tests.webhook_sink import WebhookSink, stall
 
 pytest_plugins = ("tests.provider_fixtures",)
 
@@ -37,23 +36,6 @@ class Outcomes:
 
     def record(self, outcome: Outcome) -> None:
         self.recorded.append(outcome)
-
-
-def envelope(address: str, delivery_id: int) -> Envelope:
-    return Envelope(
-        delivery_id=delivery_id,
-        run_id="run",
-        channel="webhook",
-        user_id=f"u{delivery_id}",
-        address=address,
-        template="t",
-        template_version="v",
-        category="transactional",
-        idempotency_key=f"k{delivery_id}",
-        message_id=f"msg_{delivery_id}",
-        parts={"body": {"n": delivery_id}},
-        signing_secrets=[SINK_SECRET],
-    )
 
 
 async def test_refusing_and_stalling_endpoints_trip_no_breaker_and_resends_back_off(
@@ -78,8 +60,8 @@ async def test_refusing_and_stalling_endpoints_trip_no_breaker_and_resends_back_
     refused = f"http://127.0.0.1:{closed_port()}/hook"
 
     for i in range(1, 4):  # one after another: more than twice the breaker's threshold
-        await sender.transmit(envelope(refused, i), "hooks", 1)
-        await sender.transmit(envelope(webhook_sink.url("/stalls"), 10 + i), "hooks", 1)
+        await sender.transmit(sink_envelope(refused, i), "hooks", 1)
+        await sender.transmit(sink_envelope(webhook_sink.url("/stalls"), 10 + i), "hooks", 1)
 
     assert breaker.state == "closed"  # other endpoints' deliveries go on, on this provider
     not_sent = [o for o in ledger.recorded if o.delivery_id < 10]
