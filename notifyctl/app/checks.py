@@ -8,8 +8,9 @@ never a dead letter.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from notifyctl.app.context import Context
 from notifyctl.app.links import check_unsubscribe_links
@@ -19,6 +20,9 @@ from notifyctl.policy.categories import choose_category
 from notifyctl.settings import Settings
 from notifyctl.store import directory
 from notifyctl.templates.template import BUILTIN_VARIABLES, Template
+
+if TYPE_CHECKING:
+    from notifyctl.intake.campaigns import Campaign
 
 
 def channels_for(template: Template, requested: list[str] | None, settings: Settings) -> list[str]:
@@ -101,6 +105,35 @@ def template_problems(
     columns = audience_mod.audience_columns(audience)
     available = available_variables(ctx, columns, read_data(data))
     return template.check_variables(available, channels or template.channels)
+
+
+@dataclass(frozen=True)
+class TemplateFit:
+    """What `templates check` checked, and what does not fit (empty: it fits)."""
+
+    template: str
+    audience: Path
+    channels: list[str]
+    problems: list[str]
+
+
+def campaign_problems(
+    ctx: Context, campaign: Campaign, audience: Path | None, data: str | None, channels: list[str] | None
+) -> TemplateFit:
+    """The check `broadcast` makes before it sends, without sending: the campaign's template on the
+    channels broadcast would use (or those given), against its audience's columns (or `audience`'s),
+    the campaign's data (with --data's keys over it), user attributes and built-ins."""
+    from notifyctl.intake import audience as audience_mod  # here: a one-off send needs no parsers
+
+    template = ctx.templates.get(campaign.template)
+    chosen = channels_for(template, channels or campaign.channels, ctx.settings)
+    path = audience or campaign.audience_path()
+    if path is None:
+        raise InputError(f"{campaign.source}: the campaign names no audience file; give one with --audience FILE")
+    if not path.is_file():
+        raise InputError(f"audience file not found: {path}")
+    available = available_variables(ctx, audience_mod.audience_columns(path), {**campaign.data, **read_data(data)})
+    return TemplateFit(template.name, path, chosen, template.check_variables(available, chosen))
 
 
 def check_render(ctx: Context, template: Template, channels: list[str], user: User, data: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from notifyctl.cli.common import EXIT_CRASH, Options, global_options, settings
 
 # Each top-level command or group, and the module of notifyctl.cli that adds it (`register(app)`).
 COMMANDS = {
+    "init": "init",
     "users": "users",
     "devices": "devices",
     "prefs": "prefs",
@@ -61,7 +62,9 @@ def new_app() -> typer.Typer:
 def _registrar(module: str) -> Callable[[typer.Typer], None]:
     """The `register(app)` of one command module, imported now (import statements rather than
     importlib, so that the import graph and `python -X importtime` show them)."""
-    if module == "users":
+    if module == "init":
+        from notifyctl.cli.init import register
+    elif module == "users":
         from notifyctl.cli.users import register
     elif module == "devices":
         from notifyctl.cli.devices import register

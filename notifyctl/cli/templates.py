@@ -73,25 +73,60 @@ def templates_render(
 @guarded
 def templates_check(
     cli: typer.Context,
-    name: str,
-    audience: Annotated[Path, typer.Option(help="Audience file whose columns the template may use.")],
-    channel: Annotated[
-        list[str] | None, typer.Option(help="Channels to check (default: all of the template's).")
+    name: Annotated[str | None, typer.Argument(help="The template (with --campaign: the campaign's).")] = None,
+    audience: Annotated[
+        Path | None, typer.Option(help="Audience file whose columns the template may use (overrides the campaign's).")
     ] = None,
-    data: Annotated[str | None, typer.Option(help="Campaign data (JSON or @file).")] = None,
+    campaign: Annotated[
+        Path | None,
+        typer.Option(help="Campaign file: its template, audience, data and channels, as broadcast uses them."),
+    ] = None,
+    channel: Annotated[
+        list[str] | None, typer.Option(help="Channels to check (default: all of the template's, or the campaign's).")
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="Campaign data (JSON or @file), over the campaign's.")] = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Check that every variable a template uses is provided by the audience, data or directory.
+    """Check that every variable a template uses is provided by the audience, data or directory:
+    of a template against an audience file, or of a campaign (--campaign) as broadcast would render
+    it. Exit 2 when something is not provided (broadcast would refuse the same way).
 
-    Example: notifyctl templates check welcome --audience campaigns/welcome-audience.csv
+    Example: notifyctl templates check --campaign campaigns/welcome.toml
     """
-    from notifyctl.app.checks import template_problems
+    from notifyctl.app.checks import TemplateFit, campaign_problems, template_problems
     from notifyctl.cli import output
+    from notifyctl.errors import InputError
 
     with context(cli) as ctx:
-        problems = template_problems(ctx, name, audience, data, channel)
-    if problems:
-        output.error(f"template '{name}' does not fit {audience}")
-        for p in problems:
+        if campaign is not None:
+            from notifyctl.intake.campaigns import load_campaign
+
+            loaded = load_campaign(campaign)
+            if name is not None and name != loaded.template:
+                raise InputError(f"{campaign} sends template '{loaded.template}', not '{name}'")
+            fit = campaign_problems(ctx, loaded, audience, data, channel)
+        elif name is None or audience is None:
+            raise InputError("give a template and --audience FILE, or --campaign FILE")
+        else:
+            channels = channel or ctx.templates.get(name).channels
+            fit = TemplateFit(name, audience, list(channels), template_problems(ctx, name, audience, data, channels))
+    against = f"{fit.audience}" + (f" (campaign {campaign}: {', '.join(fit.channels)})" if campaign else "")
+    if json_out:
+        output.emit_json(
+            {
+                "template": fit.template,
+                "audience": str(fit.audience),
+                "campaign": str(campaign) if campaign else None,
+                "channels": fit.channels,
+                "fits": not fit.problems,
+                "problems": fit.problems,
+            }
+        )
+    elif fit.problems:
+        output.error(f"template '{fit.template}' does not fit {against}")
+        for p in fit.problems:
             output.err_console.print(f"  {p}", markup=False)
+    else:
+        output.console.print(f"template '{fit.template}' fits {against}", markup=False, highlight=False)
+    if fit.problems:
         raise typer.Exit(EXIT_USAGE)
-    output.console.print(f"template '{name}' fits {audience}")
