@@ -147,6 +147,8 @@ class Settings(_Strict):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     channels: dict[str, ChannelRoute] = Field(default_factory=dict)
     categories: dict[str, CategorySettings] = Field(default_factory=dict)
+    # `POST /api/notify`'s `event` → the template it sends (unlisted events name their template).
+    events: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
     quiet_hours: QuietHours = Field(default_factory=QuietHours)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)

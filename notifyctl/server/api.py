@@ -1,4 +1,10 @@
-"""`POST /v1/notify`: accept a notification, plan it into the outbox, answer 202 at once.
+"""`POST /v1/notify` and `POST /api/notify` (the seed's body): accept a notification, plan it into
+the outbox, answer 202 at once.
+
+`/api/notify` takes the seed's body, `{"userId", "event", "channels", "data", "idempotencyKey"}`:
+`event` names the template, or is mapped to one by the configuration's `[events]` table. It is the
+same request as `/v1/notify` in other words: same API keys, validation, idempotency, policy,
+priorities and answers.
 
 Delivery happens in the background through the same pipeline as every other send, so the
 idempotency key, policy, limits, retries and audit all apply. A repeated idempotency key
@@ -40,16 +46,57 @@ class NotifyRequest(BaseModel):
     category: str | None = Field(default=None, min_length=1, max_length=64)
 
 
+class SeedNotifyRequest(BaseModel):
+    """The seed's body for `POST /api/notify`."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    user_id: str = Field(alias="userId", min_length=1, max_length=256)
+    event: str = Field(min_length=1, max_length=128)
+    channels: list[str] | None = Field(default=None, min_length=1, max_length=5)
+    data: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = Field(default=None, alias="idempotencyKey", min_length=1, max_length=256)
+
+
 @routes.post("/v1/notify")
 async def notify(request: web.Request) -> web.Response:
-    state = state_of(request)
-    ctx = state.ctx
     try:
         body = NotifyRequest.model_validate(await read_json(request))
     except web.HTTPBadRequest as exc:
         return json_error(400, exc.text)
     except ValidationError as exc:
         return json_error(422, "invalid notification request", details=validation_details(exc))
+    return await accept(request, body)
+
+
+@routes.post("/api/notify")
+async def seed_notify(request: web.Request) -> web.Response:
+    try:
+        seed = SeedNotifyRequest.model_validate(await read_json(request))
+    except web.HTTPBadRequest as exc:
+        return json_error(400, exc.text)
+    except ValidationError as exc:
+        return json_error(422, "invalid notification request", details=validation_details(exc))
+    events = state_of(request).ctx.settings.events
+    template = events.get(seed.event, seed.event)
+    if template not in state_of(request).ctx.templates.names():
+        mapped = f" (mapped by [events] to '{template}')" if seed.event in events else ""
+        return json_error(404, f"unknown event '{seed.event}'{mapped}: no template of that name")
+    body = NotifyRequest(
+        user_id=seed.user_id,
+        template=template,
+        channels=seed.channels,
+        data=seed.data,
+        idempotency_key=seed.idempotency_key,
+    )
+    return await accept(request, body)
+
+
+async def accept(request: web.Request, body: NotifyRequest) -> web.Response:
+    """Plan a valid notification request: 202 with its deliveries (200 with the original ones for a
+    repeated idempotency key), or the JSON error that says why not."""
+    state = state_of(request)
+    ctx = state.ctx
     if body.template not in ctx.templates.names():
         return json_error(404, f"unknown template '{body.template}'")
     try:

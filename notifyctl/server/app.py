@@ -1,12 +1,13 @@
 """The aiohttp application of `notifyctl serve`, and running it until SIGTERM.
 
-    POST /v1/notify                              notification API (API key)       server.api
+    POST /v1/notify, POST /api/notify (seed)     notification API (API key)       server.api
     GET  /v1/users/{id}/inbox, POST .../read     in-app inbox (API key)           server.inbox
     POST /v1/users/{id}/devices, DELETE .../{t}  push tokens (API key)            server.devices
     POST /hooks/twilio/inbound, /status          Twilio SMS in, receipts          server.twilio_hooks
     POST /hooks/ses                              SES via SNS: bounces, complaints server.ses_hooks
     GET|POST /u/{token}                          RFC 8058 one-click unsubscribe   server.unsubscribe
     GET  /healthz, /metrics                      health, Prometheus text          server.metrics
+    GET  /openapi.json                           OpenAPI 3.1 of all of the above  server.openapi
 
 Shutdown order: stop accepting connections, let requests in flight finish (their 202 work is
 already in the outbox), then stop the engine so that nothing new is sent; what is left pending
@@ -24,7 +25,17 @@ from aiohttp import web
 
 from notifyctl.app.context import Context
 from notifyctl.security.redaction import configured_secrets
-from notifyctl.server import aiohttp_logs, api, devices, inbox, metrics, ses_hooks, twilio_hooks, unsubscribe
+from notifyctl.server import (
+    aiohttp_logs,
+    api,
+    devices,
+    inbox,
+    metrics,
+    openapi,
+    ses_hooks,
+    twilio_hooks,
+    unsubscribe,
+)
 from notifyctl.server.accesslog import access_log_middleware
 from notifyctl.server.auth import api_key_middleware
 from notifyctl.server.config import ServerSettings, server_settings
@@ -45,7 +56,7 @@ def create_app(ctx: Context, options: ServerSettings | None = None) -> web.Appli
         ],
     )
     app[STATE] = ServerState(ctx=ctx, options=options, service=DeliveryService(ctx))
-    for module in (api, inbox, devices, twilio_hooks, ses_hooks, unsubscribe, metrics):
+    for module in (api, inbox, devices, twilio_hooks, ses_hooks, unsubscribe, metrics, openapi):
         app.router.add_routes(module.routes)
     app.cleanup_ctx.append(_scrubbed_aiohttp_logs)
     app.on_startup.append(_start)

@@ -1,4 +1,4 @@
-"""API key authentication for the `/v1/` routes: `Authorization: Bearer <key>`."""
+"""API key authentication for the `/v1/` and `/api/` routes: `Authorization: Bearer <key>`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from notifyctl.server.responses import Handler, json_error
 from notifyctl.server.state import state_of
 from notifyctl.store.keys import verify_key
 
-API_PREFIX = "/v1/"
+API_PREFIXES = ("/v1/", "/api/")
 API_KEY_NAME: web.RequestKey[str] = web.RequestKey("api_key_name", str)
 
 
@@ -21,7 +21,7 @@ def bearer_token(request: web.Request) -> str | None:
 
 @web.middleware
 async def api_key_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith(API_PREFIX):
+    if not request.path.startswith(API_PREFIXES):
         return await handler(request)
     token = bearer_token(request)
     name = verify_key(state_of(request).ctx.conn, token) if token else None
