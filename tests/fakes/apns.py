@@ -13,7 +13,8 @@ The server's certificate is signed by a CA made here (`write_ca`), for `ca_file`
 checked as APNs checks it: `POST /3/device/<64 hex digits>` (400 BadDeviceToken otherwise),
 `authorization: bearer <JWT>` verified with the public half of this fake's P-256 key (ES256, `kid`
 = key id, `iss` = team id; 403 MissingProviderToken / InvalidProviderToken, and
-ExpiredProviderToken for an `iat` over an hour old or expired by `expire_tokens`), `apns-topic` (400
+ExpiredProviderToken for an `iat` over an hour old or a token expired by `expire_tokens` /
+`expire_next_token`), `apns-topic` (400
 MissingTopic / DeviceTokenNotForTopic), `apns-push-type` (400 InvalidPushType), `apns-priority`
 (400 BadPriority; background pushes only 5), `apns-expiration` (400 BadExpirationDate), `apns-id`
 in UUID form (400 BadMessageId), `apns-collapse-id` of 64 bytes at most (400 BadCollapseId), and
@@ -135,7 +136,9 @@ class FakeApns:
         self._requests: list[ApnsRequest] = []
         self._unregistered: set[str] = set()
         self._script: deque[ApnsAnswer] = deque()
-        self._expired_until = 0  # a provider token with an iat at or before this is expired
+        self._tokens_seen: set[str] = set()
+        self._expired: set[str] = set()  # provider tokens answered 403 ExpiredProviderToken
+        self._expire_next = False
         self.connections = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -186,9 +189,14 @@ class FakeApns:
             self._unregistered.add(token)
 
     def expire_tokens(self) -> None:
-        """Every provider token signed until now answers 403 ExpiredProviderToken from now on."""
+        """Every provider token seen until now answers 403 ExpiredProviderToken from now on."""
         with self._lock:
-            self._expired_until = int(time.time())
+            self._expired |= self._tokens_seen
+
+    def expire_next_token(self) -> None:
+        """The next provider token not seen before is expired as soon as it is seen (403 ExpiredProviderToken)."""
+        with self._lock:
+            self._expire_next = True
 
     def script(self, *answers: ApnsAnswer) -> None:
         with self._lock:
@@ -199,7 +207,9 @@ class FakeApns:
             self._requests.clear()
             self._unregistered.clear()
             self._script.clear()
-            self._expired_until = 0
+            self._tokens_seen.clear()
+            self._expired.clear()
+            self._expire_next = False
             self.wrong_environment = False
 
     # -- judging a request ------------------------------------------------------------------------
@@ -217,10 +227,13 @@ class FakeApns:
             return 403, "InvalidProviderToken"
         if header.get("kid") != self.key_id or claims.get("iss") != self.team_id:
             return 403, "InvalidProviderToken"
-        issued_at = int(claims["iat"])
         with self._lock:
-            expired_until = self._expired_until
-        if issued_at <= expired_until or time.time() - issued_at > 3600:
+            if self._expire_next and token not in self._tokens_seen:
+                self._expire_next = False
+                self._expired.add(token)
+            self._tokens_seen.add(token)
+            expired = token in self._expired
+        if expired or time.time() - int(claims["iat"]) > 3600:
             return 403, "ExpiredProviderToken"
         return None
 
