@@ -5,6 +5,7 @@ APNs churn is skipped and removed, a wrong APNs environment stops the provider a
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,11 @@ from typing import Any
 import orjson
 import pytest
 
+from notifyctl.providers.apns import ApnsProvider
+from notifyctl.providers.base import ProviderContext
+from notifyctl.settings import load_settings
+from notifyctl.store.db import connect, iso
+from notifyctl.store.schema import MIGRATIONS
 from tests.fakes.apns import FakeApns
 from tests.fakes.fcm import FakeFcm
 from tests.provider_fixtures import ORDER_DATA
@@ -219,3 +225,56 @@ def test_the_devices_api_registers_a_token_with_its_push_service(tmp_path: Path,
 
     assert result.exit_code == 1  # the FCM token has no provider here: that one is dead
     assert [request.token for request in apns.sent] == [apns_token(1)]
+
+
+def test_doctor_checks_the_apns_key_without_sending(tmp_path: Path, apns: FakeApns) -> None:
+    ws = workspace(tmp_path, apns, users="user_id,email\nu1,u1@example.com\n")
+
+    good = ws.cli("doctor", "--json")
+    (tmp_path / "AuthKey.p8").write_text("not a key")
+    bad = ws.cli("doctor", "--json")
+
+    checks = {c["area"]: c for c in orjson.loads(good.stdout)["checks"]}
+    assert checks["provider apns"]["status"] == "ok", checks["provider apns"]
+    broken = {c["area"]: c for c in orjson.loads(bad.stdout)["checks"]}["provider apns"]
+    assert broken["status"] == "fail" and "cannot use the APNs key" in broken["message"]
+    assert bad.exit_code == 1 and apns.requests == []
+
+
+def test_tokens_stored_before_the_push_service_existed_are_fcm_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "notifyctl.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied TEXT NOT NULL)")
+    names = [name for name, _ in MIGRATIONS]
+    for name, sql in MIGRATIONS[: names.index("0009_device_service")]:
+        for statement in sql.split(";") if isinstance(sql, str) else sql:
+            if statement.strip():
+                old.execute(statement)
+        old.execute("INSERT INTO migrations VALUES (?, ?)", (name, iso()))
+    old.execute("INSERT INTO devices VALUES ('u1', 't1', 'ios', ?, ?)", (iso(), iso()))
+    old.close()
+
+    conn = connect(path)  # migrates
+
+    assert [tuple(row) for row in conn.execute("SELECT token, platform, service FROM devices")] == [
+        ("t1", "ios", "fcm")
+    ]
+    conn.close()
+
+
+def test_the_readme_apns_configuration_is_one_notifyctl_reads(tmp_path: Path, apns: FakeApns) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = next(b for b in readme.split("```toml\n")[1:] if "[providers.apns]" in b).split("```")[0]
+    block = block.replace('"AuthKey_ABC123DEFG.p8"', '"AuthKey.p8"')
+    apns.write_key(tmp_path / "AuthKey.p8")
+    config = tmp_path / "notifyctl.toml"
+    config.write_text('[providers.fcm]\ntype = "fcm"\ncredentials = "sa.json"\n' + block)
+
+    settings = load_settings(config, environ={})
+
+    conf = settings.providers["apns"]
+    assert conf.type == "apns" and settings.channels["push"].providers == ["fcm", "apns"]
+    provider = ApnsProvider(
+        ProviderContext(name="apns", settings=conf.options, db_path=tmp_path / "db", base_dir=tmp_path)
+    )
+    assert provider.host == "https://api.push.apple.com" and provider.topic == "com.example.app"
