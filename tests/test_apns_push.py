@@ -18,7 +18,7 @@ from notifyctl.providers.base import ProviderContext
 from notifyctl.settings import load_settings
 from notifyctl.store.db import connect, iso
 from notifyctl.store.schema import MIGRATIONS
-from tests.fakes.apns import FakeApns
+from tests.fakes.apns import ApnsAnswer, FakeApns
 from tests.fakes.fcm import FakeFcm
 from tests.provider_fixtures import ORDER_DATA
 from tests.test_server_harness import running
@@ -278,3 +278,22 @@ def test_the_readme_apns_configuration_is_one_notifyctl_reads(tmp_path: Path, ap
         ProviderContext(name="apns", settings=conf.options, db_path=tmp_path / "db", base_dir=tmp_path)
     )
     assert provider.host == "https://api.push.apple.com" and provider.topic == "com.example.app"
+
+
+def test_a_send_whose_answer_never_comes_is_held_in_doubt_not_sent_again(tmp_path: Path, apns: FakeApns) -> None:
+    ws = workspace(tmp_path, apns, users=f"user_id,push_tokens,push_service,first_name\nu1,{apns_token(1)},apns,Ada\n")
+    apns.script(ApnsAnswer(stall_s=4))  # APNs took the request and says nothing within timeout_s (2 s)
+
+    result = ws.cli(
+        "send", "-t", "order_shipped", "-u", "u1", "--channel", "push",
+        "--data", orjson.dumps(ORDER_DATA).decode(), "--event-id", "order-A-1", "--json",
+    )  # fmt: skip
+
+    assert result.exit_code == 1, result.stderr  # held for the operator: APNs has no idempotency key
+    assert orjson.loads(result.stdout)["counts"] == {"push": {"in_doubt": 1}}
+    assert rows(ws)[f"apns:{apns_token(1)}"][:2] == ("in_doubt", "outcome_unknown")
+    with ws.db() as conn:
+        assert [tuple(r) for r in conn.execute("SELECT outcome, code FROM attempts")] == [
+            ("in_doubt", "timeout_after_send")
+        ]
+    assert len(apns.requests) == 1
