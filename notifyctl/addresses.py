@@ -118,3 +118,34 @@ def normalize_address(channel: str, value: str) -> str:
     if channel == "sms":
         return normalize_phone(value)
     return value.strip()
+
+
+# -- push addresses: the push service a token belongs to -------------------------------------------
+# A push delivery's address names its service: an APNs device token is written `apns:<token>`, an
+# FCM registration token (or `/topics/<name>`) as it is. The directory keeps the token and its
+# service in separate columns (devices.token, devices.service) and hands out push addresses; the
+# router sends each address through a provider of its service.
+
+PUSH_SERVICES = ("fcm", "apns")
+DEFAULT_PUSH_SERVICE = "fcm"
+_APNS_PREFIX = "apns:"
+_FCM_PREFIX = "fcm:"
+
+
+def push_address(token: str, service: str | None) -> str:
+    """The push address of a token of `service` (fcm when None)."""
+    return _APNS_PREFIX + token if service == "apns" else token
+
+
+def split_push_address(address: str) -> tuple[str, str]:
+    """(service, token) of a push address; `fcm:<token>` is accepted as the plain token."""
+    if address.startswith(_APNS_PREFIX):
+        return "apns", address[len(_APNS_PREFIX) :]
+    if address.startswith(_FCM_PREFIX):
+        return "fcm", address[len(_FCM_PREFIX) :]
+    return DEFAULT_PUSH_SERVICE, address
+
+
+def push_service(address: str) -> str:
+    """The push service of a push address: `apns` or `fcm`."""
+    return "apns" if address.startswith(_APNS_PREFIX) else DEFAULT_PUSH_SERVICE

@@ -355,6 +355,15 @@ async def probe_fcm(name: str, conf: ProviderSettings, settings: Settings) -> li
     return await asyncio.to_thread(call)
 
 
+async def probe_apns(name: str, conf: ProviderSettings, settings: Settings) -> list[Check]:
+    """The .p8 key signs an ES256 provider token, the CA file is there; nothing is sent to Apple."""
+    from notifyctl.providers.accounts import open_account
+
+    provider = await open_account(settings, name)  # a ConfigError is reported by _probe
+    await provider.close()
+    return [ok(f"provider {name}", "APNs: the key signs a provider token (nothing sent)")]
+
+
 async def probe_outbox(name: str, conf: ProviderSettings, settings: Settings) -> list[Check]:
     area = f"provider {name}"
     folder = settings.path(str(conf.options.get("path", "outbox")))
@@ -385,6 +394,7 @@ PROBES: dict[str, Probe] = {
     "smtp": probe_smtp,
     "ses": probe_ses,
     "fcm": probe_fcm,
+    "apns": probe_apns,
     "outbox": probe_outbox,
     "webhook": probe_webhook,
     "inapp": probe_nothing,

@@ -53,6 +53,7 @@ def contact_reader(
     i_user, i_email, i_phone, i_locale, i_timezone, i_tokens, i_url, i_secret = (
         at.get(name, len(header)) for name in _CONTACT_COLUMNS
     )
+    i_service = at.get("push_service", len(header))
     zones = known_zones()
 
     def contact(cells: list[str]) -> ContactCells:
@@ -72,7 +73,8 @@ def contact_reader(
         if timezone is not None and timezone not in zones:
             raise Unusual
         tokens = cells[i_tokens]
-        tokens_list = push_tokens(tokens, from_csv=True) if tokens else []
+        service = cells[i_service]
+        tokens_list = push_tokens(tokens, from_csv=True, service=service.strip()) if tokens or service else []
         url: str | None = cells[i_url].strip() or None
         if url is not None:
             url = webhook_url(url)

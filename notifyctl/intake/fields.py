@@ -18,7 +18,14 @@ from zoneinfo import available_timezones
 
 from pydantic import ValidationError
 
-from notifyctl.addresses import AddressError, normalize_email, normalize_phone
+from notifyctl.addresses import (
+    PUSH_SERVICES,
+    AddressError,
+    normalize_email,
+    normalize_phone,
+    push_address,
+    split_push_address,
+)
 from notifyctl.errors import InputError, RowError
 from notifyctl.intake.records import Parsed, Record
 from notifyctl.models import Recipient, User
@@ -30,7 +37,9 @@ Build = Callable[[Mapping[str, Any], int], T]
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 CONTACT_FIELDS = ("email", "phone", "push_tokens", "webhook_url")
-RECIPIENT_FIELDS = frozenset({"user_id", "email", "phone", "locale", "timezone", "push_tokens", "webhook_url"})
+RECIPIENT_FIELDS = frozenset(
+    {"user_id", "email", "phone", "locale", "timezone", "push_tokens", "push_service", "webhook_url"}
+)
 USER_FIELDS = RECIPIENT_FIELDS | {"webhook_secret"}
 
 _LOCALE = re.compile(r"([A-Za-z]{2,3})(?:[-_]([A-Za-z]{4}))?(?:[-_]([A-Za-z]{2}|[0-9]{3}))?")
@@ -83,8 +92,13 @@ def normal_locale(value: str) -> str:
     return "-".join(part for part in parts if part)
 
 
-def push_tokens(value: Any, *, from_csv: bool) -> list[str]:
-    """The distinct tokens of a JSON list, or of a CSV cell separated by '|' or ';'."""
+def push_tokens(value: Any, *, from_csv: bool, service: Any = None) -> list[str]:
+    """The distinct push addresses of a JSON list, or of a CSV cell separated by '|' or ';': a token
+    of `service` (the row's push_service, `fcm` when empty) is `apns:<token>` for APNs and the bare
+    token for FCM (addresses.push_address); a token written `apns:<token>` or `fcm:<token>` says its
+    own service."""
+    if service is not None and service != "" and service not in PUSH_SERVICES:
+        raise FieldError("push_service", f"push_service must be one of {', '.join(PUSH_SERVICES)}")
     if value is None or value == "":
         return []
     if from_csv and isinstance(value, str):
@@ -96,7 +110,13 @@ def push_tokens(value: Any, *, from_csv: bool) -> list[str]:
     cleaned = [token.strip() for token in tokens if token.strip()]
     if any(CONTROL.search(token) or " " in token for token in cleaned):
         raise FieldError("push_tokens", "a push token must not contain spaces or control characters")
-    return list(dict.fromkeys(cleaned))
+    addresses = []
+    for token in cleaned:
+        own_service, bare = split_push_address(token)
+        if not bare:
+            raise FieldError("push_tokens", "a push token must not be empty")
+        addresses.append(push_address(bare, own_service if bare != token else service))
+    return list(dict.fromkeys(addresses))
 
 
 @lru_cache(maxsize=4096)
@@ -168,7 +188,9 @@ def _contact(fields: Mapping[str, Any], *, from_csv: bool, default_region: str |
         if timezone not in known_zones():
             raise FieldError("timezone", "timezone is not a known IANA time zone (like Europe/Paris)")
         contact["timezone"] = timezone
-    contact["push_tokens"] = push_tokens(fields.get("push_tokens"), from_csv=from_csv)
+    contact["push_tokens"] = push_tokens(
+        fields.get("push_tokens"), from_csv=from_csv, service=_text(fields, "push_service")
+    )
     if (url := _text(fields, "webhook_url")) is not None:
         contact["webhook_url"] = webhook_url(url)
     return contact

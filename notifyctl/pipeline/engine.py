@@ -155,6 +155,10 @@ class Engine:
             self.breakers[name] = CircuitBreaker(self.settings.breaker)
         return self.breakers[name]
 
+    def _is_apns(self, name: str) -> bool:
+        provider = self.settings.providers.get(name)
+        return provider is not None and provider.type == "apns"
+
     # --- driving a run ----------------------------------------------------------------------
 
     async def run(
@@ -188,7 +192,10 @@ class Engine:
                 route = self.settings.channels[channel]
                 for name in route.names:
                     self.breaker(name)
-                self.lanes[channel] = Lane(channel, Router(route, self.breakers), LaneQueue(route.queue_size))
+                # A push token goes through a provider of its push service (Router.for_service).
+                services = {name: "apns" for name in route.names if self._is_apns(name)}
+                router = Router(route, self.breakers, services=services)
+                self.lanes[channel] = Lane(channel, router, LaneQueue(route.queue_size))
             dispatcher = await self.backend.open(self)
             lane_dispatch = LaneDispatch(
                 dispatcher, self.builder, self.verifier, self.ledger, self.feeder, self.providers, self.progress.outcome

@@ -1,12 +1,18 @@
 """Which provider account carries a delivery: a weighted pool per channel, one circuit breaker
-per account, and a secondary provider that takes over while the pool's breakers are open."""
+per account, and a secondary provider that takes over while the pool's breakers are open.
+
+Push tokens belong to a push service (an APNs device token, an FCM registration token: see
+addresses.push_address). A push delivery goes through the channel's providers of its token's
+service only: `for_service` is the route narrowed to them (APNs providers for `apns:` addresses,
+every other provider for the rest), with the same breakers; None when the route has none.
+"""
 
 from __future__ import annotations
 
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from notifyctl.settings import BreakerSettings, ChannelRoute
 
@@ -65,12 +71,47 @@ class Router:
     """Picks a provider name for each delivery of one channel."""
 
     def __init__(
-        self, route: ChannelRoute, breakers: dict[str, CircuitBreaker], rng: random.Random | None = None
+        self,
+        route: ChannelRoute,
+        breakers: dict[str, CircuitBreaker],
+        rng: random.Random | None = None,
+        services: Mapping[str, str] | None = None,
     ) -> None:
+        """`services`: the push service of each provider of the route that has one (`apns`); the
+        others serve every other push address."""
         self.route = route
         self.breakers = breakers
         self.rng = rng or random.Random()
         self.weights = route.weights or [1.0] * len(route.providers)
+        self.services = dict(services or {})
+        self._narrowed: dict[str, Router | None] = {}
+
+    def for_service(self, service: str) -> Router | None:
+        """The router of the route's providers of a push service (this one when all are); None when none is."""
+        if service not in self._narrowed:
+            self._narrowed[service] = self._narrow(service)
+        return self._narrowed[service]
+
+    def _narrow(self, service: str) -> Router | None:
+        def serves(name: str) -> bool:
+            return self.services.get(name, "fcm") == service
+
+        if all(serves(name) for name in self.route.names):
+            return self
+        pool = [(name, weight) for name, weight in zip(self.route.providers, self.weights, strict=True) if serves(name)]
+        secondary = self.route.secondary if self.route.secondary and serves(self.route.secondary) else None
+        if not pool and secondary is None:
+            return None
+        if not pool:
+            pool, secondary = [(secondary or "", 1.0)], None
+        names = [name for name, _ in pool]
+        route = ChannelRoute(
+            providers=names,
+            weights=[weight for _, weight in pool],
+            secondary=secondary,
+            queue_size=self.route.queue_size,
+        )
+        return Router(route, self.breakers, self.rng, self.services)
 
     @property
     def provider_names(self) -> list[str]:

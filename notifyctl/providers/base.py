@@ -86,6 +86,7 @@ PROVIDER_TYPES: dict[str, str] = {
     "postmark": "notifyctl.providers.email.postmark:PostmarkProvider",
     "twilio": "notifyctl.providers.twilio:TwilioProvider",
     "fcm": "notifyctl.providers.fcm:FcmProvider",
+    "apns": "notifyctl.providers.apns:ApnsProvider",
 }
 
 

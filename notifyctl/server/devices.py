@@ -1,4 +1,5 @@
-"""Push tokens: `POST /v1/users/{user_id}/devices` registers, `DELETE .../devices/{token}` removes."""
+"""Push tokens: `POST /v1/users/{user_id}/devices` registers (with the token's push service, `fcm` by
+default or `apns`), `DELETE .../devices/{token}` removes."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class DeviceRequest(BaseModel):
 
     token: str = Field(min_length=1, max_length=4096, pattern=r"^[^\s/]+$")
     platform: Literal["ios", "android", "web"] | None = None
+    service: Literal["fcm", "apns"] = "fcm"  # the push service the token belongs to (an iOS app may use FCM)
 
 
 @routes.post("/v1/users/{user_id}/devices")
@@ -33,9 +35,10 @@ async def post_device(request: web.Request) -> web.Response:
         return json_error(422, "invalid device", details=validation_details(exc))
     if directory.get_user(conn, user_id) is None:
         return json_error(404, "unknown user")
-    created = directory.register_device(conn, user_id, body.token, body.platform, source="api")
+    created = directory.register_device(conn, user_id, body.token, body.platform, source="api", service=body.service)
     return web.json_response(
-        {"user_id": user_id, "platform": body.platform, "created": created}, status=201 if created else 200
+        {"user_id": user_id, "platform": body.platform, "service": body.service, "created": created},
+        status=201 if created else 200,
     )
 
 

@@ -78,7 +78,9 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "Read": _object({"id": _INT, "read_at": _STR}),
-    "Device": _object({"user_id": _STR, "platform": _NULLABLE_STR, "created": _BOOL}),
+    "Device": _object(
+        {"user_id": _STR, "platform": _NULLABLE_STR, "service": {"enum": ["fcm", "apns"]}, "created": _BOOL}
+    ),
     "Health": _object({"status": {"enum": ["ok", "degraded"]}, "engine": _BOOL, "run_id": _NULLABLE_STR}),
     "Unsubscribed": _object({"unsubscribed": {"const": True}, "channel": _STR, "category": _STR}),
     "SnsResult": {"type": "object"},

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from notifyctl.addresses import AddressError, normalize_address
+from notifyctl.addresses import AddressError, normalize_address, push_address, split_push_address
 from notifyctl.models import User, trusted
 from notifyctl.store.db import dumps, in_chunks, iso, loads, record_event, transaction
 
@@ -29,8 +29,10 @@ USERS_ON_CONFLICT = """ON CONFLICT(user_id) DO UPDATE SET email=excluded.email, 
     attributes=excluded.attributes, updated=excluded.updated"""
 ENDPOINT_NEW_SECRET_ON_CONFLICT = "ON CONFLICT(user_id) DO UPDATE SET url=excluded.url"
 # A token registered again is seen again (`last_seen`); `devices prune` drops those not seen for months.
-DEVICES_COLUMNS = "user_id, token, platform, created, last_seen"
-DEVICES_ON_CONFLICT = "ON CONFLICT(user_id, token) DO UPDATE SET last_seen=excluded.last_seen"
+# A token's push service (`apns`, `fcm`) is in `service`; the rest of notifyctl sees push addresses
+# (`apns:<token>` for APNs, the bare token for FCM: addresses.push_address), made and split here.
+DEVICES_COLUMNS = "user_id, token, platform, created, last_seen, service"
+DEVICES_ON_CONFLICT = "ON CONFLICT(user_id, token) DO UPDATE SET last_seen=excluded.last_seen, service=excluded.service"
 ENDPOINT_GIVEN_SECRET_ON_CONFLICT = "ON CONFLICT(user_id) DO UPDATE SET url=excluded.url, secret=excluded.secret"
 
 
@@ -56,7 +58,9 @@ def upsert_users(conn: sqlite3.Connection, users: Iterable[User]) -> int:
                 now,
             )
         )
-        device_rows.extend((user.user_id, token, None, now, now) for token in user.push_tokens)
+        for address in user.push_tokens:
+            service, token = split_push_address(address)
+            device_rows.append((user.user_id, token, None, now, now, service))
         if user.webhook_url and user.webhook_secret:
             given_secret_rows.append((user.user_id, user.webhook_url, user.webhook_secret))
         elif user.webhook_url:
@@ -66,7 +70,7 @@ def upsert_users(conn: sqlite3.Connection, users: Iterable[User]) -> int:
             f"INSERT INTO users ({USERS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {USERS_ON_CONFLICT}", user_rows
         )
         conn.executemany(
-            f"INSERT INTO devices ({DEVICES_COLUMNS}) VALUES (?, ?, ?, ?, ?) {DEVICES_ON_CONFLICT}", device_rows
+            f"INSERT INTO devices ({DEVICES_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) {DEVICES_ON_CONFLICT}", device_rows
         )
         conn.executemany(
             f"INSERT INTO endpoints (user_id, url, secret) VALUES (?, ?, ?) {ENDPOINT_NEW_SECRET_ON_CONFLICT}",
@@ -80,12 +84,12 @@ def upsert_users(conn: sqlite3.Connection, users: Iterable[User]) -> int:
 
 
 def _push_tokens(conn: sqlite3.Connection, chunk: Sequence[str], marks: str) -> dict[str, list[str]]:
-    """The push tokens of a chunk of users (`marks`: its placeholders), in device order."""
+    """The push addresses of a chunk of users (`marks`: its placeholders), in device order."""
     tokens: dict[str, list[str]] = {}
-    for user_id, token in conn.execute(
-        f"SELECT user_id, token FROM devices WHERE user_id IN ({marks}) ORDER BY created, token", chunk
+    for user_id, token, service in conn.execute(
+        f"SELECT user_id, token, service FROM devices WHERE user_id IN ({marks}) ORDER BY created, token", chunk
     ):
-        tokens.setdefault(user_id, []).append(token)
+        tokens.setdefault(user_id, []).append(push_address(token, service))
     return tokens
 
 
@@ -183,28 +187,35 @@ def endpoint(conn: sqlite3.Connection, user_id: str) -> sqlite3.Row | None:
 
 
 def has_device(conn: sqlite3.Connection, user_id: str, token: str) -> bool:
+    """Whether the user has this token (given bare or as a push address)."""
+    _, token = split_push_address(token)
     return conn.execute("SELECT 1 FROM devices WHERE user_id=? AND token=?", (user_id, token)).fetchone() is not None
 
 
-def register_device(conn: sqlite3.Connection, user_id: str, token: str, platform: str | None, source: str) -> bool:
-    """True when the token is new for this user (a re-registration updates the platform and when
-    it was last seen)."""
+def register_device(
+    conn: sqlite3.Connection, user_id: str, token: str, platform: str | None, source: str, service: str = "fcm"
+) -> bool:
+    """True when the token is new for this user (a re-registration updates the platform, the push
+    service and when it was last seen)."""
     now = iso()
     with transaction(conn):
         if has_device(conn, user_id, token):
             conn.execute(
-                "UPDATE devices SET platform=COALESCE(?, platform), last_seen=? WHERE user_id=? AND token=?",
-                (platform, now, user_id, token),
+                "UPDATE devices SET platform=COALESCE(?, platform), service=?, last_seen=? WHERE user_id=? AND token=?",
+                (platform, service, now, user_id, token),
             )
             return False
         conn.execute(
-            f"INSERT INTO devices ({DEVICES_COLUMNS}) VALUES (?, ?, ?, ?, ?)", (user_id, token, platform, now, now)
+            f"INSERT INTO devices ({DEVICES_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (user_id, token, platform, now, now, service),
         )
-        record_event(conn, "device_registered", user_id, {"platform": platform, "source": source})
+        record_event(conn, "device_registered", user_id, {"platform": platform, "service": service, "source": source})
     return True
 
 
-def remove_device(conn: sqlite3.Connection, user_id: str | None, token: str, reason: str) -> None:
+def remove_device(conn: sqlite3.Connection, user_id: str | None, address: str, reason: str) -> None:
+    """Drop a push token, given as a push address (`apns:<token>`) or as the bare token."""
+    _, token = split_push_address(address)
     with transaction(conn):
         conn.execute("DELETE FROM devices WHERE token=? AND (user_id=? OR ? IS NULL)", (token, user_id, user_id))
         record_event(conn, "device_removed", user_id, {"reason": reason})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from notifyctl.addresses import push_address
 from notifyctl.security.erasure import ERASED_PREFIX, address_hash
 from notifyctl.store.db import dumps, in_chunks, loads
 
@@ -79,8 +80,8 @@ def user_addresses(conn: sqlite3.Connection, user_id: str) -> set[tuple[str, str
         for channel, value in (("email", user["email"]), ("sms", user["phone"]), ("webhook", user["webhook_url"])):
             if value:
                 found.add((channel, value))
-    for (token,) in conn.execute("SELECT token FROM devices WHERE user_id=?", (user_id,)):
-        found.add(("push", token))
+    for token, service in conn.execute("SELECT token, service FROM devices WHERE user_id=?", (user_id,)):
+        found.add(("push", push_address(token, service)))
     endpoint = conn.execute("SELECT url FROM endpoints WHERE user_id=?", (user_id,)).fetchone()
     if endpoint is not None:
         found.add(("webhook", endpoint["url"]))

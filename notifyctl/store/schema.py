@@ -297,4 +297,11 @@ MIGRATIONS: list[tuple[str, str | list[str]]] = [
         UPDATE devices SET last_seen = created;
         """,
     ),
+    (
+        # The push service a token belongs to: `apns` (Apple's, sent through an APNs provider) or
+        # `fcm`. The phone's OS (`platform`) does not say it: an iOS app may well use FCM. Tokens
+        # stored before are FCM's.
+        "0009_device_service",
+        "ALTER TABLE devices ADD COLUMN service TEXT NOT NULL DEFAULT 'fcm'",
+    ),
 ]

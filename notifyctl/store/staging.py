@@ -36,6 +36,9 @@ _STAGE_SCHEMA = """
     CREATE TABLE devices (user_id, token, line);
     CREATE TABLE chunks (users, devices)"""
 _NEW_SECRET, _GIVEN_SECRET = 0, 1
+# A staged token is a push address (addresses.push_address): `apns:<token>` is an APNs token.
+_TOKEN = "CASE WHEN substr(token, 1, 5) = 'apns:' THEN substr(token, 6) ELSE token END"
+_SERVICE = "CASE WHEN substr(token, 1, 5) = 'apns:' THEN 'apns' ELSE 'fcm' END"
 
 
 def create_stage(path: str) -> sqlite3.Connection:
@@ -155,8 +158,8 @@ def _copy(conn: sqlite3.Connection, after: Counts, upto: Counts) -> int:
             {"low": after[0], "high": upto[0], "now": now},
         ).rowcount
         conn.execute(
-            f"INSERT INTO main.devices ({directory.DEVICES_COLUMNS}) SELECT user_id, token, NULL, :now, :now"
-            f" FROM {_SCHEMA}.devices WHERE rowid > :low AND rowid <= :high {directory.DEVICES_ON_CONFLICT}",
+            f"INSERT INTO main.devices ({directory.DEVICES_COLUMNS}) SELECT user_id, {_TOKEN}, NULL, :now, :now,"
+            f" {_SERVICE} FROM {_SCHEMA}.devices WHERE rowid > :low AND rowid <= :high {directory.DEVICES_ON_CONFLICT}",
             {"low": after[1], "high": upto[1], "now": now},
         )
         for endpoint, on_conflict in (

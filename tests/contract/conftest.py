@@ -10,6 +10,7 @@ import pytest
 
 from tests.contract.paths import PATHS, Path, make_path
 from tests.contract.world import World, make_world
+from tests.fakes.apns import FakeApns
 from tests.fakes.fcm import FakeFcm
 from tests.fakes.sns import FakeSns
 from tests.fakes.twilio import FakeTwilio
@@ -33,10 +34,17 @@ def fcm_server() -> Iterator[FakeFcm]:
         yield fake
 
 
+@pytest.fixture(scope="session")
+def apns_server() -> Iterator[FakeApns]:
+    with FakeApns() as fake:
+        yield fake
+
+
 @pytest.fixture
-def contract(path_name: str, tmp_path: FsPath, fcm_server: FakeFcm) -> Iterator[Setup]:
-    """`contract(n=…, rate=…, burst=…, quiet_webhook=…)` → (world, path) for this test's path."""
+def contract(path_name: str, tmp_path: FsPath, fcm_server: FakeFcm, apns_server: FakeApns) -> Iterator[Setup]:
+    """`contract(n=…, rate=…, burst=…, quiet_webhook=…, push_service=…)` → (world, path) for this test's path."""
     fcm_server.clear()
+    apns_server.clear()
     made: list[World] = []
     with WebhookSink() as sink, FakeTwilio() as twilio, FakeSns() as sns:
         redis = RedisServer() if path_name == "redis" else None
@@ -55,6 +63,7 @@ def contract(path_name: str, tmp_path: FsPath, fcm_server: FakeFcm) -> Iterator[
                     redis=redis,
                     processes=processes,
                     fcm=fcm_server,
+                    apns=apns_server,
                     **options,
                 )
                 made.append(world)

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from tests.fakes.apns import FakeApns
 from tests.fakes.fcm import FakeFcm
 from tests.fakes.sns import FakeSns
 from tests.fakes.twilio import FakeTwilio
@@ -47,6 +48,11 @@ def phone(i: int) -> str:
 
 def email(i: int) -> str:
     return f"user{i}@example.com"
+
+
+def push_token(i: int, service: str = "fcm") -> str:
+    """User u{i}'s push token in the directory: t{i} for FCM, 64 hex digits for APNs."""
+    return f"{i:064x}" if service == "apns" else f"t{i}"
 
 
 @dataclass
@@ -73,6 +79,8 @@ class World:
     n: int
     redis: RedisServer | None = None
     fcm: FakeFcm | None = None
+    apns: FakeApns | None = None
+    push_service: str = "fcm"  # the service of every user's push token
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     server_log: list[str] = field(default_factory=list)
 
@@ -195,13 +203,16 @@ def make_world(
     redis: RedisServer | None,
     processes: int,
     fcm: FakeFcm | None = None,
+    apns: FakeApns | None = None,
+    push_service: str = "fcm",
     rate: float = 200.0,
     burst: int = 10,
     quiet_webhook: bool = False,
     quiet: tuple[str, str] | None = None,
 ) -> World:
     """A workspace whose campaign `c.toml` sends template `promo` to u1..u{n} on webhook (and
-    `all.toml` on webhook, SMS and email; `push.toml` on push, through `fcm`)."""
+    `all.toml` on webhook, SMS and email; `push.toml` on push, through `fcm`, or `apns` for the
+    APNs tokens of `push_service = "apns"`)."""
     limits = {"rate": rate, "burst": burst}
     providers = {
         "webhook": {
@@ -224,7 +235,11 @@ def make_world(
             "concurrency": 4,
             **limits,
         }
-        channels["push"] = "fcm"
+    push_providers = ["fcm"] if fcm is not None else []
+    if apns is not None:
+        key_file, ca_file = apns.write_key(root / "AuthKey.p8"), apns.write_ca(root / "apns-ca.pem")
+        providers["apns"] = {"type": "apns", **apns.provider_settings(key_file, ca_file), "timeout_s": 2, **limits}
+        push_providers.append("apns")  # each token goes through a provider of its own push service
     quiet_channels = ["webhook"] if quiet_webhook else []
     top = "\n".join(
         [
@@ -235,6 +250,7 @@ def make_world(
     )
     extra = "\n".join(
         [
+            *(["[channels.push]", f"providers = {toml_value(push_providers)}"] if push_providers else []),
             "[quiet_hours]",
             f"channels = {toml_value(quiet_channels)}",
             *([f"start = {quiet[0]}", f"end = {quiet[1]}"] if quiet else []),
@@ -259,9 +275,11 @@ def make_world(
     )
     shutil.copytree(HERE / "templates" / "promo", root / "templates" / "promo")
     # A profile time zone: quiet hours are counted in it (without one, in the phone number's zones).
-    header = "user_id,email,phone,locale,timezone,first_name,webhook_url,webhook_secret,push_tokens"
+    header = "user_id,email,phone,locale,timezone,first_name,webhook_url,webhook_secret,push_tokens,push_service"
     rows = [header] + [
-        f"u{i},{email(i)},{phone(i)},en,UTC,Name{i},{sink.url(f'/u{i}')},{SINK_SECRET},t{i}" for i in range(1, n + 1)
+        f"u{i},{email(i)},{phone(i)},en,UTC,Name{i},{sink.url(f'/u{i}')},{SINK_SECRET},"
+        f"{push_token(i, push_service)},{push_service}"
+        for i in range(1, n + 1)
     ]
     ws.write("users.csv", "\n".join(rows) + "\n")
     assert ws.cli("users", "import", "users.csv").exit_code == 0
@@ -275,7 +293,7 @@ def make_world(
     ws.write("c.toml", campaign_toml(CAMPAIGN_ID, "promo", ["webhook"], "aud.csv"))
     ws.write("all.toml", campaign_toml(CAMPAIGN_ID + "-all", "promo", ["webhook", "sms", "email"], "aud.csv"))
     ws.write("push.toml", campaign_toml(CAMPAIGN_ID + "-push", "promo", ["push"], "aud.csv"))
-    return World(root, ws, sink, twilio, sns, n, redis, fcm)
+    return World(root, ws, sink, twilio, sns, n, redis, fcm, apns, push_service)
 
 
 def wait_until(check: Any, timeout_s: float = 60, what: str = "condition") -> None:
