@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from notifyctl.cli.common import (
+    EXIT_FAILED,
     JsonOpt,
     RedisOpt,
     guarded,
@@ -18,7 +19,7 @@ from notifyctl.cli.common import (
     report_problems,
     run_async,
 )
-from notifyctl.errors import InputError
+from notifyctl.errors import InputError, NotifyctlError
 
 if TYPE_CHECKING:
     from notifyctl.pipeline.engine import Engine
@@ -46,6 +47,9 @@ def resume(
 ) -> None:
     """Continue an interrupted run from where it stopped, without re-sending anything recorded.
 
+    With --due every run that is due is processed; one that fails is named on stderr (its state
+    `failed` with the reason when it had not been planned) and the others go on: exit 1.
+
     Example: notifyctl resume run_20261121_ab12cd   (cron: * * * * * notifyctl resume --due)
     """
     from notifyctl.app import resume as resuming
@@ -61,17 +65,26 @@ def resume(
     with open_context(cli, redis) as ctx:
         targets = resuming.due_runs(ctx) if due else [run_id or ""]
         for target in targets:
-            with ChannelProgress(enabled=not machine) as progress:
-                result = run_async(
-                    resuming.resume(
-                        ctx,
-                        target,
-                        allow_template_change=allow_template_change,
-                        progress=progress,
-                        on_engine=engines.append,
-                    ),
-                    engines,
-                )
+            try:
+                with ChannelProgress(enabled=not machine) as progress:
+                    result = run_async(
+                        resuming.resume(
+                            ctx,
+                            target,
+                            allow_template_change=allow_template_change,
+                            progress=progress,
+                            on_engine=engines.append,
+                        ),
+                        engines,
+                    )
+            except NotifyctlError as exc:
+                if not due:
+                    raise
+                # From cron: one run that cannot go on must not hold back the others due.
+                payloads.append({"run_id": target, "failed": str(exc)})
+                output.error(f"run {target} failed: {exc}")
+                worst = max(worst, EXIT_FAILED)
+                continue
             if isinstance(result, resuming.ResumeSkipped):
                 payloads.append({"run_id": target, "skipped": result.why})
                 if not machine:

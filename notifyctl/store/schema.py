@@ -297,4 +297,9 @@ MIGRATIONS: list[tuple[str, str | list[str]]] = [
         UPDATE devices SET last_seen = created;
         """,
     ),
+    (
+        # Why a run ended `failed` (provider set-up, its input) or `cancelled` (`runs cancel`).
+        "0008_run_end_reason",
+        "ALTER TABLE runs ADD COLUMN end_reason TEXT;",
+    ),
 ]
