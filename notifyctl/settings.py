@@ -254,11 +254,15 @@ def _env_value(raw: str) -> Any:
         return raw
 
 
+# Variables of the command line's options (--config, --log-file), not configuration keys.
+OPTION_VARIABLES = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "LOG"})
+
+
 def env_overrides(environ: dict[str, str]) -> dict[str, Any]:
-    """NOTIFYCTL_A__B=value → {"a": {"b": value}}; NOTIFYCTL_CONFIG is the file, not a key."""
+    """NOTIFYCTL_A__B=value → {"a": {"b": value}}; NOTIFYCTL_CONFIG and NOTIFYCTL_LOG are options."""
     overrides: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+        if not name.startswith(ENV_PREFIX) or name in OPTION_VARIABLES:
             continue
         keys = name[len(ENV_PREFIX) :].lower().split("__")
         node = overrides
