@@ -70,7 +70,7 @@ def _step(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
         return None, False
     if origin is dict:
         inner, _ = _step(typing.get_args(annotation)[1])
-        return inner, inner is not None
+        return inner, True  # [providers.NAME], [events] NAME = …: the name is a key as written
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation, False
     return None, False
