@@ -4,6 +4,7 @@ the allowlist and redaction, from every process that sends; -v and -q on every c
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from tests.redis_server import RedisServer
 from tests.unreachable import closed_port
 from tests.workspace import SINK_SECRET, Workspace, audience_csv, campaign_toml, make_workspace, users_csv
 
@@ -114,3 +116,43 @@ def test_verbose_and_quiet_are_taken_anywhere_on_the_command_line(tmp_path: Path
     assert orjson.loads(loud.stdout)["counts"] == {"inapp": {"sent": 2}}
     refused = _run(ws, "-q", "runs", "show", "run_nope")
     assert refused.returncode == 2 and "run_nope" in refused.stderr  # errors still
+
+
+def test_redis_workers_write_their_attempts_to_their_own_log(tmp_path: Path) -> None:
+    """A worker is a process of its own (`notifyctl --log-file W -vv worker`): its attempts go to its
+    log; the coordinator's run lines to the coordinator's."""
+    ws = make_workspace(tmp_path)
+    ws.write("users.csv", users_csv(12))
+    ws.write("aud.csv", audience_csv(12))
+    ws.write("c.toml", campaign_toml("c1", "welcome", ["inapp"], "aud.csv"))
+    assert _run(ws, "users", "import", "users.csv").returncode == 0
+    worker_log, coordinator_log = tmp_path / "worker.jsonl", tmp_path / "coordinator.jsonl"
+    with RedisServer() as redis:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "notifyctl.cli",
+                "--log-file",
+                str(worker_log),
+                "-vv",
+                "worker",
+                "--redis",
+                redis.url,
+            ],
+            cwd=ws.root,
+            env={**os.environ, "NOTIFYCTL_CONFIG": str(ws.config)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            sent = _run(ws, "--log-file", str(coordinator_log), "broadcast", "c.toml", "--redis", redis.url, "--json")
+            assert sent.returncode == 0, sent.stderr
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _, stderr = worker.communicate(timeout=30)
+        assert worker.returncode == 0, stderr.decode()
+    attempts = [line for line in _lines(worker_log) if line["event"] == "attempt"]
+    assert sorted(a["delivery_id"] for a in attempts) == list(range(1, 13))
+    assert {a["outcome"] for a in attempts} == {"sent"}
+    assert [line["event"] for line in _lines(coordinator_log)] == ["run_started", "run_finished"]
