@@ -77,6 +77,22 @@ def test_a_send_that_fails_at_set_up_does_not_wedge_cron(tmp_path: Path) -> None
     assert orjson.loads(again.stdout) == {"resumed": []}
 
 
+def test_a_failed_broadcast_is_resumed_by_name_once_its_cause_is_fixed(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path)
+    ws.write("c.toml", campaign_toml("c1", "welcome", ["email"], "aud.csv"))
+    failed = ws.cli("broadcast", "c.toml")
+    assert failed.exit_code == 2 and "Not a directory" in _said(failed.stderr)
+    ((run_id, run),) = _runs(ws).items()
+    assert run["state"] == "failed" and run["counts"] == {}
+    assert orjson.loads(ws.cli("resume", "--due", "--json").stdout) == {"resumed": []}  # cron leaves it
+    ws.config.write_text(ws.config.read_text().replace('"users.csv/outbox"', '"outbox"'))
+    resumed = ws.cli("resume", run_id, "--json")
+    assert resumed.exit_code == 0, resumed.output
+    run = _runs(ws)[run_id]
+    assert run["state"] == "completed" and run["end_reason"] is None
+    assert run["counts"] == {"email": {"sent": 3}}
+
+
 def test_an_unplanned_send_left_running_by_an_earlier_release_is_ended_not_retried(tmp_path: Path) -> None:
     """The wedge as an earlier release left it: a send run `running`, never planned, no process on it."""
     ws = _workspace(tmp_path)

@@ -123,7 +123,7 @@ def list_runs(conn: sqlite3.Connection, limit: int = 50) -> list[Run]:
 def set_run_state(
     conn: sqlite3.Connection, run_id: str, state: RunState, *, started: bool = False, finished: bool = False
 ) -> None:
-    sets = ["state=?"]
+    sets = ["state=?", "end_reason=NULL"]  # a failed run resumed by name: the reason is history
     params: list[Any] = [state]
     if started:
         sets.append("started=COALESCE(started, ?)")
