@@ -61,6 +61,7 @@ def resume(
         raise InputError("give a RUN id, or --due")
     engines: list[Engine] = []
     worst = 0
+    crash: Exception | None = None
     payloads: list[dict[str, Any]] = []
     with open_context(cli, redis) as ctx:
         targets = resuming.due_runs(ctx) if due else [run_id or ""]
@@ -85,6 +86,12 @@ def resume(
                 output.error(f"run {target} failed: {exc}")
                 worst = max(worst, EXIT_FAILED)
                 continue
+            except Exception as exc:  # a bug: the other runs go on, then it is reported as a crash
+                if not due:
+                    raise
+                payloads.append({"run_id": target, "failed": f"crashed: {type(exc).__name__}"})
+                crash = crash or exc
+                continue
             if isinstance(result, resuming.ResumeSkipped):
                 payloads.append({"run_id": target, "skipped": result.why})
                 if not machine:
@@ -101,5 +108,7 @@ def resume(
         output.emit_json({"resumed": payloads} if due else payloads[0])
     elif due and not targets:
         output.console.print("nothing is due")
+    if crash is not None:
+        raise crash  # the crash report and exit 70, after every other due run was worked on
     if worst:
         raise typer.Exit(worst)
