@@ -75,6 +75,9 @@ def test_a_send_that_fails_at_set_up_does_not_wedge_cron(tmp_path: Path) -> None
     again = ws.cli("resume", "--due", "--json")
     assert again.exit_code == 0, again.output
     assert orjson.loads(again.stdout) == {"resumed": []}
+    ended = ws.cli("runs", "cancel", str(broken["run_id"]))  # a failed run may be ended for good
+    assert ended.exit_code == 0, ended.output
+    assert _runs(ws)[str(broken["run_id"])]["state"] == "cancelled"
 
 
 def test_a_failed_broadcast_is_resumed_by_name_once_its_cause_is_fixed(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ def cancel(ctx: Context, run_id: str, reason: str = "cancelled by the operator")
         )
     try:
         run = runs.get_run(ctx.conn, run_id) or run
-        if run.state in FINISHED_RUN_STATES:
+        if run.state in FINISHED_RUN_STATES and run.state != RunState.failed:  # failed: resumable by name
             raise PolicyRefused(f"run {run_id} is {run.state} already; there is nothing to cancel")
         handed_out = len(outbox.inflight(ctx.conn, run_id)) if runs.on_cluster(ctx.conn, run_id) else 0
         if handed_out:  # Redis workers may still send them: only the cluster can settle them

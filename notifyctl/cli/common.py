@@ -61,9 +61,7 @@ class Options:
     def logging(self) -> tuple[str, Path | None] | None:
         """Where the logs go (level, file; None: stderr), or None for no log at all."""
         level = self.log_level
-        if self.quiet:
-            level = "error"
-        elif self.verbose and level == "info":  # -v and -vv say how much, unless --log-level does
+        if self.verbose and level == "info":  # -v and -vv say how much, unless --log-level does
             level = "debug" if self.verbose > 1 else "info"
         if self.log_file is None and not self.verbose:
             return None
