@@ -31,13 +31,18 @@ class NotifyctlError(Exception):
 class ConfigError(NotifyctlError):
     """A missing or wrong setting; the message names the key and the file."""
 
-    def __init__(self, message: str, *, key: str | None = None, path: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, key: str | None = None, path: str | None = None, variable: str | None = None
+    ) -> None:
         self.key = key
         self.path = path
+        self.variable = variable  # the environment variable the wrong value came from (not the file)
         where = []
         if key:
             where.append(f"key '{key}'")
-        if path:
+        if variable:
+            where.append(f"from the environment variable {variable}")
+        elif path:
             where.append(f"in {path}")
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
 

@@ -25,11 +25,15 @@ from typing import Any
 import orjson
 
 from notifyctl.security.redaction import mask_address, redact_secrets
+from notifyctl.states import DeliveryState
 
 LOGGER_NAME = "notifyctl"
 ALLOWED_FIELDS: tuple[str, ...] = (
     "ts", "level", "event", "run_id", "delivery_id", "channel", "provider", "state", "reason", "code",
     "attempt", "latency_ms", "count", "address_masked", "user_id_hash",
+    # a run's lines (pipeline/runlog.py): outcome classes, error classes, timings and counts only
+    "kind", "shard", "outcome", "error_class", "retry_in_s", "elapsed_s", "sent_this_session", "resent", "held",
+    *(f"count_{state}" for state in DeliveryState),
 )  # fmt: skip
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _HANDLER_MARK = "_notifyctl_handler"
@@ -88,6 +92,17 @@ def configure_logging(level: str, path: Path | None, secrets: list[str]) -> None
     logger.addHandler(handler)
     logger.setLevel(LEVELS[level.lower()])
     logger.propagate = False
+
+
+def destination() -> tuple[str, Path | None] | None:
+    """Where `configure_logging` sends the logs now (level, file or None for stderr), or None when
+    it was not called: what a process started for the same run (a sender process) is given."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in logger.handlers:
+        if getattr(handler, _HANDLER_MARK, False):
+            level = logging.getLevelName(logger.level).lower()
+            return level, Path(handler.baseFilename) if isinstance(handler, logging.FileHandler) else None
+    return None
 
 
 def address_field(address: str | None) -> dict[str, str]:

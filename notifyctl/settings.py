@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,9 +20,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from notifyctl.categories import BUILT_IN_KINDS, UNDEFINED_CATEGORY, CategoryRule, CategorySettings
+from notifyctl.config_errors import config_error, did_you_mean
 from notifyctl.errors import ConfigError
 from notifyctl.models import CHANNELS
 from notifyctl.providers.base import PROVIDER_TYPES
+from notifyctl.providers.options import PROVIDER_OPTIONS
 
 ENV_PREFIX = "NOTIFYCTL_"
 CONFIG_FILE = "notifyctl.toml"
@@ -169,14 +172,15 @@ class Settings(_Strict):
     def _references_exist(self) -> Settings:
         for name, conf in self.providers.items():
             if conf.type not in PROVIDER_TYPES:
-                known = ", ".join(sorted(PROVIDER_TYPES))
-                raise ValueError(f"providers.{name}.type: unknown provider type '{conf.type}' (known: {known})")
+                hint = did_you_mean(conf.type, sorted(PROVIDER_TYPES))
+                raise ValueError(f"providers.{name}.type: unknown provider type '{conf.type}'{hint}")
         for channel, route in self.channels.items():
             if channel not in CHANNELS:
-                raise ValueError(f"channels.{channel}: unknown channel (known: {', '.join(CHANNELS)})")
+                raise ValueError(f"channels.{channel}: unknown channel{did_you_mean(channel, CHANNELS)}")
             for name in route.names:
                 if name not in self.providers:
-                    raise ValueError(f"channels.{channel}: provider '{name}' is not defined under [providers]")
+                    hint = did_you_mean(name, sorted(self.providers))
+                    raise ValueError(f"channels.{channel}: provider '{name}' is not defined under [providers]{hint}")
         self._rules = {name: conf.rule for name, conf in self.categories.items()}
         return self
 
@@ -254,13 +258,25 @@ def _env_value(raw: str) -> Any:
         return raw
 
 
+# Variables of the command line's options (--config, --log-file), not configuration keys.
+OPTION_VARIABLES = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "LOG"})
+
+
+def env_sources(environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """The key each NOTIFYCTL_* variable sets → the variable: ("providers", "webhook", "rate") →
+    NOTIFYCTL_PROVIDERS__WEBHOOK__RATE (an error in that value names the variable, not the file)."""
+    return {
+        tuple(name[len(ENV_PREFIX) :].lower().split("__")): name
+        for name in environ
+        if name.startswith(ENV_PREFIX) and name not in OPTION_VARIABLES
+    }
+
+
 def env_overrides(environ: dict[str, str]) -> dict[str, Any]:
-    """NOTIFYCTL_A__B=value → {"a": {"b": value}}; NOTIFYCTL_CONFIG is the file, not a key."""
+    """NOTIFYCTL_A__B=value → {"a": {"b": value}}; NOTIFYCTL_CONFIG and NOTIFYCTL_LOG are options."""
     overrides: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
-            continue
-        keys = name[len(ENV_PREFIX) :].lower().split("__")
+    for keys, name in env_sources(environ).items():
+        raw = environ[name]
         node = overrides
         for key in keys[:-1]:
             node = node.setdefault(key, {})
@@ -281,6 +297,21 @@ def find_config(explicit: Path | None, environ: dict[str, str] | None = None) ->
         return path
     local = Path.cwd() / CONFIG_FILE
     return local if local.is_file() else None
+
+
+def _check_provider_options(settings: Settings, source: str, from_env: dict[tuple[str, ...], str]) -> None:
+    """Each provider's own keys against what its type declares (providers/options.py)."""
+    common = list(ProviderSettings.model_fields)
+    for name, conf in settings.providers.items():
+        declared = PROVIDER_OPTIONS.get(conf.type)
+        if declared is None:
+            continue
+        try:
+            declared.model_validate(conf.options)
+        except ValidationError as exc:
+            raise config_error(
+                exc, declared, source=source, from_env=from_env, prefix=("providers", name), known_extra=common
+            ) from exc
 
 
 def load_settings(explicit: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
@@ -306,15 +337,12 @@ def load_settings(explicit: Path | None = None, environ: dict[str, str] | None =
         data["categories"] = _merge(DEFAULTS["categories"], data.get("categories", {}))
     data = _merge(data, env_overrides(env))
     source = str(path) if path else "(embedded defaults)"
+    from_env = env_sources(env)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "missing":
-            message = MISSING.get(str(first["loc"][-1]), "missing (required)")
-        raise ConfigError(message, key=key, path=source) from exc
+        raise config_error(exc, Settings, source=source, from_env=from_env, missing=MISSING) from exc
+    _check_provider_options(settings, source, from_env)
     settings.source = source
     settings.base_dir = path.parent.resolve() if path else Path.cwd()
     return settings

@@ -33,6 +33,14 @@ class RunState(enum.StrEnum):
     waiting = "waiting"  # only deferred deliveries (quiet hours) are left
     completed = "completed"
     completed_with_failures = "completed_with_failures"
+    failed = "failed"  # stopped before or while planning (provider set-up, input): runs.end_reason says why
+    cancelled = "cancelled"  # `notifyctl runs cancel`: what was left unsent is skipped (cancelled)
+
+
+# Runs that are over: `resume --due` passes them by, `runs cancel` refuses them.
+FINISHED_RUN_STATES = frozenset(
+    {RunState.completed, RunState.completed_with_failures, RunState.failed, RunState.cancelled}
+)
 
 
 class AttemptOutcome(enum.StrEnum):

@@ -66,6 +66,7 @@ NOT_RUN: dict[str, str] = {
 # Examples whose documented outcome is not exit 0.
 EXIT_CODES: dict[str, tuple[int, str]] = {
     "notifyctl dlq show 1234": (2, "not found: the workspace has no dead letter 1234"),
+    "notifyctl runs cancel RUN_ID --json": (2, "the workspace's one run is completed: nothing to cancel"),
 }
 
 # Placeholders in examples, and what they become in the workspace ({run_id}: its run).

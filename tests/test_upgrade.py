@@ -76,8 +76,10 @@ def _rows(conn: sqlite3.Connection, sql: str, *params: Any) -> list[tuple[Any, .
 def _snapshot(ws: Workspace, run_id: str) -> list[list[tuple[Any, ...]]]:
     """Everything recorded about a run: its row, deliveries, attempts and inbox rows."""
     with ws.db() as conn:
+        # end_reason (0008) is added by the upgrade, NULL for every run of the earlier release.
+        columns = ", ".join(row[1] for row in conn.execute("PRAGMA table_info(runs)") if row[1] != "end_reason")
         return [
-            _rows(conn, "SELECT * FROM runs WHERE run_id=?", run_id),
+            _rows(conn, f"SELECT {columns} FROM runs WHERE run_id=?", run_id),
             _rows(conn, "SELECT * FROM deliveries WHERE run_id=? ORDER BY id", run_id),
             _rows(
                 conn,

@@ -15,45 +15,21 @@ import os
 import sqlite3
 import stat
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
+from notifyctl.app.checkup import Check, fail, ok, warn
+from notifyctl.app.checkup import failed as failed  # the doctor's verdict, for its callers
+from notifyctl.app.doctor_state import check_database_dir, check_outbox_folder, check_runs
 from notifyctl.app.links import public_url_problem, real_email_providers
 from notifyctl.errors import ConfigError, TemplateError
 from notifyctl.security.redaction import configured_secrets, redact_secrets
 from notifyctl.settings import ProviderSettings, Settings, load_settings
+from notifyctl.store.db import utcnow
 
-Status = Literal["ok", "warn", "fail"]
 # Secrets published in notifyctl's own code and examples: whoever knows them forges unsubscribe links.
 PUBLIC_SECRETS = frozenset({"change-me-unsubscribe-secret", "change-me"})
 PROBE_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class Check:
-    area: str  # "config", "database", "templates", "provider <name>"
-    status: Status
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return asdict(self)
-
-
-def ok(area: str, message: str) -> Check:
-    return Check(area, "ok", message)
-
-
-def warn(area: str, message: str) -> Check:
-    return Check(area, "warn", message)
-
-
-def fail(area: str, message: str) -> Check:
-    return Check(area, "fail", message)
-
-
-def failed(checks: list[Check]) -> bool:
-    return any(check.status == "fail" for check in checks)
+LOCAL_PROBES = frozenset({"outbox", "webhook", "inapp"})  # nothing over the network
 
 
 # --- configuration, database, templates --------------------------------------------------------
@@ -367,6 +343,9 @@ async def probe_apns(name: str, conf: ProviderSettings, settings: Settings) -> l
 async def probe_outbox(name: str, conf: ProviderSettings, settings: Settings) -> list[Check]:
     area = f"provider {name}"
     folder = settings.path(str(conf.options.get("path", "outbox")))
+    problems = check_outbox_folder(area, folder)
+    if problems:
+        return problems
     if folder.exists():
         mode = stat.S_IMODE(folder.stat().st_mode)
         if mode & 0o077:
@@ -420,15 +399,18 @@ async def diagnose(
     except ConfigError as exc:
         return [fail("config", str(exc))]
     checks = check_config(settings)
+    checks.extend(check_database_dir(settings.database_path))
     checks.extend(check_database(settings.database_path))
+    checks.extend(check_runs(settings.database_path, utcnow()))
     checks.extend(check_devices(settings.database_path))
     checks.extend(check_templates(settings))
     used = {name for route in settings.channels.values() for name in [*route.providers, route.secondary or ""]}
     unused = sorted(set(settings.providers) - used)
     if unused:
         checks.append(warn("config", f"provider(s) defined but used by no channel: {', '.join(unused)}"))
-    if probe_providers:
-        names = sorted(settings.providers)
+    # --offline leaves out what goes over the network; the local folders are checked regardless.
+    names = sorted(n for n, conf in settings.providers.items() if probe_providers or conf.type in LOCAL_PROBES)
+    if names:
         results = await asyncio.gather(*(_probe(n, settings.providers[n], settings) for n in names))
         for result in results:
             checks.extend(result)

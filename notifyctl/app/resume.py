@@ -9,6 +9,7 @@ from pathlib import Path
 from notifyctl.app.broadcast import audience_source, recipient_planner
 from notifyctl.app.checks import file_sha256
 from notifyctl.app.context import Context
+from notifyctl.app.drive import failing_unplanned, refuse_cancelled
 from notifyctl.app.send import events_source
 from notifyctl.app.sizing import _engine_for
 from notifyctl.errors import InputError, PolicyRefused
@@ -75,24 +76,28 @@ async def resume(
     if not locks.acquire_lock(ctx.conn, lock, owner="resume"):
         return ResumeSkipped(run_id, "another notifyctl process is working on this run")
     try:
+        run = runs.get_run(ctx.conn, run_id) or run  # as it is now that this process holds the run
+        refuse_cancelled(run)
         if run.state in (RunState.completed, RunState.completed_with_failures) and run.planned:
             return ResumeSkipped(
                 run_id,
                 f"run is {run.state}; nothing to resume "
                 "(held deliveries: `notifyctl dlq redrive --run RUN --in-doubt`)",
             )
-        changes = template_changes(ctx, run)
-        if changes and not allow_template_change:
-            raise PolicyRefused(
-                f"run {run_id}: template changed since the run started: {', '.join(changes)}; "
-                "pass --allow-template-change to render the rest with the new version"
-            )
-        outbox.release_due_deferred(ctx.conn, run_id, ctx.clock())
-        source = _resume_source(ctx, run)
-        engine = await _engine_for(ctx, run_id, progress, allow_template_change)
-        if on_engine:
-            on_engine(engine)
-        return await engine.run(run_id, source, allow_template_change=allow_template_change)
+        # A failed run is resumed only when asked by name (it failed for a reason to fix first).
+        with failing_unplanned(ctx, run_id):
+            changes = template_changes(ctx, run)
+            if changes and not allow_template_change:
+                raise PolicyRefused(
+                    f"run {run_id}: template changed since the run started: {', '.join(changes)}; "
+                    "pass --allow-template-change to render the rest with the new version"
+                )
+            outbox.release_due_deferred(ctx.conn, run_id, ctx.clock())
+            source = _resume_source(ctx, run)
+            engine = await _engine_for(ctx, run_id, progress, allow_template_change)
+            if on_engine:
+                on_engine(engine)
+            return await engine.run(run_id, source, allow_template_change=allow_template_change)
     finally:
         locks.release_lock(ctx.conn, lock)
 

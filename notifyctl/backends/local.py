@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiolimiter import AsyncLimiter
 
-from notifyctl.pipeline import outcomes
+from notifyctl.pipeline import outcomes, runlog
 from notifyctl.pipeline.backend import TAKEN, Dispatch, Dispatcher, Verdict
 from notifyctl.pipeline.outcomes import Kind, Outcome, Recording
 from notifyctl.pipeline.sender import Sender
@@ -160,7 +160,7 @@ class LocalBackend:
         settings, share = engine.settings, self.shard[1]
         self._settings = settings
         if not self.follows:  # the run's first process: attempts left in flight by a crash are in doubt
-            outcomes.recover_inflight(engine.conn, engine.run_id, settings)
+            runlog.crash_recovered(engine.run_id, *outcomes.recover_inflight(engine.conn, engine.run_id, settings))
         names = [name for channel in engine.lanes for name in settings.channels[channel].names]
         buckets: dict[str, TokenBucket] = {}
         for name in dict.fromkeys(names):

@@ -43,12 +43,24 @@ async def spawn(
         args += ["--config", str(Path(settings.source).resolve())]
     if allow_template_change:
         args.append("--allow-template-change")
+    args += _log_args()
     return [
         await asyncio.create_subprocess_exec(
             *args, "--shard", str(k), cwd=settings.base_dir, stdin=asyncio.subprocess.DEVNULL
         )
         for k in range(1, processes)
     ]
+
+
+def _log_args() -> list[str]:
+    """The parent's log destination (--log-file, -v), for the siblings to write their lines to."""
+    from notifyctl.logs import destination
+
+    found = destination()
+    if found is None:
+        return []
+    level, path = found
+    return ["--log-level", level, *(["--log-file", str(path)] if path is not None else [])]
 
 
 def _die_with_parent(parent: int) -> None:
@@ -66,6 +78,11 @@ async def _main(args: argparse.Namespace) -> int:
     from notifyctl.templates.store import TemplateStore
 
     settings = load_settings(Path(args.config) if args.config else None)
+    if args.log_level is not None:  # the parent logs: so does this process, to the same place
+        from notifyctl.logs import configure_logging
+        from notifyctl.security.redaction import configured_secrets
+
+        configure_logging(args.log_level, args.log_file, configured_secrets(settings))
     conn = connect(settings.database_path)
     templates = TemplateStore(settings.templates_path, render_timeout_s=settings.render_timeout_s)
     backend = LocalBackend(shard=(args.shard, args.processes), follows=True)
@@ -88,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--config")
     parser.add_argument("--allow-template-change", action="store_true")
+    parser.add_argument("--log-level", default=None)
+    parser.add_argument("--log-file", type=Path, default=None)
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
     from notifyctl import aio

@@ -54,6 +54,18 @@ class Options:
     config_path: Path | None = None
     log_level: str = "info"
     log_file: Path | None = None
+    verbose: int = 0  # -v: the run's log lines (info) on stderr, or in --log-file; -vv: debug
+    quiet: bool = False  # -q: no progress bars or summaries for people; errors only
+
+    @property
+    def logging(self) -> tuple[str, Path | None] | None:
+        """Where the logs go (level, file; None: stderr), or None for no log at all."""
+        level = self.log_level
+        if self.verbose and level == "info":  # -v and -vv say how much, unless --log-level does
+            level = "debug" if self.verbose > 1 else "info"
+        if self.log_file is None and not self.verbose:
+            return None
+        return level, self.log_file
 
 
 def _print_version(value: bool) -> None:
@@ -90,12 +102,30 @@ def global_options(
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning or error.", callback=_known_log_level)
     ] = "info",
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="Log each run's events as JSON lines on stderr (or --log-file); -vv: each attempt too.",
+        ),
+    ] = 0,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars or summaries; errors only (and --json output).")
+    ] = False,
 ) -> None:
     """notifyctl: multi-channel notifications."""
     options = ctx.ensure_object(Options)
     options.config_path = config
     options.log_level = log_level
     options.log_file = log_file
+    options.verbose = verbose
+    options.quiet = quiet
+    if quiet or "notifyctl.cli.output" in sys.modules:  # (a process running several commands: tests)
+        from notifyctl.cli import output
+
+        output.set_quiet(quiet)
 
 
 def options(cli: typer.Context) -> Options:
@@ -105,16 +135,18 @@ def options(cli: typer.Context) -> Options:
 
 
 def settings(cli: typer.Context | Options) -> Settings:
-    """The settings the global options point to; with --log-file, logging goes there from now on."""
+    """The settings the global options point to; with --log-file (or -v: stderr), logging goes there
+    from now on."""
     from notifyctl.settings import load_settings
 
     chosen = cli if isinstance(cli, Options) else options(cli)
     loaded = load_settings(chosen.config_path)
-    if chosen.log_file is not None:
+    destination = chosen.logging
+    if destination is not None:
         from notifyctl.logs import configure_logging
         from notifyctl.security.redaction import configured_secrets
 
-        configure_logging(chosen.log_level, chosen.log_file, configured_secrets(loaded))
+        configure_logging(*destination, configured_secrets(loaded))
     return loaded
 
 

@@ -15,6 +15,8 @@ import orjson
 from notifyctl.errors import RowError
 from notifyctl.states import DeliveryState
 
+QUIET = False  # -q: the console for people prints nothing and no progress is drawn; errors still are
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
@@ -32,7 +34,7 @@ def __getattr__(name: str) -> Any:
     if name == "console":
         from rich.console import Console
 
-        value = Console()
+        value = Console(quiet=QUIET)
     elif name == "err_console":
         from rich.console import Console
 
@@ -45,6 +47,15 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value
     return value
+
+
+def set_quiet(quiet: bool) -> None:
+    """-q: nothing for people on stdout and no progress bars (errors and --json output still)."""
+    global QUIET
+    QUIET = quiet
+    made: Console | None = globals().get("console")
+    if made is not None:
+        made.quiet = quiet
 
 
 def _console(name: str) -> Console:
@@ -112,6 +123,7 @@ class ChannelProgress:
     """The engine's Progress, drawn as one Rich bar per channel (sent, skipped, failed, rate)."""
 
     def __init__(self, enabled: bool) -> None:
+        enabled = enabled and not QUIET
         self.enabled = enabled
         self.started = time.monotonic()
         self.totals: dict[str, int] = {}

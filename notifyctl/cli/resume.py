@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from notifyctl.cli.common import (
+    EXIT_FAILED,
     JsonOpt,
     RedisOpt,
     guarded,
@@ -18,7 +19,7 @@ from notifyctl.cli.common import (
     report_problems,
     run_async,
 )
-from notifyctl.errors import InputError
+from notifyctl.errors import InputError, NotifyctlError
 
 if TYPE_CHECKING:
     from notifyctl.pipeline.engine import Engine
@@ -46,6 +47,9 @@ def resume(
 ) -> None:
     """Continue an interrupted run from where it stopped, without re-sending anything recorded.
 
+    With --due every run that is due is processed; one that fails is named on stderr (its state
+    `failed` with the reason when it had not been planned) and the others go on: exit 1.
+
     Example: notifyctl resume run_20261121_ab12cd   (cron: * * * * * notifyctl resume --due)
     """
     from notifyctl.app import resume as resuming
@@ -57,21 +61,37 @@ def resume(
         raise InputError("give a RUN id, or --due")
     engines: list[Engine] = []
     worst = 0
+    crash: Exception | None = None
     payloads: list[dict[str, Any]] = []
     with open_context(cli, redis) as ctx:
         targets = resuming.due_runs(ctx) if due else [run_id or ""]
         for target in targets:
-            with ChannelProgress(enabled=not machine) as progress:
-                result = run_async(
-                    resuming.resume(
-                        ctx,
-                        target,
-                        allow_template_change=allow_template_change,
-                        progress=progress,
-                        on_engine=engines.append,
-                    ),
-                    engines,
-                )
+            try:
+                with ChannelProgress(enabled=not machine) as progress:
+                    result = run_async(
+                        resuming.resume(
+                            ctx,
+                            target,
+                            allow_template_change=allow_template_change,
+                            progress=progress,
+                            on_engine=engines.append,
+                        ),
+                        engines,
+                    )
+            except NotifyctlError as exc:
+                if not due:
+                    raise
+                # From cron: one run that cannot go on must not hold back the others due.
+                payloads.append({"run_id": target, "failed": str(exc)})
+                output.error(f"run {target} failed: {exc}")
+                worst = max(worst, EXIT_FAILED)
+                continue
+            except Exception as exc:  # a bug: the other runs go on, then it is reported as a crash
+                if not due:
+                    raise
+                payloads.append({"run_id": target, "failed": f"crashed: {type(exc).__name__}"})
+                crash = crash or exc
+                continue
             if isinstance(result, resuming.ResumeSkipped):
                 payloads.append({"run_id": target, "skipped": result.why})
                 if not machine:
@@ -88,5 +108,7 @@ def resume(
         output.emit_json({"resumed": payloads} if due else payloads[0])
     elif due and not targets:
         output.console.print("nothing is due")
+    if crash is not None:
+        raise crash  # the crash report and exit 70, after every other due run was worked on
     if worst:
         raise typer.Exit(worst)

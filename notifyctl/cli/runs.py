@@ -84,6 +84,33 @@ def runs_show(cli: typer.Context, run_id: str, json_out: JsonOpt = False) -> Non
         output.table("errors", ["class", "message", "count"], details["errors"])
 
 
+@runs_app.command("cancel")
+@guarded
+def runs_cancel(cli: typer.Context, run_id: str, json_out: JsonOpt = False) -> None:
+    """End a run that has not finished: its pending and deferred deliveries are skipped (cancelled),
+    audited, and the run is never resumed. Refused for a finished run, and while another notifyctl
+    process is sending it.
+
+    Example: notifyctl runs cancel run_20261121_ab12cd
+    """
+    from notifyctl.app.cancel import cancel
+    from notifyctl.cli import output
+
+    with context(cli) as ctx:
+        done = cancel(ctx, run_id)
+    if json_out:
+        output.emit_json({"run_id": done.run_id, "state": "cancelled", **vars(done)})
+        return
+    output.console.print(
+        f"run {done.run_id} cancelled (was {done.previous_state}): {done.skipped} deliveries skipped (cancelled)"
+    )
+    if done.held_in_doubt:
+        output.console.print(
+            f"[yellow]{done.held_in_doubt} held in doubt[/]: they were in flight when the run stopped and may "
+            f"have been delivered; see `notifyctl dlq list --run {done.run_id}`"
+        )
+
+
 @guarded
 def audit(
     cli: typer.Context,

@@ -113,6 +113,7 @@ def whole_app() -> typer.Typer:
 # command for `main` to build that command alone (see `_app_for`).
 _GROUP_VALUE_OPTIONS = ("--config", "-c", "--log-file", "--log-level")
 _GROUP_VALUE_ATTACHED = ("--config=", "--log-file=", "--log-level=", "-c")
+_GROUP_FLAGS = ("-v", "-vv", "-vvv", "--verbose", "-q", "--quiet")
 
 
 def _invoked_command(argv: list[str]) -> str | None:
@@ -123,7 +124,7 @@ def _invoked_command(argv: list[str]) -> str | None:
         token = argv[i]
         if token in _GROUP_VALUE_OPTIONS:
             i += 2
-        elif token.startswith(_GROUP_VALUE_ATTACHED):  # --config=FILE, -cFILE
+        elif token.startswith(_GROUP_VALUE_ATTACHED) or token in _GROUP_FLAGS:  # --config=FILE, -cFILE, -v
             i += 1
         elif token.startswith("-"):
             return None
@@ -175,12 +176,22 @@ def _exit_without_teardown(done: SystemExit) -> None:
     os._exit(code or 0)
 
 
+def _global_flags_first(argv: list[str]) -> list[str]:
+    """-v/-q anywhere on the command line (`notifyctl send ... -v`) as if given before the command:
+    they are the root's options, and click reads those before the command only."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [token for token in argv[:end] if token in _GROUP_FLAGS]
+    if not flags:
+        return argv
+    return [*flags, *(token for token in argv[:end] if token not in _GROUP_FLAGS), *argv[end:]]
+
+
 def main() -> None:
     """The `notifyctl` command."""
-    argv = sys.argv[1:]
+    argv = _global_flags_first(sys.argv[1:])
     given = Options()  # filled in by the global options; kept here for a crash report
     try:
-        _app_for(argv)(obj=given)
+        _app_for(argv)(args=argv, obj=given)
     except SystemExit as done:
         if _invoked_command(argv) not in LONG_LIVED:
             _exit_without_teardown(done)

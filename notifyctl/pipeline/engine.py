@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from notifyctl.models import DeliveryState, RunState
+from notifyctl.pipeline import runlog
 from notifyctl.pipeline.backend import Dispatcher
 from notifyctl.pipeline.dispatch import LaneDispatch
 from notifyctl.pipeline.envelope import EnvelopeBuilder
@@ -205,6 +206,7 @@ class Engine:
                     self.progress.planned(channel, state, n)
             if not self.backend.follows:
                 runs.set_run_state(self.conn, run_id, RunState.running, started=True)
+            runlog.run_started(run_id, run.kind, self.backend.shard)
             self.feeder.planning_done = source is None and not service and not self.backend.follows
             self._ready.set()
             tasks: list[asyncio.Task[Any]] = []
@@ -256,7 +258,9 @@ class Engine:
                 runs.set_run_state(self.conn, run_id, state, finished=state != RunState.interrupted)
         sent = runs.sent_count(self.conn, run_id) - sent_before
         counts, problems = runs.counts(self.conn, run_id), runs.stopped_providers(self.conn, run_id)
-        return RunOutcome(run_id, state, counts, time.monotonic() - started, sent, problems)
+        elapsed_s = time.monotonic() - started
+        runlog.run_finished(run_id, state, counts, elapsed_s, sent)
+        return RunOutcome(run_id, state, counts, elapsed_s, sent, problems)
 
     def stop(self) -> None:
         """Stop cleanly: no new sends; requests in flight finish and are recorded."""

@@ -33,6 +33,7 @@ from notifyctl.pipeline.churn import ChurnGuard
 from notifyctl.pipeline.outcomes import Outcome
 from notifyctl.pipeline.retry import backoff_s, should_retry
 from notifyctl.pipeline.router import CircuitBreaker
+from notifyctl.pipeline.runlog import OutcomeLog
 from notifyctl.providers.base import BatchProvider, Provider, endpoint_of
 from notifyctl.providers.capabilities import check as check_capabilities
 from notifyctl.security.redaction import Scrubber
@@ -77,6 +78,7 @@ class Sender:
         self.holds = EndpointHolds()
         self.scrubber = scrubber
         self.churn = ChurnGuard()  # a configuration error must not pass for token churn (pipeline/churn.py)
+        self.outcome_log = OutcomeLog.if_enabled()  # the log level, read once: None costs one test per outcome
 
     async def transmit(self, envelope: Envelope, provider_name: str, attempt: int) -> Result:
         """One attempt of one delivery through `provider_name` (attempt counts from 1)."""
@@ -109,6 +111,8 @@ class Sender:
             else:
                 assert isinstance(verdict, Outcome)
                 self.sink.record(verdict)
+                if self.outcome_log is not None:
+                    self.outcome_log.record(verdict)
                 results[i] = result_of(verdict)
         if claimed:
             await bucket.pace(len(claimed))
@@ -177,6 +181,8 @@ class Sender:
             assert answered is not None
             outcome = self._outcome(dispatch, answered, latency_ms)
             self.sink.record(outcome)
+            if self.outcome_log is not None:
+                self.outcome_log.record(outcome)
             results.append(result_of(outcome, self.stopping()))
         return results
 

@@ -34,5 +34,10 @@ def release_lock(conn: sqlite3.Connection, name: str) -> None:
 
 
 def lock_holder_alive(conn: sqlite3.Connection, name: str) -> bool:
+    return live_holder(conn, name) is not None
+
+
+def live_holder(conn: sqlite3.Connection, name: str) -> int | None:
+    """The pid of the live process holding a lock, or None."""
     row = conn.execute("SELECT pid FROM locks WHERE name=?", (name,)).fetchone()
-    return row is not None and _pid_alive(row["pid"])
+    return int(row["pid"]) if row is not None and _pid_alive(row["pid"]) else None

@@ -39,6 +39,7 @@ class Run:
     started: str | None
     finished: str | None
     options: dict[str, Any]
+    end_reason: str | None = None  # why it ended failed or cancelled
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Run:
@@ -62,6 +63,7 @@ class Run:
             started=row["started"],
             finished=row["finished"],
             options=loads(row["options"]) or {},
+            end_reason=row["end_reason"],
         )
 
 
@@ -121,7 +123,7 @@ def list_runs(conn: sqlite3.Connection, limit: int = 50) -> list[Run]:
 def set_run_state(
     conn: sqlite3.Connection, run_id: str, state: RunState, *, started: bool = False, finished: bool = False
 ) -> None:
-    sets = ["state=?"]
+    sets = ["state=?", "end_reason=NULL"]  # a failed run resumed by name: the reason is history
     params: list[Any] = [state]
     if started:
         sets.append("started=COALESCE(started, ?)")
@@ -131,6 +133,51 @@ def set_run_state(
         params.append(iso())
     params.append(run_id)
     conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id=?", params)
+
+
+def end_run(conn: sqlite3.Connection, run_id: str, state: RunState, reason: str) -> None:
+    """A run ended before its deliveries did (failed, cancelled), and why."""
+    conn.execute("UPDATE runs SET state=?, end_reason=?, finished=? WHERE run_id=?", (state, reason, iso(), run_id))
+
+
+def cancel_unsent(conn: sqlite3.Connection, run_id: str) -> tuple[int, int]:
+    """A cancelled run's deliveries not yet sent: pending and deferred ones are skipped (cancelled);
+    those left in flight by a crash may have reached the provider, so they are held in doubt.
+    Returns (skipped, held); in the caller's transaction."""
+    now = iso()
+    skipped = conn.execute(
+        """UPDATE deliveries SET state='skipped', reason='cancelled', defer_until=NULL, next_attempt_at=NULL,
+             updated=? WHERE run_id=? AND state IN ('pending', 'deferred')""",
+        (now, run_id),
+    ).rowcount
+    conn.execute(
+        """UPDATE attempts SET outcome='in_doubt' WHERE outcome='inflight' AND delivery_id IN
+             (SELECT id FROM deliveries WHERE run_id=? AND state='inflight')""",
+        (run_id,),
+    )
+    held = conn.execute(
+        """UPDATE deliveries SET state='in_doubt', in_doubt=1, reason='outcome_unknown', updated=?
+           WHERE run_id=? AND state='inflight'""",
+        (now, run_id),
+    ).rowcount
+    return skipped, held
+
+
+def on_cluster(conn: sqlite3.Connection, run_id: str) -> bool:
+    """Whether the run was published to a Redis cluster (its workers may hold its deliveries)."""
+    return conn.execute("SELECT 1 FROM cluster_runs WHERE run_id=?", (run_id,)).fetchone() is not None
+
+
+def stuck_or_overdue(conn: sqlite3.Connection, now_iso: str) -> list[sqlite3.Row]:
+    """Runs `running` (candidates for stuck: the caller checks their lock) and runs scheduled
+    before `now_iso`: rows (run_id, state, send_at, created)."""
+    return list(
+        conn.execute(
+            """SELECT run_id, state, send_at, created FROM runs
+               WHERE state='running' OR (state='scheduled' AND send_at <= ?) ORDER BY created""",
+            (now_iso,),
+        )
+    )
 
 
 def advance_plan(conn: sqlite3.Connection, run_id: str, cursor: tuple[int, int] | None, planned: bool) -> None:

@@ -298,6 +298,11 @@ MIGRATIONS: list[tuple[str, str | list[str]]] = [
         """,
     ),
     (
+        # Why a run ended `failed` (provider set-up, its input) or `cancelled` (`runs cancel`).
+        "0008_run_end_reason",
+        "ALTER TABLE runs ADD COLUMN end_reason TEXT;",
+    ),
+    (
         # The push service a token belongs to: `apns` (Apple's, sent through an APNs provider) or
         # `fcm`. The phone's OS (`platform`) does not say it: an iOS app may well use FCM. Tokens
         # stored before are FCM's.

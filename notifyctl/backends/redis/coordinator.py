@@ -45,7 +45,7 @@ from notifyctl.backends.redis.publisher import Collector, Publisher
 from notifyctl.backends.redis.revocations import REVOCATION_TTL_S, encode, revoked
 from notifyctl.backends.redis.streams import COORDINATOR_GROUP, WORKERS_GROUP, Keys, connect, ensure_group
 from notifyctl.models import Decision, DeliveryState
-from notifyctl.pipeline import outcomes
+from notifyctl.pipeline import outcomes, runlog
 from notifyctl.pipeline.backend import Dispatcher
 from notifyctl.pipeline.outcomes import Outcome, Recording
 from notifyctl.policy.decide import Policy
@@ -209,7 +209,7 @@ class RedisBackend:
                         outbox.unpublish(conn, row["id"], row["attempts"])
         else:
             # Published into a Redis dataset that is gone, or sent in-process by a crashed session.
-            outcomes.recover_inflight(conn, run_id, engine.settings)
+            runlog.crash_recovered(run_id, *outcomes.recover_inflight(conn, run_id, engine.settings))
         self._attach()
 
     async def _watch_generation(self) -> None:

@@ -377,10 +377,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--visibility-timeout", type=float, default=30.0)
     parser.add_argument("--name", default=None)
     parser.add_argument("--log-file", type=Path, default=None)
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     args = parser.parse_args(argv)
     settings = load_settings(args.config)
     if args.log_file is not None:
-        configure_logging("info", args.log_file, [])
+        from notifyctl.security.redaction import configured_secrets
+
+        configure_logging(args.log_level, args.log_file, configured_secrets(settings))
     options = WorkerOptions(
         redis_url=args.redis,
         channels=args.channel,
