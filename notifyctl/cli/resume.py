@@ -50,7 +50,7 @@ def resume(
     """
     from notifyctl.app import resume as resuming
     from notifyctl.cli import output
-    from notifyctl.cli.output import ChannelProgress
+    from notifyctl.cli.progress import ChannelProgress, progress_wanted
 
     machine = machine_output(json_out)
     if not due and not run_id:
@@ -61,7 +61,7 @@ def resume(
     with open_context(cli, redis) as ctx:
         targets = resuming.due_runs(ctx) if due else [run_id or ""]
         for target in targets:
-            with ChannelProgress(enabled=not machine) as progress:
+            with ChannelProgress(enabled=progress_wanted(json_out)) as progress:
                 result = run_async(
                     resuming.resume(
                         ctx,

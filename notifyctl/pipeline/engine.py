@@ -71,12 +71,18 @@ class Progress(Protocol):
 
     def outcome(self, channel: str, state: str) -> None: ...
 
+    def counted(self) -> None:
+        """Everything is planned: the totals reported so far are final."""
+
 
 class NullProgress:
     def planned(self, channel: str, state: str, n: int) -> None:
         pass
 
     def outcome(self, channel: str, state: str) -> None:
+        pass
+
+    def counted(self) -> None:
         pass
 
 
@@ -99,6 +105,8 @@ class RunOutcome:
     elapsed_s: float
     sent_this_session: int
     problems: list[str] = field(default_factory=list)  # providers stopped by the churn guard: why
+    reasons: dict[str, int] = field(default_factory=dict)  # "state:reason" → how many (not sent)
+    rejected_rows: int = 0  # input rows refused and left out (--skip-invalid)
 
 
 class Engine:
@@ -199,6 +207,8 @@ class Engine:
             if not self.backend.follows:
                 runs.set_run_state(self.conn, run_id, RunState.running, started=True)
             self.feeder.planning_done = source is None and not service and not self.backend.follows
+            if self.feeder.planning_done:
+                self.progress.counted()
             self._ready.set()
             tasks: list[asyncio.Task[Any]] = []
             if source is not None:
@@ -249,7 +259,8 @@ class Engine:
                 runs.set_run_state(self.conn, run_id, state, finished=state != RunState.interrupted)
         sent = runs.sent_count(self.conn, run_id) - sent_before
         counts, problems = runs.counts(self.conn, run_id), runs.stopped_providers(self.conn, run_id)
-        return RunOutcome(run_id, state, counts, time.monotonic() - started, sent, problems)
+        reasons, rejected = runs.reasons(self.conn, run_id), int(run.options.get("rejected_count", 0))
+        return RunOutcome(run_id, state, counts, time.monotonic() - started, sent, problems, reasons, rejected)
 
     def stop(self) -> None:
         """Stop cleanly: no new sends; requests in flight finish and are recorded."""
@@ -321,6 +332,7 @@ class Engine:
             conn.close()
             write_lock.close()
             self.feeder.planning_done = True
+            self.progress.counted()
             for lane in self.lanes.values():
                 lane.wake.set()
 
