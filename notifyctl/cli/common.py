@@ -316,11 +316,8 @@ def report_outcome(
         if deliveries:
             output.table(
                 "deliveries",
-                ["delivery", "channel", "outcome", "provider", "message_id"],
-                [
-                    (d["delivery_id"], d["channel"], delivery_outcome(d), d["provider"], d["message_id"])
-                    for d in deliveries
-                ],
+                ["delivery", "channel", "outcome", "provider"],
+                [(d["delivery_id"], d["channel"], delivery_outcome(d), d["provider"]) for d in deliveries],
             )
         print_outcome(outcome, title)
     report_problems(outcome)

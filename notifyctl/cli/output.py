@@ -122,6 +122,10 @@ def is_id_column(name: str) -> bool:
     return name in ID_COLUMNS or name.endswith("_id")
 
 
+# Below this many characters a wrapping column is hard to read: the rows are shown as records.
+_READABLE = 9
+
+
 def table(
     title: str | None,
     columns: Sequence[str],
@@ -132,14 +136,22 @@ def table(
 ) -> None:
     """A table for people. Id columns (ID_COLUMNS, `*_id`) are never cut: as wide as their longest
     value, not wrapped; the other columns wrap (long words fold) when the width runs short, except
-    those in `cut` (free text such as an error message), kept to one line ending in "…"."""
+    those in `cut` (free text such as an error message), kept to one line ending in "…". When even
+    so the other columns would get fewer than _READABLE characters, each row is shown as a record
+    (one "column  value" line per column, values wrapping) instead of a table."""
     from rich import box
     from rich.table import Table
 
     console = _console("console")
     cells = [["" if v is None else str(v) for v in row] for row in rows]
-    # Cut columns share what the others leave on one line (at least 12 characters each).
     natural = [max([len(column), *(len(row[i]) for row in cells)]) for i, column in enumerate(columns)]
+    needed = sum(
+        w if is_id_column(c) else min(w, 12 if c in cut else _READABLE) for c, w in zip(columns, natural, strict=True)
+    )
+    if cells and needed + 2 * (len(columns) - 1) > console.width:
+        _records(title, columns, cells, caption, cut)
+        return
+    # Cut columns share what the others leave on one line (at least 12 characters each).
     left = console.width - sum(w + 2 for c, w in zip(columns, natural, strict=True) if c not in cut)
     cut_width = max(12, left // max(1, sum(1 for c in columns if c in cut)) - 2)
     # No outer edge and one space between columns: the width goes to the cells.
@@ -154,8 +166,7 @@ def table(
     )
     for i, column in enumerate(columns):
         if is_id_column(column):
-            widest = max((len(row[i]) for row in cells), default=0)
-            t.add_column(column, no_wrap=True, min_width=max(widest, len(column)), overflow="fold")
+            t.add_column(column, no_wrap=True, min_width=natural[i], overflow="fold")
         elif column in cut:
             t.add_column(column, no_wrap=True, overflow="ellipsis", max_width=cut_width)
         else:
@@ -163,6 +174,23 @@ def table(
     for row in cells:
         t.add_row(*row)
     console.print(t)
+
+
+def _records(
+    title: str | None, columns: Sequence[str], cells: list[list[str]], caption: str | None, cut: Collection[str]
+) -> None:
+    """Rows too wide for the terminal: one block per row, a line per column, a blank line between."""
+    from rich.table import Table
+
+    grid = Table(title=title, caption=caption, box=None, show_header=False, pad_edge=False, padding=(0, 2, 0, 0))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for n, row in enumerate(cells):
+        if n:
+            grid.add_row("", "")
+        for column, value in zip(columns, row, strict=True):
+            grid.add_row(column, one_line(value, 200) if column in cut else value)
+    _console("console").print(grid)
 
 
 def when(iso: str | None) -> str:

@@ -113,6 +113,7 @@ def audit(
     """
     from notifyctl.app.audit import AUDIT_COLUMNS, audit_count, audit_rows
     from notifyctl.cli import output
+    from notifyctl.cli.output import when
 
     if fmt not in ("table", "json", "csv"):
         raise InputError("--format must be table, json or csv")
@@ -134,7 +135,7 @@ def audit(
         elif fmt == "csv":
             output.emit_csv(rows, AUDIT_COLUMNS)
         else:
-            shown = [[r[c] for c in AUDIT_TABLE] for r in rows]
+            shown = [[when(r[c]) if c == "updated" else r[c] for c in AUDIT_TABLE] for r in rows]
             total = audit_count(ctx, **filters)
             caption = None
             if len(shown) < total:
