@@ -64,6 +64,8 @@ def test_ids_are_whole_at_60_and_120_columns_and_other_columns_wrap(ws: Workspac
         assert "…" not in listed.stdout  # nothing cut short: the campaign id wraps instead
         assert widest(listed.stdout) <= columns
     assert "spring-newsletter-for-every-customer-2026" in run(ws, "runs", "list", columns=200).stdout
+    # at 60 columns the rows are records: every value readable, none cut
+    assert "spring-newsletter-for-every-customer-2026" in run(ws, "runs", "list", columns=60).stdout
     shown = run(ws, "runs", "show", run_ids[0], columns=60)
     assert run_ids[0] in shown.stdout and widest(shown.stdout) <= 60
 
