@@ -128,7 +128,7 @@ def templates_check(
             channels = channel or ctx.templates.get(name).channels
             fit = TemplateFit(name, audience, list(channels), template_problems(ctx, name, audience, data, channels))
     against = f"{fit.audience}" + (f" (campaign {campaign}: {', '.join(fit.channels)})" if campaign else "")
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json(
             {
                 "template": fit.template,
