@@ -112,6 +112,31 @@ def test_piped_output_is_for_people_unless_json_is_asked_for(ws: Workspace) -> N
     assert run(ws, "audit", "--json", "--format", "csv").returncode == 2
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        "runs list",
+        "runs show",
+        "audit",
+        "dlq list",
+        "dlq show",
+        "users show",
+        "prefs show",
+        "suppress list",
+        "templates list",
+        "templates render",
+        "templates check",
+        "keys list",
+        "endpoints show",
+        "cluster status",
+        "doctor",
+    ],
+)
+def test_every_list_and_show_command_takes_json(ws: Workspace, command: str) -> None:
+    shown = ws.cli(*command.split(), "--help")
+    assert shown.exit_code == 0 and "--json" in shown.stdout, shown.stdout
+
+
 # --- audit exports everything, streamed -----------------------------------------------------------
 
 ROWS = 150_001
