@@ -99,7 +99,7 @@ def dlq_show(cli: typer.Context, delivery_id: int, json_out: JsonOpt = False) ->
         [
             (
                 a["number"],
-                a["started"],
+                output.when(a["started"]),
                 a["outcome"],
                 a["provider"],
                 a["code"],
