@@ -30,10 +30,10 @@ def test_readme_example_broadcast_runs_as_a_new_user_would(tmp_path: Path) -> No
     )
     assert imported.returncode == 0, imported.stderr
     result = subprocess.run(
-        [*cmd, "broadcast", "campaigns/welcome.toml"], cwd=tmp_path, env=env, capture_output=True, text=True
+        [*cmd, "broadcast", "campaigns/welcome.toml", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    summary = orjson.loads(result.stdout)  # not a TTY → JSON
+    summary = orjson.loads(result.stdout)
     assert summary["state"] == "completed"
     assert summary["counts"]["email"] == {"sent": 5}
     assert summary["counts"]["inapp"] == {"sent": 5}

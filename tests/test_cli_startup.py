@@ -107,7 +107,7 @@ def test_output_consoles_and_mask_address_are_made_on_first_use() -> None:
     assert output.err_console.stderr and not output.console.stderr
     with pytest.raises(AttributeError):
         _ = output.no_such_thing  # type: ignore[attr-defined]
-    code = "import sys, notifyctl.cli.output as o; p = o.ChannelProgress(enabled=False); print('rich' in sys.modules)"
+    code = "import sys, notifyctl.cli.progress as o; p = o.ChannelProgress(enabled=False); print('rich' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False"
 

@@ -80,7 +80,7 @@ def test_processes_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_the_progress_bar_takes_the_whole_runs_counts() -> None:
-    from notifyctl.cli.output import ChannelProgress
+    from notifyctl.cli.progress import ChannelProgress
 
     progress = ChannelProgress(enabled=False)
     progress.planned("webhook", "pending", 10)

@@ -217,7 +217,7 @@ def test_scheduled_campaign_starts_when_due(tmp_path: Path) -> None:
 def test_resume_of_a_completed_run_does_nothing(tmp_path: Path, webhook_sink: WebhookSink) -> None:
     ws = webhook_workspace(tmp_path, webhook_sink, 2)
     run_id = orjson.loads(ws.cli("broadcast", "c.toml", "--json").stdout)["run_id"]
-    result = ws.cli("resume", run_id)
+    result = ws.cli("resume", run_id, "--json")
     assert result.exit_code == 0 and "nothing to resume" in orjson.loads(result.stdout)["skipped"]
     assert len(webhook_sink.requests) == 2
 
@@ -283,7 +283,7 @@ def test_second_resume_of_a_locked_run_exits_zero(tmp_path: Path, webhook_sink: 
     proc = ws.popen("broadcast", "c.toml")
     _wait_for_sends(webhook_sink, 5)
     run_id = _run_id(ws)
-    second = ws.run("resume", run_id)
+    second = ws.run("resume", run_id, "--json")
     due = ws.run("resume", "--due", "--json")
     proc.kill()
     proc.communicate()

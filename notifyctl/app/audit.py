@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from notifyctl.app.context import Context
@@ -11,17 +12,55 @@ from notifyctl.store import audit, runs
 from notifyctl.store.audit import AUDIT_COLUMNS
 from notifyctl.store.db import parse_iso
 
-__all__ = ["AUDIT_COLUMNS", "audit_rows", "recent_runs", "run_details"]
+__all__ = ["AUDIT_COLUMNS", "audit_count", "audit_rows", "recent_runs", "run_deliveries", "run_details"]
 
 
-def audit_rows(
-    ctx: Context, *, run_id: str | None = None, user_id: str | None = None, state: str | None = None, limit: int = 1000
-) -> list[dict[str, Any]]:
-    """Deliveries with their decision, provider, ids, attempts and times; at most `limit` (0: all)."""
+def _known_state(state: str | None) -> None:
     if state is not None and state not in tuple(DeliveryState):
         known = ", ".join(DeliveryState)
         raise InputError(f"--status: unknown state '{state}' (known: {known})")
-    return audit.audit_rows(ctx.conn, run_id=run_id, user_id=user_id, state=state, limit=limit)
+
+
+def audit_rows(
+    ctx: Context,
+    *,
+    run_id: str | None = None,
+    user_id: str | None = None,
+    state: str | None = None,
+    limit: int = 0,
+    newest_first: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """Deliveries with their decision, provider, ids, attempts and times, streamed from the database;
+    at most `limit` (0: all)."""
+    _known_state(state)
+    return audit.iter_audit_rows(
+        ctx.conn, run_id=run_id, user_id=user_id, state=state, limit=limit, newest_first=newest_first
+    )
+
+
+def audit_count(
+    ctx: Context, *, run_id: str | None = None, user_id: str | None = None, state: str | None = None
+) -> int:
+    """How many deliveries the same filters match."""
+    _known_state(state)
+    return audit.count_audit_rows(ctx.conn, run_id=run_id, user_id=user_id, state=state)
+
+
+def run_deliveries(ctx: Context, run_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    """A small run's deliveries (a one-off send's): what happened to each and why, with its ids."""
+    return [
+        {
+            "delivery_id": row["id"],
+            "channel": row["channel"],
+            "state": row["state"],
+            "reason": row["reason"] or row["error_class"],
+            "provider": row["provider"],
+            "provider_message_id": row["provider_message_id"],
+            "message_id": row["message_id"],
+            "error": row["error_message"],
+        }
+        for row in audit.iter_audit_rows(ctx.conn, run_id=run_id, limit=limit)
+    ]
 
 
 def recent_runs(ctx: Context, limit: int = 50) -> list[tuple[runs.Run, dict[str, dict[str, int]]]]:

@@ -45,7 +45,7 @@ def users_forget(
         raise typer.Exit(EXIT_FAILED)
     with context(cli) as ctx:
         counts = forget(ctx.conn, ctx.settings, user_id)
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json({"forgotten": True, "counts": counts})
         return
     output.console.print(f"forgot user {user_id}; they stay suppressed in hashed form")
@@ -62,7 +62,7 @@ def endpoints_show(cli: typer.Context, user_id: str, json_out: JsonOpt = False) 
 
     with context(cli) as ctx:
         shown = endpoints.show(ctx, user_id)
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json(shown)
     else:
         output.table(f"endpoint of {user_id}", ["field", "value"], list(shown.items()))
@@ -85,7 +85,7 @@ def endpoints_rotate_secret(
 
     with context(cli) as ctx:
         secret = endpoints.rotate_secret(ctx, user_id, grace_hours)
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json({"user_id": user_id, "secret": secret, "grace_hours": grace_hours})
         return
     output.console.print(f"new signing secret for {user_id} (shown once, store it now):", highlight=False)
@@ -143,7 +143,7 @@ def doctor(
     from notifyctl.cli import output
 
     checks = aio.run(diagnose(options(cli).config_path, probe_providers=not offline))
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json({"ok": not failed(checks), "checks": [c.as_dict() for c in checks]})
     else:
         marks = {"ok": "[green]ok[/]", "warn": "[yellow]warning[/]", "fail": "[red]problem[/]"}

@@ -44,13 +44,13 @@ def broadcast(
     from notifyctl.app import broadcast as broadcasting
     from notifyctl.app.dry_run import DryRun
     from notifyctl.cli import output
-    from notifyctl.cli.output import ChannelProgress
+    from notifyctl.cli.progress import ChannelProgress, progress_wanted
     from notifyctl.intake.campaigns import load_campaign
 
     machine = machine_output(json_out)
     engines: list[Engine] = []
     loaded = load_campaign(campaign)
-    with open_context(cli, redis) as ctx, ChannelProgress(enabled=not machine) as progress:
+    with open_context(cli, redis) as ctx, ChannelProgress(enabled=progress_wanted(json_out)) as progress:
         result = run_async(
             broadcasting.broadcast(
                 ctx,

@@ -7,7 +7,6 @@ configuration or input, 70 a crash (a scrubbed report is written), 130 interrupt
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -184,8 +183,10 @@ def open_context(cli: typer.Context, redis_url: str | None) -> Iterator[Context]
 
 
 def machine_output(json_flag: bool) -> bool:
-    """JSON when asked for, or when stdout is not a terminal."""
-    return json_flag or not sys.stdout.isatty()
+    """JSON exactly when --json is given, piped or not: the one rule, output.wants_json."""
+    from notifyctl.cli import output
+
+    return output.wants_json(json_flag)
 
 
 def run_async(coro: Coroutine[Any, Any, T], engines: list[Engine] | None = None) -> T:
@@ -257,6 +258,8 @@ def outcome_payload(outcome: RunOutcome) -> dict[str, Any]:
         "sent_this_session": outcome.sent_this_session,
         "rate_per_s": round(outcome.sent_this_session / outcome.elapsed_s, 1) if outcome.elapsed_s else 0,
         "held_in_doubt": _count(outcome, DeliveryState.in_doubt),
+        "reasons": outcome.reasons,
+        "rejected_rows": outcome.rejected_rows,
         "problems": outcome.problems,
     }
 
@@ -289,6 +292,13 @@ def print_outcome(outcome: RunOutcome, title: str) -> None:
     payload = outcome_payload(outcome)
     dead, held = _count(outcome, DeliveryState.dead), payload["held_in_doubt"]
     output.summary_table(f"{title} {outcome.run_id}: {outcome.state}", outcome.counts)
+    if outcome.reasons:
+        output.table("reasons", ["state:reason", "count"], sorted(outcome.reasons.items()))
+    if outcome.rejected_rows:
+        output.console.print(
+            f"[yellow]{outcome.rejected_rows} input row(s) rejected[/] (--skip-invalid): "
+            f"see `notifyctl runs show {outcome.run_id}`"
+        )
     output.console.print(f"{outcome.sent_this_session} sent in {outcome.elapsed_s:.1f}s ({payload['rate_per_s']}/s)")
     if outcome.state == RunState.interrupted:
         output.console.print(f"[yellow]Interrupted. Resume with:[/] notifyctl resume {outcome.run_id}")
@@ -317,13 +327,30 @@ def report_problems(outcome: RunOutcome) -> None:
         output.error(f"{problem}: notifyctl dlq redrive --run {outcome.run_id}")
 
 
-def report_outcome(outcome: RunOutcome, json_out: bool, title: str) -> None:
-    """Print a run's result and exit with the code cron can act on."""
+def delivery_outcome(delivery: dict[str, Any]) -> str:
+    """What happened to one delivery and why: "sent", "skipped: duplicate", "dead: TransientError"."""
+    return f"{delivery['state']}: {delivery['reason']}" if delivery["reason"] else str(delivery["state"])
+
+
+def report_outcome(
+    outcome: RunOutcome, json_out: bool, title: str, deliveries: list[dict[str, Any]] | None = None
+) -> None:
+    """Print a run's result (with `deliveries`: each one, its outcome and ids) and exit with the
+    code cron can act on."""
     from notifyctl.cli import output
 
-    if json_out:
-        output.emit_json(outcome_payload(outcome))
+    if output.wants_json(json_out):
+        payload = outcome_payload(outcome)
+        if deliveries is not None:
+            payload["deliveries"] = [{**d, "outcome": delivery_outcome(d)} for d in deliveries]
+        output.emit_json(payload)
     else:
+        if deliveries:
+            output.table(
+                "deliveries",
+                ["delivery", "channel", "outcome", "provider"],
+                [(d["delivery_id"], d["channel"], delivery_outcome(d), d["provider"]) for d in deliveries],
+            )
         print_outcome(outcome, title)
     report_problems(outcome)
     code = outcome_exit_code(outcome)
@@ -335,7 +362,7 @@ def report_dry_run(result: DryRun, json_out: bool) -> None:
     """What a run would do: counts, and the reasons for skips and deferrals."""
     from notifyctl.cli import output
 
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json(
             {
                 "dry_run": True,

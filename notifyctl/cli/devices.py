@@ -38,7 +38,7 @@ def devices_prune(
     age = parse_age(older_than)
     with context(cli) as ctx:
         pruned = prune(ctx, age, dry_run=dry_run)
-    if json_out:
+    if output.wants_json(json_out):
         removed = 0 if pruned.dry_run else pruned.count
         output.emit_json(
             {"stale": pruned.count, "removed": removed, "seen_before": pruned.seen_before, "dry_run": pruned.dry_run}

@@ -49,26 +49,27 @@ def dlq_list(
 
     with context(cli) as ctx:
         rows = dead_letters(ctx, run_id=run, channel=channel, error_class=error_class, since=since)
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json(rows)
         return
+    redriven = any(r["redriven_at"] for r in rows)
     output.table(
         "dead letters",
-        ["delivery", "run", "channel", "address", "error", "message", "attempts", "created", "redriven"],
+        ["delivery", "run", "channel", "tries", "created", *(["redriven"] if redriven else []), "error"],
         [
             (
                 r["delivery_id"],
                 r["run_id"],
                 r["channel"],
-                output.mask_address(r["address"]),
-                r["error_class"],
-                (r["error_message"] or "")[:60],
                 r["attempts"],
-                r["created"],
-                r["redriven_at"] or "",
+                output.when(r["created"]),
+                *([output.when(r["redriven_at"])] if redriven else []),
+                output.one_line(f"{r['error_class']}: {r['error_message'] or ''}", 200),
             )
             for r in rows
         ],
+        caption="the whole error, the address and every attempt: notifyctl dlq show DELIVERY" if rows else None,
+        cut=("error",),
     )
 
 
@@ -84,7 +85,7 @@ def dlq_show(cli: typer.Context, delivery_id: int, json_out: JsonOpt = False) ->
 
     with context(cli) as ctx:
         item = dead_letter(ctx, delivery_id)
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json(item)
         return
     output.table(
@@ -98,7 +99,7 @@ def dlq_show(cli: typer.Context, delivery_id: int, json_out: JsonOpt = False) ->
         [
             (
                 a["number"],
-                a["started"],
+                output.when(a["started"]),
                 a["outcome"],
                 a["provider"],
                 a["code"],
@@ -132,7 +133,7 @@ def dlq_redrive(
     """
     from notifyctl.app import redrive as redriving
     from notifyctl.cli import output
-    from notifyctl.cli.output import ChannelProgress
+    from notifyctl.cli.progress import ChannelProgress, progress_wanted
 
     machine = machine_output(json_out)
     with open_context(cli, redis) as ctx:
@@ -147,7 +148,7 @@ def dlq_redrive(
                     f"{len(plan.delivery_ids)} deliveries would be re-driven" if dry_run else "nothing to re-drive"
                 )
             raise typer.Exit(EXIT_FAILED if plan.refused else EXIT_OK)
-        with ChannelProgress(enabled=not machine) as progress:
+        with ChannelProgress(enabled=progress_wanted(json_out)) as progress:
             result = run_async(redriving.redrive(ctx, plan, rate=rate, progress=progress))
     assert result is not None
     if plan.refused and not machine:

@@ -34,7 +34,7 @@ def init(
     steps = list(done.next_commands)
     if directory.resolve() != Path.cwd().resolve():
         steps.insert(0, f"cd {directory}")
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json(
             {
                 "directory": str(directory.resolve()),

@@ -1,13 +1,18 @@
-"""Console output for the CLI: tables, JSON, progress bars and error reports. Library code never
-prints; only the CLI calls these."""
+"""Console output for the CLI: the rule for piped output, tables, JSON, CSV and error reports.
+Library code never prints; only the CLI calls these (progress bars: cli/progress.py).
+
+The rule, the same for every command: `--json` prints JSON, anything else prints for people
+(tables, text), on a terminal or not. Whether stdout is a terminal changes only presentation:
+colours, progress bars (drawn only on a terminal) and `templates render`, which prints the
+raw text when piped. A script that parses the output says so with `--json`, so a `| less`,
+`| grep` or a cron mail never gets a different format from the one on the screen.
+"""
 
 from __future__ import annotations
 
 import csv
-import io
 import sys
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -19,7 +24,6 @@ QUIET = False  # -q: the console for people prints nothing and no progress is dr
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress, TaskID
 
     from notifyctl.security.redaction import mask_address as mask_address
 
@@ -73,12 +77,26 @@ OUTCOME_COLUMNS = (
     DeliveryState.in_doubt,
     DeliveryState.pending,
 )
-# States still on their way: not done yet for a progress bar.
-_UNDERWAY = (DeliveryState.pending, DeliveryState.inflight)
+# Table columns that hold ids (besides "id" and "*_id"): never cut, never wrapped.
+ID_COLUMNS = frozenset({"id", "run", "delivery", "user", "key", "name"})
+
+
+def wants_json(json_flag: bool) -> bool:
+    """The one rule for piped output: JSON exactly when --json is given (see the module docstring)."""
+    return json_flag
+
+
+def is_terminal() -> bool:
+    """Is stdout a terminal (for presentation only: never for the choice of format)."""
+    return sys.stdout.isatty()
+
+
+def json_text(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode()
 
 
 def emit_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode())
+    sys.stdout.write(json_text(value))
     sys.stdout.write("\n")
 
 
@@ -88,24 +106,118 @@ def csv_safe(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def emit_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
+def emit_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> int:
+    """CSV on stdout, a row at a time (any number of rows in flat memory); returns how many."""
+    writer = csv.writer(sys.stdout)
     writer.writerow(columns)
+    n = 0
     for row in rows:
         writer.writerow([csv_safe(row.get(c)) for c in columns])
-    sys.stdout.write(buffer.getvalue())
+        n += 1
+    return n
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+def emit_json_array(rows: Iterable[Any]) -> int:
+    """A JSON array on stdout, an element at a time (any number of rows in flat memory); returns how many."""
+    write = sys.stdout.write
+    write("[")
+    n = 0
+    for n, row in enumerate(rows, 1):
+        write("\n  " if n == 1 else ",\n  ")
+        write(orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS, default=str).decode())
+    write("\n]\n" if n else "]\n")
+    return n
+
+
+def is_id_column(name: str) -> bool:
+    return name in ID_COLUMNS or name.endswith("_id")
+
+
+# Below this many characters a wrapping column is hard to read: the rows are shown as records.
+_READABLE = 9
+
+
+def table(
+    title: str | None,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    caption: str | None = None,
+    cut: Collection[str] = (),
+) -> None:
+    """A table for people. Id columns (ID_COLUMNS, `*_id`) are never cut: as wide as their longest
+    value, not wrapped; the other columns wrap (long words fold) when the width runs short, except
+    those in `cut` (free text such as an error message), kept to one line ending in "…". When even
+    so the other columns would get fewer than _READABLE characters, each row is shown as a record
+    (one "column  value" line per column, values wrapping) instead of a table."""
+    from rich import box
     from rich.table import Table
 
-    t = Table(title=title, show_lines=False)
-    for column in columns:
-        t.add_column(column)
-    for row in rows:
-        t.add_row(*["" if v is None else str(v) for v in row])
-    _console("console").print(t)
+    console = _console("console")
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    natural = [max([len(column), *(len(row[i]) for row in cells)]) for i, column in enumerate(columns)]
+    needed = sum(
+        w if is_id_column(c) else min(w, 12 if c in cut else _READABLE) for c, w in zip(columns, natural, strict=True)
+    )
+    if cells and needed + 2 * (len(columns) - 1) > console.width:
+        _records(title, columns, cells, caption, cut)
+        return
+    # Cut columns share what the others leave on one line (at least 12 characters each).
+    left = console.width - sum(w + 2 for c, w in zip(columns, natural, strict=True) if c not in cut)
+    cut_width = max(12, left // max(1, sum(1 for c in columns if c in cut)) - 2)
+    # No outer edge and one space between columns: the width goes to the cells.
+    t = Table(
+        title=title,
+        caption=caption,
+        show_lines=False,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    for i, column in enumerate(columns):
+        if is_id_column(column):
+            t.add_column(column, no_wrap=True, min_width=natural[i], overflow="fold")
+        elif column in cut:
+            t.add_column(column, no_wrap=True, overflow="ellipsis", max_width=cut_width)
+        else:
+            t.add_column(column, overflow="fold")
+    for row in cells:
+        t.add_row(*row)
+    console.print(t)
+
+
+def _records(
+    title: str | None, columns: Sequence[str], cells: list[list[str]], caption: str | None, cut: Collection[str]
+) -> None:
+    """Rows too wide for the terminal: one block per row, a line per column, a blank line between."""
+    from rich.table import Table
+
+    grid = Table(title=title, caption=caption, box=None, show_header=False, pad_edge=False, padding=(0, 2, 0, 0))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for n, row in enumerate(cells):
+        if n:
+            grid.add_row("", "")
+        for column, value in zip(columns, row, strict=True):
+            grid.add_row(column, one_line(value, 200) if column in cut else value)
+    _console("console").print(grid)
+
+
+def when(iso: str | None) -> str:
+    """An ISO time for a table cell: to the second, "2026-12-03 20:05:18Z" (JSON keeps it whole)."""
+    if not iso:
+        return ""
+    text = iso.replace("T", " ", 1)
+    if text.endswith("+00:00"):
+        text = text[: -len("+00:00")].split(".")[0] + "Z"
+    return text
+
+
+def one_line(text: str | None, limit: int) -> str:
+    """An error message or other free text for a table cell: one line, at most `limit` characters."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def error(message: str, rows: Sequence[RowError] = (), limit: int = 50) -> None:
@@ -117,91 +229,6 @@ def error(message: str, rows: Sequence[RowError] = (), limit: int = 50) -> None:
         err_console.print(f"  {row}", highlight=False, markup=False)
     if len(rows) > limit:
         err_console.print(f"  … and {len(rows) - limit} more", highlight=False)
-
-
-class ChannelProgress:
-    """The engine's Progress, drawn as one Rich bar per channel (sent, skipped, failed, rate)."""
-
-    def __init__(self, enabled: bool) -> None:
-        enabled = enabled and not QUIET
-        self.enabled = enabled
-        self.started = time.monotonic()
-        self.totals: dict[str, int] = {}
-        self.done: dict[str, int] = {}
-        self.by_state: dict[str, dict[str, int]] = {}
-        self._progress: Progress | None = None  # Rich only when drawn (it costs start-up time)
-        if enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                TextColumn("[bold]{task.fields[channel]:<8}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TextColumn(
-                    "sent [green]{task.fields[sent]}[/] skipped {task.fields[skipped]} "
-                    "failed [red]{task.fields[failed]}[/] {task.fields[rate]}/s"
-                ),
-                TimeElapsedColumn(),
-                console=_console("err_console"),
-                transient=False,
-            )
-        self._tasks: dict[str, TaskID] = {}
-
-    def __enter__(self) -> ChannelProgress:
-        if self._progress is not None:
-            self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(None, None, None)
-
-    def _task(self, progress: Progress, channel: str) -> TaskID:
-        if channel not in self._tasks:
-            self._tasks[channel] = progress.add_task(
-                channel, total=0, channel=channel, sent=0, skipped=0, failed=0, rate=0
-            )
-        return self._tasks[channel]
-
-    def _refresh(self, channel: str) -> None:
-        if self._progress is None:
-            return
-        states = self.by_state.get(channel, {})
-        elapsed = max(1e-6, time.monotonic() - self.started)
-        self._progress.update(
-            self._task(self._progress, channel),
-            total=self.totals.get(channel, 0),
-            completed=self.done.get(channel, 0),
-            sent=states.get(DeliveryState.sent, 0),
-            skipped=states.get(DeliveryState.skipped, 0) + states.get(DeliveryState.deferred, 0),
-            failed=states.get(DeliveryState.dead, 0) + states.get(DeliveryState.in_doubt, 0),
-            rate=int(states.get(DeliveryState.sent, 0) / elapsed),
-        )
-
-    def planned(self, channel: str, state: str, n: int) -> None:
-        self.totals[channel] = self.totals.get(channel, 0) + n
-        if state not in _UNDERWAY:
-            self.done[channel] = self.done.get(channel, 0) + n
-            states = self.by_state.setdefault(channel, {})
-            states[state] = states.get(state, 0) + n
-        if self.enabled:
-            self._refresh(channel)
-
-    def sync(self, counts: dict[str, dict[str, int]]) -> None:
-        """The whole run's counts from the database (sibling sender processes report there only)."""
-        for channel, states in counts.items():
-            self.totals[channel] = sum(states.values())
-            self.by_state[channel] = {s: n for s, n in states.items() if s not in _UNDERWAY}
-            self.done[channel] = sum(self.by_state[channel].values())
-            if self.enabled:
-                self._refresh(channel)
-
-    def outcome(self, channel: str, state: str) -> None:
-        self.done[channel] = self.done.get(channel, 0) + 1
-        states = self.by_state.setdefault(channel, {})
-        states[state] = states.get(state, 0) + 1
-        if self.enabled:
-            self._refresh(channel)
 
 
 def summary_table(title: str, counts: dict[str, dict[str, int]]) -> None:

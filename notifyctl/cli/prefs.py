@@ -53,7 +53,7 @@ def prefs_show(cli: typer.Context, user_id: str, json_out: JsonOpt = False) -> N
 
     with context(cli) as ctx:
         prefs = preferences(ctx, user_id)
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json(prefs)
     else:
         output.table(

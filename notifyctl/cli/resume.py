@@ -54,7 +54,7 @@ def resume(
     """
     from notifyctl.app import resume as resuming
     from notifyctl.cli import output
-    from notifyctl.cli.output import ChannelProgress
+    from notifyctl.cli.progress import ChannelProgress, progress_wanted
 
     machine = machine_output(json_out)
     if not due and not run_id:
@@ -67,7 +67,7 @@ def resume(
         targets = resuming.due_runs(ctx) if due else [run_id or ""]
         for target in targets:
             try:
-                with ChannelProgress(enabled=not machine) as progress:
+                with ChannelProgress(enabled=progress_wanted(json_out)) as progress:
                     result = run_async(
                         resuming.resume(
                             ctx,

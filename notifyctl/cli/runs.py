@@ -36,7 +36,7 @@ def runs_list(
 
     with context(cli) as ctx:
         items = recent_runs(ctx, limit)
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json([{**vars(r), "counts": counts} for r, counts in items])
         return
     output.table(
@@ -50,7 +50,7 @@ def runs_list(
                 r.template,
                 r.state,
                 sum(sum(s.values()) for s in counts.values()),
-                r.created,
+                output.when(r.created),
             )
             for r, counts in items
         ],
@@ -69,7 +69,7 @@ def runs_show(cli: typer.Context, run_id: str, json_out: JsonOpt = False) -> Non
 
     with context(cli) as ctx:
         details = run_details(ctx, run_id)
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json(details)
         return
     output.table(
@@ -111,6 +111,11 @@ def runs_cancel(cli: typer.Context, run_id: str, json_out: JsonOpt = False) -> N
         )
 
 
+# The table for people shows this many unless --limit says otherwise; exports have no default cap.
+TABLE_LIMIT = 50
+AUDIT_TABLE = ("id", "run_id", "user_id", "channel", "address", "state", "reason", "provider", "attempts", "updated")
+
+
 @guarded
 def audit(
     cli: typer.Context,
@@ -118,27 +123,51 @@ def audit(
     user: Annotated[str | None, typer.Option(help="Only this user.")] = None,
     status: Annotated[str | None, typer.Option(help="Only this state (sent, skipped, dead, …).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
-    limit: Annotated[int, typer.Option(help="At most this many rows (0: all).")] = 1000,
+    json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(help=f"At most this many rows (0: all). Default: all for json/csv, {TABLE_LIMIT} for the table."),
+    ] = None,
+    newest_first: Annotated[
+        bool, typer.Option("--newest-first/--oldest-first", help="Order by delivery id, newest or oldest first.")
+    ] = True,
     redact: Annotated[bool, typer.Option(help="Mask addresses, for sharing.")] = False,
 ) -> None:
     """Every delivery with its decision, provider, message id, template version, attempts and times.
+    json and csv export every matching row (streamed) unless --limit is given.
 
     Example: notifyctl audit --run run_20261121_ab12cd --status dead --format csv > dead.csv
     """
-    from notifyctl.app.audit import AUDIT_COLUMNS, audit_rows
+    from notifyctl.app.audit import AUDIT_COLUMNS, audit_count, audit_rows
     from notifyctl.cli import output
+    from notifyctl.cli.output import when
 
     if fmt not in ("table", "json", "csv"):
         raise InputError("--format must be table, json or csv")
+    if json_out:
+        if fmt == "csv":
+            raise InputError("--json and --format csv: choose one")
+        fmt = "json"
+    if limit is not None and limit < 0:
+        raise InputError("--limit must be 0 (all) or more")
+    if limit is None:
+        limit = TABLE_LIMIT if fmt == "table" else 0
+    filters = {"run_id": run, "user_id": user, "state": status}
     with context(cli) as ctx:
-        rows = audit_rows(ctx, run_id=run, user_id=user, state=status, limit=limit)
-    if redact:
-        for row in rows:
-            row["address"] = output.mask_address(row["address"])
-    if fmt == "json":
-        output.emit_json(rows)
-    elif fmt == "csv":
-        output.emit_csv(rows, AUDIT_COLUMNS)
-    else:
-        shown = ("id", "run_id", "user_id", "channel", "address", "state", "reason", "provider", "attempts", "updated")
-        output.table("audit", shown, [[r[c] for c in shown] for r in rows])
+        rows = audit_rows(ctx, **filters, limit=limit, newest_first=newest_first)
+        if redact:
+            rows = ({**row, "address": output.mask_address(row["address"])} for row in rows)
+        if fmt == "json":
+            output.emit_json_array(rows)
+        elif fmt == "csv":
+            output.emit_csv(rows, AUDIT_COLUMNS)
+        else:
+            shown = [[when(r[c]) if c == "updated" else r[c] for c in AUDIT_TABLE] for r in rows]
+            total = audit_count(ctx, **filters)
+            caption = None
+            if len(shown) < total:
+                caption = (
+                    f"showing {len(shown)} of {total} ({'newest' if newest_first else 'oldest'} first); "
+                    "use --limit N (0: all), or --format csv to export"
+                )
+            output.table("audit", AUDIT_TABLE, shown, caption=caption)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -50,12 +50,14 @@ def send(
     Example: notifyctl send -t order_shipped -u u-1001 --channel email --data '{"order_id": "A-1"}'
     """
     from notifyctl.app import send as sending
+    from notifyctl.app.audit import run_deliveries
     from notifyctl.app.checks import read_data
     from notifyctl.app.dry_run import DryRun
-    from notifyctl.cli.output import ChannelProgress
+    from notifyctl.cli.progress import ChannelProgress, progress_wanted
 
     machine = machine_output(json_out)
-    with open_context(cli, redis) as ctx, ChannelProgress(enabled=not machine) as progress:
+    deliveries: list[dict[str, Any]] | None = None
+    with open_context(cli, redis) as ctx, ChannelProgress(enabled=progress_wanted(json_out)) as progress:
         if events is not None:
             if template or user:
                 raise InputError("--events cannot be combined with --template/--user")
@@ -83,7 +85,9 @@ def send(
                     progress=progress,
                 )
             )
+            if not isinstance(result, DryRun):
+                deliveries = run_deliveries(ctx, result.run_id)
     if isinstance(result, DryRun):
         report_dry_run(result, machine)
     else:
-        report_outcome(result, machine, "send")
+        report_outcome(result, machine, "send", deliveries)

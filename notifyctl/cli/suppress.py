@@ -75,7 +75,7 @@ def suppress_list(
 
     with context(cli) as ctx:
         rows = suppressions(ctx, channel)
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json(rows)
     else:
         output.table(

@@ -30,7 +30,7 @@ def templates_list(cli: typer.Context, json_out: JsonOpt = False) -> None:
     from notifyctl.cli import output
 
     infos = templates(settings(cli))
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json([vars(i) if not hasattr(i, "model_dump") else i.model_dump() for i in infos])
     else:
         output.table(
@@ -50,23 +50,40 @@ def templates_render(
     data: Annotated[str | None, typer.Option(help="JSON object, or @file.json.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Preview a template's parts for one channel.
+    """Preview a template's parts for one channel; an SMS also with its encoding and segment count.
+    Piped, each part is printed as it is rendered (no wrapping, nothing added; the SMS size goes
+    to stderr).
 
     Example: notifyctl templates render order_shipped --channel sms --locale fr --data @order.json
     """
+    import sys
+
     from notifyctl.app.catalog import preview
     from notifyctl.cli import output
+    from notifyctl.templates.segments import sms_size
 
     parts = preview(settings(cli), name, channel, locale, data)
-    if json_out:
-        output.emit_json(parts)
-    else:
+    size = sms_size(parts["text"]) if channel == "sms" and isinstance(parts.get("text"), str) else None
+    if output.wants_json(json_out):
+        output.emit_json({**parts, "sms": size.as_dict()} if size else parts)
+        return
+    if output.is_terminal():
         for part, value in parts.items():
             output.console.rule(f"{name} · {channel} · {part}")
             if isinstance(value, str):
-                output.console.print(value, markup=False, highlight=False)
+                output.console.print(value, markup=False, highlight=False, soft_wrap=True)
             else:
                 output.console.print_json(data=value)
+    else:
+        for part, value in parts.items():
+            if len(parts) > 1:
+                sys.stdout.write(f"==> {part} <==\n")
+            text = value if isinstance(value, str) else output.json_text(value)
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if size:
+        unit = "septets" if size.encoding == "GSM-7" else "UTF-16 units"
+        line = f"sms: {size.segments} segment(s), {size.encoding}, {size.units} {unit} ({size.per_segment} per segment)"
+        (output.console if output.is_terminal() else output.err_console).print(line, markup=False, highlight=False)
 
 
 @templates_app.command("check")
@@ -111,7 +128,7 @@ def templates_check(
             channels = channel or ctx.templates.get(name).channels
             fit = TemplateFit(name, audience, list(channels), template_problems(ctx, name, audience, data, channels))
     against = f"{fit.audience}" + (f" (campaign {campaign}: {', '.join(fit.channels)})" if campaign else "")
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json(
             {
                 "template": fit.template,

@@ -41,7 +41,7 @@ def users_import(
 
     with context(cli) as ctx:
         result = import_users(ctx, file, skip_invalid=skip_invalid)
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json(
             {
                 "imported": result.imported,
@@ -69,7 +69,7 @@ def users_show(cli: typer.Context, user_id: str, json_out: JsonOpt = False) -> N
 
     with context(cli) as ctx:
         data = show_user(ctx, user_id)
-    if json_out:
+    if output.wants_json(json_out):
         output.emit_json(data)
     else:
         output.table(f"user {user_id}", ["field", "value"], [(k, v) for k, v in data.items()])

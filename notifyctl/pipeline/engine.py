@@ -72,12 +72,18 @@ class Progress(Protocol):
 
     def outcome(self, channel: str, state: str) -> None: ...
 
+    def counted(self) -> None:
+        """Everything is planned: the totals reported so far are final."""
+
 
 class NullProgress:
     def planned(self, channel: str, state: str, n: int) -> None:
         pass
 
     def outcome(self, channel: str, state: str) -> None:
+        pass
+
+    def counted(self) -> None:
         pass
 
 
@@ -100,6 +106,8 @@ class RunOutcome:
     elapsed_s: float
     sent_this_session: int
     problems: list[str] = field(default_factory=list)  # providers stopped by the churn guard: why
+    reasons: dict[str, int] = field(default_factory=dict)  # "state:reason" → how many (not sent)
+    rejected_rows: int = 0  # input rows refused and left out (--skip-invalid)
 
 
 class Engine:
@@ -208,6 +216,8 @@ class Engine:
                 runs.set_run_state(self.conn, run_id, RunState.running, started=True)
             runlog.run_started(run_id, run.kind, self.backend.shard)
             self.feeder.planning_done = source is None and not service and not self.backend.follows
+            if self.feeder.planning_done:
+                self.progress.counted()
             self._ready.set()
             tasks: list[asyncio.Task[Any]] = []
             if source is not None:
@@ -260,7 +270,8 @@ class Engine:
         counts, problems = runs.counts(self.conn, run_id), runs.stopped_providers(self.conn, run_id)
         elapsed_s = time.monotonic() - started
         runlog.run_finished(run_id, state, counts, elapsed_s, sent)
-        return RunOutcome(run_id, state, counts, elapsed_s, sent, problems)
+        reasons, rejected = runs.reasons(self.conn, run_id), int(run.options.get("rejected_count", 0))
+        return RunOutcome(run_id, state, counts, elapsed_s, sent, problems, reasons, rejected)
 
     def stop(self) -> None:
         """Stop cleanly: no new sends; requests in flight finish and are recorded."""
@@ -332,6 +343,7 @@ class Engine:
             conn.close()
             write_lock.close()
             self.feeder.planning_done = True
+            self.progress.counted()
             for lane in self.lanes.values():
                 lane.wake.set()
 

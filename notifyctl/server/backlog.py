@@ -38,6 +38,9 @@ class Backlog:
         if state not in _UNSETTLED:
             self._unsettled = max(0, self._unsettled - 1)
 
+    def counted(self) -> None:
+        """The API's run is never fully planned; nothing to do."""
+
     def unsettled(self, conn: sqlite3.Connection, run_id: str) -> int:
         """The run's deliveries pending or in flight, counted again from the outbox now and then."""
         now = self.clock()

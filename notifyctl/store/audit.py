@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 AUDIT_COLUMNS = (
@@ -33,26 +34,46 @@ AUDIT_COLUMNS = (
 )
 
 
-def audit_rows(
-    conn: sqlite3.Connection,
-    *,
-    run_id: str | None = None,
-    user_id: str | None = None,
-    state: str | None = None,
-    limit: int = 1000,
-) -> list[dict[str, Any]]:
-    """Deliveries (AUDIT_COLUMNS) matching every filter given, by id; at most `limit` (0: all)."""
-    sql = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM deliveries WHERE 1=1"
+def _where(run_id: str | None, user_id: str | None, state: str | None) -> tuple[str, list[Any]]:
+    sql = " WHERE 1=1"
     params: list[Any] = []
     for column, value in (("run_id", run_id), ("user_id", user_id), ("state", state)):
         if value:
             sql += f" AND {column}=?"
             params.append(value)
-    sql += " ORDER BY id"
+    return sql, params
+
+
+def iter_audit_rows(
+    conn: sqlite3.Connection,
+    *,
+    run_id: str | None = None,
+    user_id: str | None = None,
+    state: str | None = None,
+    limit: int = 0,
+    newest_first: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """Deliveries (AUDIT_COLUMNS) matching every filter given, by id (oldest or newest first); at
+    most `limit` (0: all). Read from the cursor row by row: an export of any size stays small."""
+    where, params = _where(run_id, user_id, state)
+    sql = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM deliveries{where} ORDER BY id {'DESC' if newest_first else 'ASC'}"
     if limit:
         sql += " LIMIT ?"
         params.append(limit)
-    return [dict(r) for r in conn.execute(sql, params)]
+    cursor = conn.execute(sql, params)
+    try:
+        for row in cursor:
+            yield dict(zip(AUDIT_COLUMNS, row, strict=True))
+    finally:
+        cursor.close()
+
+
+def count_audit_rows(
+    conn: sqlite3.Connection, *, run_id: str | None = None, user_id: str | None = None, state: str | None = None
+) -> int:
+    """How many deliveries match the filters (for "showing N of M")."""
+    where, params = _where(run_id, user_id, state)
+    return int(conn.execute(f"SELECT count(*) FROM deliveries{where}", params).fetchone()[0])
 
 
 def run_errors(conn: sqlite3.Connection, run_id: str) -> list[list[Any]]:
