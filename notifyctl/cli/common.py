@@ -7,6 +7,7 @@ configuration or input, 70 a crash (a scrubbed report is written), 130 interrupt
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
