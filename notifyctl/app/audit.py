@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from notifyctl.app.context import Context
-from notifyctl.errors import InputError
+from notifyctl.errors import InputError, NotFound
 from notifyctl.models import DeliveryState
 from notifyctl.store import audit, runs
 from notifyctl.store.audit import AUDIT_COLUMNS
@@ -21,7 +21,14 @@ def audit_rows(
     if state is not None and state not in tuple(DeliveryState):
         known = ", ".join(DeliveryState)
         raise InputError(f"--status: unknown state '{state}' (known: {known})")
+    known_run(ctx, run_id)
     return audit.audit_rows(ctx.conn, run_id=run_id, user_id=user_id, state=state, limit=limit)
+
+
+def known_run(ctx: Context, run_id: str | None) -> None:
+    """A run named as a filter must exist: a typo is not-found (exit 2), not an empty answer."""
+    if run_id is not None and runs.get_run(ctx.conn, run_id) is None:
+        raise NotFound(f"unknown run '{run_id}' (see `notifyctl runs list`)")
 
 
 def recent_runs(ctx: Context, limit: int = 50) -> list[tuple[runs.Run, dict[str, dict[str, int]]]]:
@@ -33,7 +40,7 @@ def run_details(ctx: Context, run_id: str) -> dict[str, Any]:
     """One run: what it is, its times and rate, counts per channel and state, reasons, top errors."""
     run = runs.get_run(ctx.conn, run_id)
     if run is None:
-        raise InputError(f"unknown run '{run_id}' (see `notifyctl runs list`)")
+        raise NotFound(f"unknown run '{run_id}' (see `notifyctl runs list`)")
     counts = runs.counts(ctx.conn, run_id)
     sent = sum(states.get(DeliveryState.sent, 0) for states in counts.values())
     elapsed = None

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from notifyctl.app.context import Context
-from notifyctl.errors import InputError
+from notifyctl.errors import InputError, NotFound
 from notifyctl.store import dead_letters as letters
 from notifyctl.store.db import iso
 
@@ -19,7 +19,10 @@ def dead_letters(
     error_class: str | None = None,
     since: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Dead letters matching every filter given."""
+    """Dead letters matching every filter given (a run named must exist)."""
+    from notifyctl.app.audit import known_run
+
+    known_run(ctx, run_id)
     return letters.dead_letters(ctx.conn, run_id=run_id, channel=channel, error_class=error_class, since=since)
 
 
@@ -27,7 +30,7 @@ def dead_letter(ctx: Context, delivery_id: int) -> dict[str, Any]:
     """One dead letter with its envelope and attempts."""
     item = letters.dead_letter(ctx.conn, delivery_id)
     if item is None:
-        raise InputError(f"no dead letter for delivery {delivery_id} (see `notifyctl dlq list`)")
+        raise NotFound(f"no dead letter for delivery {delivery_id} (see `notifyctl dlq list`)")
     return item
 
 

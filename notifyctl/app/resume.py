@@ -11,7 +11,7 @@ from notifyctl.app.checks import file_sha256
 from notifyctl.app.context import Context
 from notifyctl.app.send import events_source
 from notifyctl.app.sizing import _engine_for
-from notifyctl.errors import InputError, PolicyRefused
+from notifyctl.errors import NotFound, PolicyRefused
 from notifyctl.models import RunState
 from notifyctl.pipeline.engine import Engine, PlanBatch, Progress, RunOutcome
 from notifyctl.store import locks, outbox, runs
@@ -70,7 +70,7 @@ async def resume(
     deferred rows are released, the rest of the input is planned, and everything pending is sent."""
     run = runs.get_run(ctx.conn, run_id)
     if run is None:
-        raise InputError(f"unknown run '{run_id}' (see `notifyctl runs list`)")
+        raise NotFound(f"unknown run '{run_id}' (see `notifyctl runs list`)")
     lock = f"run:{run_id}"
     if not locks.acquire_lock(ctx.conn, lock, owner="resume"):
         return ResumeSkipped(run_id, "another notifyctl process is working on this run")

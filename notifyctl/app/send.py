@@ -11,7 +11,7 @@ from notifyctl.app.checks import category_for, channels_for, check_render, file_
 from notifyctl.app.context import Context
 from notifyctl.app.drive import drive
 from notifyctl.app.dry_run import DryRun, dry_plan
-from notifyctl.errors import InputError, RowError, TemplateError
+from notifyctl.errors import InputError, NotFound, RowError, TemplateError
 from notifyctl.models import RunState
 from notifyctl.pipeline.engine import PlanBatch, Progress, RunOutcome
 from notifyctl.pipeline.planner import PLAN_BATCH, PlanItem
@@ -40,7 +40,7 @@ async def send(
     category = category_for(ctx.settings, template, category, channels)
     user = directory.get_user(ctx.conn, user_id)
     if user is None:
-        raise InputError(f"unknown user '{user_id}' (import it with `notifyctl users import`)")
+        raise NotFound(f"unknown user '{user_id}' (import it with `notifyctl users import`)")
     check_render(ctx, template, channels, user, data)
     item = PlanItem(
         line=1,
@@ -71,12 +71,12 @@ async def send(
 
 
 def spool_events(ctx: Context, stream: BinaryIO) -> Path:
-    """Events read from a stream (stdin) into a private file next to the database, so that an
+    """Events read from a stream (stdin) into a private file under the state directory, so that an
     interrupted run can be resumed from it."""
     from notifyctl.intake.spool import spool_stdin  # here: a one-off send needs no parsers
 
-    spool = ctx.settings.database_path.parent / "spool"
-    spool.mkdir(mode=0o700, exist_ok=True)
+    spool = ctx.settings.state_path / "spool"
+    spool.mkdir(mode=0o700, parents=True, exist_ok=True)
     return spool_stdin(stream, spool)
 
 

@@ -50,7 +50,7 @@ def broadcast(
     machine = machine_output(json_out)
     engines: list[Engine] = []
     loaded = load_campaign(campaign)
-    with open_context(cli, redis) as ctx, ChannelProgress(enabled=not machine) as progress:
+    with open_context(cli, redis, "create") as ctx, ChannelProgress(enabled=not machine) as progress:
         result = run_async(
             broadcasting.broadcast(
                 ctx,

@@ -46,7 +46,8 @@ def resume(
 ) -> None:
     """Continue an interrupted run from where it stopped, without re-sending anything recorded.
 
-    Example: notifyctl resume run_20261121_ab12cd   (cron: * * * * * notifyctl resume --due)
+    Example: notifyctl resume run_20261121_ab12cd
+    (cron: * * * * * notifyctl --config /srv/notify/notifyctl.toml resume --due)
     """
     from notifyctl.app import resume as resuming
     from notifyctl.cli import output

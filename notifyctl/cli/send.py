@@ -55,7 +55,7 @@ def send(
     from notifyctl.cli.output import ChannelProgress
 
     machine = machine_output(json_out)
-    with open_context(cli, redis) as ctx, ChannelProgress(enabled=not machine) as progress:
+    with open_context(cli, redis, "create") as ctx, ChannelProgress(enabled=not machine) as progress:
         if events is not None:
             if template or user:
                 raise InputError("--events cannot be combined with --template/--user")

@@ -97,7 +97,8 @@ def templates_check(
     from notifyctl.cli import output
     from notifyctl.errors import InputError
 
-    with context(cli) as ctx:
+    # Without a database there are no user attributes to offer: an empty one, never written to disk.
+    with context(cli, "empty") as ctx:
         if campaign is not None:
             from notifyctl.intake.campaigns import load_campaign
 

@@ -39,7 +39,7 @@ def users_import(
     from notifyctl.app.users import import_users
     from notifyctl.cli import output
 
-    with context(cli) as ctx:
+    with context(cli, "create") as ctx:
         result = import_users(ctx, file, skip_invalid=skip_invalid)
     if json_out:
         output.emit_json(
