@@ -11,6 +11,7 @@ from notifyctl.app.checks import file_sha256
 from notifyctl.app.context import Context
 from notifyctl.app.send import events_source
 from notifyctl.app.sizing import _engine_for
+from notifyctl.app.stdin import release_run_input
 from notifyctl.errors import NotFound, PolicyRefused
 from notifyctl.models import RunState
 from notifyctl.pipeline.engine import Engine, PlanBatch, Progress, RunOutcome
@@ -92,7 +93,9 @@ async def resume(
         engine = await _engine_for(ctx, run_id, progress, allow_template_change)
         if on_engine:
             on_engine(engine)
-        return await engine.run(run_id, source, allow_template_change=allow_template_change)
+        outcome = await engine.run(run_id, source, allow_template_change=allow_template_change)
+        release_run_input(ctx.settings, ctx.conn, run_id)  # a copy of stdin, once planned to the end
+        return outcome
     finally:
         locks.release_lock(ctx.conn, lock)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from notifyctl.app.checks import category_for, channels_for, check_render, file_sha256, rejected_summary
 from notifyctl.app.context import Context
@@ -68,16 +68,6 @@ async def send(
         options={"event_id": item.event_id},
     )
     return await drive(ctx, run_id, _single_source([item]), progress, None)
-
-
-def spool_events(ctx: Context, stream: BinaryIO) -> Path:
-    """Events read from a stream (stdin) into a private file under the state directory, so that an
-    interrupted run can be resumed from it."""
-    from notifyctl.intake.spool import spool_stdin  # here: a one-off send needs no parsers
-
-    spool = ctx.settings.state_path / "spool"
-    spool.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return spool_stdin(stream, spool)
 
 
 def _event_items(
