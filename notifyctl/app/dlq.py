@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from notifyctl.app.audit import known_run
 from notifyctl.app.context import Context
 from notifyctl.errors import InputError, NotFound
 from notifyctl.store import dead_letters as letters
@@ -20,8 +21,6 @@ def dead_letters(
     since: str | None = None,
 ) -> list[dict[str, Any]]:
     """Dead letters matching every filter given (a run named must exist)."""
-    from notifyctl.app.audit import known_run
-
     known_run(ctx, run_id)
     return letters.dead_letters(ctx.conn, run_id=run_id, channel=channel, error_class=error_class, since=since)
 
@@ -45,4 +44,5 @@ def purge_dead_letters(
     """Delete the dead letters matching every filter given; `all_` when none is. Returns how many."""
     if not (ids or run_id or before or all_):
         raise InputError("say which dead letters to purge: --id, --run, --before or --all")
+    known_run(ctx, run_id)
     return letters.purge(ctx.conn, ids=ids, run_id=run_id, before=iso(before) if before else None)
