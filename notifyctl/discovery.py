@@ -35,9 +35,12 @@ class Found:
     path: Path | None
     how: How
 
-    @property
-    def from_user_dir(self) -> bool:
-        return self.how == "user config"
+    def in_user_dir(self, env: Mapping[str, str]) -> bool:
+        """Whether the file is the user's own (however it was named: a sender process started for a
+        run gets it as --config, and must find the same database)."""
+        if self.how == "user config":
+            return True
+        return self.path is not None and self.path.resolve() == user_config_file(env).resolve()
 
 
 def _home(env: Mapping[str, str]) -> Path:

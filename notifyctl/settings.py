@@ -343,7 +343,7 @@ def load_settings(explicit: Path | None = None, environ: dict[str, str] | None =
     settings.source = source
     settings.base_dir = path.parent.resolve() if path else Path.cwd()
     settings.found_by = found.how
-    if found.from_user_dir:
+    if found.in_user_dir(env):
         settings.home_state_dir = user_state_dir(env)
     settings._origins = _origins(raw, env, source)
     return settings

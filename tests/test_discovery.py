@@ -102,6 +102,9 @@ def test_a_config_in_the_user_config_dir_keeps_its_database_in_the_state_home(tm
     assert "user's config directory" in origins["(config file)"]
     assert "XDG_STATE_HOME" in origins["(database path)"]
     assert settings["idempotency_window_hours"] == 24.0
+    # Named with --config (as a run's sender processes get it), the same file finds the same database.
+    named = machine.shown(elsewhere, "--config", str(machine.config_home / "notifyctl" / "notifyctl.toml"))
+    assert isinstance(named["settings"], dict) and named["settings"]["(database path)"] == str(database)
 
     # Without XDG_STATE_HOME: ~/.local/state/notifyctl.
     env = {k: v for k, v in machine.env().items() if k != "XDG_STATE_HOME"}
