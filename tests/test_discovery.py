@@ -4,8 +4,11 @@ command that only reads. Each rule through the real CLI, with HOME and XDG_* in 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -229,6 +232,32 @@ def test_the_readme_cron_line_in_an_empty_home_creates_nothing(machine: Machine)
     result = machine.run(machine.home, "resume", "--due")
     assert result.returncode == 2
     assert f"no database at {machine.home / 'notifyctl.db'}" in result.stderr
+    assert list(machine.home.iterdir()) == []
+
+
+def test_the_readme_cron_line_names_its_configuration_and_finds_the_run(tmp_path: Path, machine: Machine) -> None:
+    """`* * * * * notifyctl --config /srv/notify/notifyctl.toml resume --due`, run from $HOME."""
+    project = tmp_path / "srv-notify"
+    project.mkdir()
+    config = project / "notifyctl.toml"
+    config.write_text('database = "notifyctl.db"\n', encoding="utf-8")
+    (project / "users.csv").write_text(USERS, encoding="utf-8")
+    (project / "aud.csv").write_text("user_id,first_name\nu1,Ada\n", encoding="utf-8")
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=6)
+    (project / "c.toml").write_text(
+        f'id = "c1"\ntemplate = "welcome"\nchannels = ["inapp"]\naudience = "aud.csv"\n'
+        f'send_at = "{later.isoformat(timespec="seconds")}"\n[data]\nproduct_name = "Acme"\n',
+        encoding="utf-8",
+    )
+    shutil.copytree(REPO / "templates", project / "templates")
+    assert machine.run(project, "users", "import", "users.csv").returncode == 0
+    scheduled = machine.run(project, "broadcast", "c.toml", "--json")
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert orjson.loads(scheduled.stdout)["state"] == "scheduled"
+    time.sleep(max(0.0, (later - datetime.now(UTC)).total_seconds()) + 0.5)
+    cron = machine.run(machine.home, "--config", str(config), "resume", "--due", "--json")
+    assert cron.returncode == 0, cron.stderr
+    assert orjson.loads(cron.stdout)["resumed"][0]["counts"] == {"inapp": {"sent": 1}}
     assert list(machine.home.iterdir()) == []
 
 

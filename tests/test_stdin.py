@@ -101,7 +101,8 @@ def test_a_scheduled_run_keeps_its_stdin_copy_in_the_state_directory_until_it_is
     ws = make_workspace(tmp_path)
     ws.write("users.csv", users_csv(3))
     assert ws.cli("users", "import", "users.csv").exit_code == 0
-    send_at = (datetime.now(UTC) + timedelta(seconds=2)).isoformat(timespec="seconds")
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=6)
+    send_at = later.isoformat()
     ws.write("c.toml", campaign_toml("later", "welcome", ["inapp"], "x.csv", send_at=send_at))
     scheduled = ws.run_stdin(audience_csv(3), "broadcast", "c.toml", "--audience", "-", "--json")
     assert scheduled.returncode == 0, scheduled.stderr
@@ -110,7 +111,7 @@ def test_a_scheduled_run_keeps_its_stdin_copy_in_the_state_directory_until_it_is
     assert len(kept) == 1 and kept[0].stat().st_mode & 0o077 == 0  # private: it holds personal data
     nothing_spooled_in_the_working_directory(ws)
 
-    time.sleep(2.5)
+    time.sleep(max(0.0, (later - datetime.now(UTC)).total_seconds()) + 0.5)
     due = ws.run("resume", "--due", "--json")
     assert due.returncode == 0, due.stderr
     assert orjson.loads(due.stdout)["resumed"][0]["counts"] == {"inapp": {"sent": 3}}

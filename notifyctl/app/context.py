@@ -31,9 +31,9 @@ Missing = Literal["create", "refuse", "empty"]
 def no_database(path: Path) -> NotFound:
     """The one-line error of a command that reads a database that does not exist."""
     return NotFound(
-        f"no database at {path}: nothing was created. A first `notifyctl users import FILE` (or send, "
-        "broadcast, serve) makes it; if another one is meant, name its configuration with --config or "
-        "NOTIFYCTL_CONFIG (see `notifyctl config show --origin`)"
+        f"no database at {path}: nothing was created. `notifyctl init` or a first `notifyctl users import "
+        "FILE` (or send, broadcast, serve) makes it; if another one is meant, name its configuration with "
+        "--config or NOTIFYCTL_CONFIG (see `notifyctl config show --origin`)"
     )
 
 
