@@ -3,7 +3,11 @@
     NotifyctlError
      ├── ConfigError          bad or missing setting (names the key and the file); exit 2
      ├── InputError           bad audience/events/user file, flag or argument; exit 2
-     │    └── (carries RowError entries: line number + reason)
+     │    │                   (carries RowError entries: line number + reason)
+     │    └── NotFound        a run, user, dead letter, key, suppression or the database
+     │                        named does not exist; exit 2
+     ├── StorageError         the database cannot be created, opened or written (a read-only
+     │                        directory, say): names the path and the fix; exit 2
      ├── TemplateError        template missing, unsafe, undefined variable, over the size cap
      ├── PolicyRefused        an operation the policy forbids (e.g. redrive past the window)
      └── ProviderError        raised by a provider's send(); the pipeline classifies it
@@ -68,6 +72,14 @@ class InputError(NotifyctlError):
     def __init__(self, message: str, rows: list[RowError] | None = None) -> None:
         self.rows = rows or []
         super().__init__(message)
+
+
+class NotFound(InputError):
+    """Something named does not exist (a run, a user, a dead letter, a key, the database)."""
+
+
+class StorageError(NotifyctlError):
+    """The database (or the state directory) cannot be created, opened or written; says how to fix it."""
 
 
 class TemplateError(NotifyctlError):

@@ -1,7 +1,8 @@
 """Configuration: notifyctl.toml, NOTIFYCTL_* environment overrides, embedded defaults.
 
-The file is found through `--config`, then NOTIFYCTL_CONFIG, then ./notifyctl.toml; without one
-the embedded defaults run everything locally (email to an outbox folder, in-app to the SQLite
+The file is found as notifyctl/discovery.py says (`--config`, NOTIFYCTL_CONFIG, notifyctl.toml in
+the working directory or a parent, the user's config directory); without one the embedded
+defaults run everything locally (email to an outbox folder, in-app to the SQLite
 inbox, webhooks to users' endpoints). `NOTIFYCTL_A__B=value` overrides key `a.b` (the value is
 read as a TOML value when it parses as one, else as a string). Provider credentials come from
 the providers' own conventions (AWS chain, TWILIO_*, GOOGLE_APPLICATION_CREDENTIALS).
@@ -21,13 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from notifyctl.categories import BUILT_IN_KINDS, UNDEFINED_CATEGORY, CategoryRule, CategorySettings
 from notifyctl.config_errors import config_error, did_you_mean
+from notifyctl.discovery import DATABASE_FILE, Found, find_config, state_dir_of, user_state_dir
 from notifyctl.errors import ConfigError
 from notifyctl.models import CHANNELS
 from notifyctl.providers.base import PROVIDER_TYPES
 from notifyctl.providers.options import PROVIDER_OPTIONS
 
 ENV_PREFIX = "NOTIFYCTL_"
-CONFIG_FILE = "notifyctl.toml"
 LOCAL_URL = "http://127.0.0.1:8080"  # `notifyctl serve`'s default address
 MISSING = {"kind": 'missing: every category needs kind = "marketing", "transactional" or "critical"'}
 
@@ -158,7 +159,12 @@ class Settings(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     source: str = Field(default="(embedded defaults)", exclude=True)
     base_dir: Path = Field(default=Path("."), exclude=True)
+    # A configuration from the user's config directory: where its database goes unless it sets one.
+    home_state_dir: Path | None = Field(default=None, exclude=True)
+    found_by: str = Field(default="none", exclude=True)  # how the file was found (discovery.How)
     _rules: dict[str, CategoryRule] = PrivateAttr(default_factory=dict)
+    # Where each key given in the file or the environment came from (`config show --origin`).
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("channels", mode="before")
     @classmethod
@@ -209,7 +215,21 @@ class Settings(_Strict):
 
     @property
     def database_path(self) -> Path:
+        """The database: `database` (relative to the file), or in the user's state directory for a
+        configuration from the user's config directory that does not set it."""
+        if self.home_state_dir is not None and "database" not in self.model_fields_set:
+            return self.home_state_dir / DATABASE_FILE
         return self.path(self.database)
+
+    @property
+    def state_path(self) -> Path:
+        """The state directory, next to the database: crash reports, copies of standard input."""
+        return state_dir_of(self.database_path)
+
+    @property
+    def origins(self) -> dict[str, str]:
+        """Where each key given in the file or the environment came from (dotted key → origin)."""
+        return dict(self._origins)
 
     @property
     def templates_path(self) -> Path:
@@ -284,19 +304,23 @@ def env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     return overrides
 
 
-def find_config(explicit: Path | None, environ: dict[str, str] | None = None) -> Path | None:
-    env = os.environ if environ is None else environ
-    if explicit is not None:
-        if not explicit.is_file():
-            raise ConfigError("configuration file not found", path=str(explicit))
-        return explicit
-    if env.get(ENV_PREFIX + "CONFIG"):
-        path = Path(env[ENV_PREFIX + "CONFIG"])
-        if not path.is_file():
-            raise ConfigError("configuration file not found (from NOTIFYCTL_CONFIG)", path=str(path))
-        return path
-    local = Path.cwd() / CONFIG_FILE
-    return local if local.is_file() else None
+def _origins(raw: dict[str, Any], environ: dict[str, str], source: str) -> dict[str, str]:
+    """Dotted key → where it was given: `FILE: key` for the file's keys, the variable for overrides."""
+    found: dict[str, str] = {}
+
+    def walk(prefix: str, node: dict[str, Any]) -> None:
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict) and value:
+                walk(dotted + ".", value)
+            else:
+                found[dotted] = f"{source}: {dotted}"
+
+    walk("", raw)
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and name not in OPTION_VARIABLES:
+            found[".".join(name[len(ENV_PREFIX) :].lower().split("__"))] = f"environment {name}"
+    return found
 
 
 def _check_provider_options(settings: Settings, source: str, from_env: dict[tuple[str, ...], str]) -> None:
@@ -317,7 +341,8 @@ def _check_provider_options(settings: Settings, source: str, from_env: dict[tupl
 def load_settings(explicit: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
     """Read the configuration; every problem is a ConfigError naming the key and the file."""
     env = dict(os.environ if environ is None else environ)
-    path = find_config(explicit, env)
+    found: Found = find_config(explicit, env)
+    path = found.path
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -345,4 +370,8 @@ def load_settings(explicit: Path | None = None, environ: dict[str, str] | None =
     _check_provider_options(settings, source, from_env)
     settings.source = source
     settings.base_dir = path.parent.resolve() if path else Path.cwd()
+    settings.found_by = found.how
+    if found.in_user_dir(env):
+        settings.home_state_dir = user_state_dir(env)
+    settings._origins = _origins(raw, env, source)
     return settings

@@ -60,8 +60,8 @@ def test_forget_erases_personal_data_but_keeps_the_hashed_suppression(tmp_path: 
         before = db_text(ws.db_path)
         assert "grace.hopper@example.com" in before and "/hook/grace" in before
 
-        refused = ws.cli("users", "forget", "grace-77", input="n\n")
-        assert refused.exit_code == 1
+        refused = ws.cli("users", "forget", "grace-77", input="y\n")  # no terminal: --yes or nothing
+        assert refused.exit_code == 2 and "--yes" in refused.stderr
         result = ws.cli("users", "forget", "grace-77", "--yes", "--json")
         assert result.exit_code == 0, result.output
 

@@ -58,6 +58,9 @@ NOT_RUN: dict[str, str] = {
     "notifyctl cluster status --redis redis://10.0.0.5:6379/0 --json": (
         "a Redis server elsewhere; tests/test_cluster_parts.py runs `cluster status --json` on a local redis-server"
     ),
+    "notifyctl --config /srv/notify/notifyctl.toml resume --due": (
+        "a configuration at /srv/notify; tests/test_discovery.py runs `--config FILE resume --due` from $HOME"
+    ),
     "notifyctl serve --host 0.0.0.0 --port 8080": (
         "a long-lived server on every interface; tests/test_server_cli.py runs `notifyctl serve` and stops it"
     ),

@@ -81,7 +81,7 @@ async def test_cli_keys_create_list_revoke_and_401_after_revoke(tmp_path: Path) 
         status, body = await srv.api("GET", "/v1/users/u1/inbox", key=key)
         assert status == 401, body
     code, _, err = keys_cli(ws, "revoke", "mobile-backend")
-    assert code == 1 and "no active key" in err
+    assert code == 2 and "no active key" in err  # not found
 
 
 SAMPLE = re.compile(

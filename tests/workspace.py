@@ -88,6 +88,19 @@ class Workspace:
             timeout=timeout,
         )
 
+    def run_stdin(self, stdin: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the CLI as a real process with `stdin` on its standard input."""
+        env = {**os.environ, "NOTIFYCTL_CONFIG": str(self.config)}
+        return subprocess.run(
+            [sys.executable, "-m", "notifyctl.cli", *args],
+            cwd=self.root,
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     def states(self, run_id: str | None = None) -> dict[str, int]:
         with self.db() as conn:
             sql = "SELECT state, count(*) FROM deliveries"

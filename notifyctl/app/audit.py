@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from notifyctl.app.context import Context
-from notifyctl.errors import InputError
+from notifyctl.errors import InputError, NotFound
 from notifyctl.models import DeliveryState
 from notifyctl.store import audit, runs
 from notifyctl.store.audit import AUDIT_COLUMNS
@@ -33,6 +33,7 @@ def audit_rows(
     """Deliveries with their decision, provider, ids, attempts and times, streamed from the database;
     at most `limit` (0: all)."""
     _known_state(state)
+    known_run(ctx, run_id)
     return audit.iter_audit_rows(
         ctx.conn, run_id=run_id, user_id=user_id, state=state, limit=limit, newest_first=newest_first
     )
@@ -43,6 +44,7 @@ def audit_count(
 ) -> int:
     """How many deliveries the same filters match."""
     _known_state(state)
+    known_run(ctx, run_id)
     return audit.count_audit_rows(ctx.conn, run_id=run_id, user_id=user_id, state=state)
 
 
@@ -63,6 +65,12 @@ def run_deliveries(ctx: Context, run_id: str, limit: int = 100) -> list[dict[str
     ]
 
 
+def known_run(ctx: Context, run_id: str | None) -> None:
+    """A run named as a filter must exist: a typo is not-found (exit 2), not an empty answer."""
+    if run_id is not None and runs.get_run(ctx.conn, run_id) is None:
+        raise NotFound(f"unknown run '{run_id}' (see `notifyctl runs list`)")
+
+
 def recent_runs(ctx: Context, limit: int = 50) -> list[tuple[runs.Run, dict[str, dict[str, int]]]]:
     """The newest runs, each with its counts per channel and state."""
     return [(run, runs.counts(ctx.conn, run.run_id)) for run in runs.list_runs(ctx.conn, limit)]
@@ -72,7 +80,7 @@ def run_details(ctx: Context, run_id: str) -> dict[str, Any]:
     """One run: what it is, its times and rate, counts per channel and state, reasons, top errors."""
     run = runs.get_run(ctx.conn, run_id)
     if run is None:
-        raise InputError(f"unknown run '{run_id}' (see `notifyctl runs list`)")
+        raise NotFound(f"unknown run '{run_id}' (see `notifyctl runs list`)")
     counts = runs.counts(ctx.conn, run_id)
     sent = sum(states.get(DeliveryState.sent, 0) for states in counts.values())
     elapsed = None

@@ -73,13 +73,17 @@ def check_template(
 
 
 def read_data(value: str | None) -> dict[str, Any]:
-    """Shared data given as a JSON object, or as @file.json (the --data option)."""
+    """Shared data given as a JSON object, as @file.json, or as @- (standard input) (the --data option)."""
     import orjson
 
     if not value:
         return {}
     raw: str | bytes = value
-    if value.startswith("@"):
+    if value == "@-":
+        import sys
+
+        raw = sys.stdin.buffer.read()
+    elif value.startswith("@"):
         path = Path(value[1:])
         try:
             raw = path.read_bytes()

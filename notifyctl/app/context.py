@@ -7,9 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from notifyctl.backends.local import LocalBackend
+from notifyctl.errors import NotFound
 from notifyctl.pipeline.engine import Backend, Engine, Progress, utc_clock
 from notifyctl.security.secret import InstallationSecret
 from notifyctl.settings import Settings
@@ -21,6 +23,18 @@ if TYPE_CHECKING:
     from notifyctl.backends.redis.coordinator import ClusterOptions
 
 Clock = Callable[[], datetime]
+# What a command does about a database that does not exist yet: make it (commands that store
+# something), refuse (commands that read), or read an empty one that is never written to disk.
+Missing = Literal["create", "refuse", "empty"]
+
+
+def no_database(path: Path) -> NotFound:
+    """The one-line error of a command that reads a database that does not exist."""
+    return NotFound(
+        f"no database at {path}: nothing was created. `notifyctl init` or a first `notifyctl users import "
+        "FILE` (or send, broadcast, serve) makes it; if another one is meant, name its configuration with "
+        "--config or NOTIFYCTL_CONFIG (see `notifyctl config show --origin`)"
+    )
 
 
 @dataclass
@@ -34,11 +48,24 @@ class Context:
     cluster: ClusterOptions | None = None  # runs go to Redis workers
 
     @classmethod
-    def open(cls, settings: Settings, clock: Clock = utc_clock, cluster: ClusterOptions | None = None) -> Context:
+    def open(
+        cls,
+        settings: Settings,
+        clock: Clock = utc_clock,
+        cluster: ClusterOptions | None = None,
+        *,
+        missing: Missing = "create",
+    ) -> Context:
+        """Open the database (see `Missing` for one that does not exist yet) and the templates."""
+        path = settings.database_path
+        if missing != "create" and str(path) != ":memory:" and not path.exists():
+            if missing == "refuse":
+                raise no_database(path)
+            path = Path(":memory:")
         templates = TemplateStore(
             settings.templates_path, render_timeout_s=settings.render_timeout_s, categories=settings.categories
         )
-        return cls(settings, connect(settings.database_path), templates, clock, cluster)
+        return cls(settings, connect(path), templates, clock, cluster)
 
     @cached_property
     def secret(self) -> InstallationSecret:

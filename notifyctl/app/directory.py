@@ -12,7 +12,7 @@ from typing import Any
 from notifyctl.addresses import AddressError
 from notifyctl.app import optouts
 from notifyctl.app.context import Context
-from notifyctl.errors import InputError
+from notifyctl.errors import InputError, NotFound
 from notifyctl.models import CHANNELS
 from notifyctl.settings import Settings
 from notifyctl.store import cluster, directory
@@ -23,7 +23,7 @@ def show_user(ctx: Context, user_id: str) -> dict[str, Any]:
     """One user's fields, devices and endpoint, with the webhook secret hidden, and preferences."""
     user = directory.get_user(ctx.conn, user_id)
     if user is None:
-        raise InputError(f"unknown user '{user_id}'")
+        raise NotFound(f"unknown user '{user_id}'")
     prefs = directory.preferences(ctx.conn, user_id)
     data = user.model_dump(exclude={"webhook_secret"})
     data["webhook_secret"] = "whsec_…(hidden)" if user.webhook_secret else None
@@ -46,12 +46,14 @@ def set_preference(ctx: Context, user_id: str, channel: str, category: str, on: 
         defined = ", ".join(sorted(ctx.settings.categories)) or "none"
         raise InputError(f"--category: '{category}' is not a defined category (defined: {defined}; or * for all)")
     if directory.get_user(ctx.conn, user_id) is None:
-        raise InputError(f"unknown user '{user_id}'")
+        raise NotFound(f"unknown user '{user_id}'")
     optouts.set_preference(ctx.conn, ctx.settings, user_id, channel, category, on, "cli")
 
 
 def preferences(ctx: Context, user_id: str) -> list[dict[str, Any]]:
     """A user's preferences: channel, category, enabled, source, updated."""
+    if directory.get_user(ctx.conn, user_id) is None:
+        raise NotFound(f"unknown user '{user_id}'")
     return directory.preferences(ctx.conn, user_id)
 
 

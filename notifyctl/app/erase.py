@@ -14,7 +14,7 @@ import sqlite3
 from typing import Any
 
 from notifyctl.addresses import AddressError, normalize_address
-from notifyctl.errors import InputError
+from notifyctl.errors import NotFound
 from notifyctl.security.erasure import erased_label
 from notifyctl.store import erasure
 from notifyctl.store.db import iso, record_event, transaction
@@ -32,7 +32,7 @@ def forget_user(conn: sqlite3.Connection, user_id: str, key: bytes) -> dict[str,
     if not key:
         raise ValueError("an erasure key is required")
     if not erasure.user_known(conn, user_id):
-        raise InputError(f"unknown user '{user_id}' (not in the directory nor in the audit log)")
+        raise NotFound(f"unknown user '{user_id}' (not in the directory nor in the audit log)")
     user_label = erased_label(user_id, key)
     with transaction(conn):
         addresses = {

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from notifyctl.app.audit import known_run
 from notifyctl.app.context import Context
 from notifyctl.app.drive import drive
-from notifyctl.errors import InputError
+from notifyctl.errors import InputError, NotFound
 from notifyctl.models import RunState
 from notifyctl.pipeline.engine import Progress, RunOutcome
+from notifyctl.store import dead_letters as letters
 from notifyctl.store import redrive as redrives
 from notifyctl.store import runs
 from notifyctl.store.db import iso, parse_iso
@@ -36,6 +38,7 @@ def select_for_redrive(
     are refused unless forced, and ids that are not dead letters are refused too."""
     if not (ids or run_id or all_):
         raise InputError("say which dead letters to redrive: --id ID, --run RUN or --all")
+    known_run(ctx, run_id)
     window = timedelta(hours=ctx.settings.idempotency_window_hours)
     now = ctx.clock()
     chosen: list[int] = []
@@ -53,7 +56,11 @@ def select_for_redrive(
         chosen.append(row["id"])
     if ids:
         found = set(chosen) | {i for i, _ in refused}
-        refused.extend((i, "no such dead letter (or already redriven)") for i in ids if i not in found)
+        missing = [i for i in ids if i not in found]
+        unknown = [i for i in missing if not in_doubt and letters.dead_letter(ctx.conn, i) is None]
+        if unknown and len(unknown) == len(ids) and not (run_id or all_):  # nothing named exists
+            raise NotFound(f"no dead letter for delivery {', '.join(map(str, unknown))} (see `notifyctl dlq list`)")
+        refused.extend((i, "no such dead letter (or already redriven)") for i in missing)
     return RedrivePlan(chosen, refused)
 
 

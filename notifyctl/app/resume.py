@@ -12,7 +12,8 @@ from notifyctl.app.context import Context
 from notifyctl.app.drive import failing_unplanned, refuse_cancelled
 from notifyctl.app.send import events_source
 from notifyctl.app.sizing import _engine_for
-from notifyctl.errors import InputError, PolicyRefused
+from notifyctl.app.stdin import release_run_input
+from notifyctl.errors import NotFound, PolicyRefused
 from notifyctl.models import RunState
 from notifyctl.pipeline.engine import Engine, PlanBatch, Progress, RunOutcome
 from notifyctl.store import locks, outbox, runs
@@ -71,7 +72,7 @@ async def resume(
     deferred rows are released, the rest of the input is planned, and everything pending is sent."""
     run = runs.get_run(ctx.conn, run_id)
     if run is None:
-        raise InputError(f"unknown run '{run_id}' (see `notifyctl runs list`)")
+        raise NotFound(f"unknown run '{run_id}' (see `notifyctl runs list`)")
     lock = f"run:{run_id}"
     if not locks.acquire_lock(ctx.conn, lock, owner="resume"):
         return ResumeSkipped(run_id, "another notifyctl process is working on this run")
@@ -97,7 +98,9 @@ async def resume(
             engine = await _engine_for(ctx, run_id, progress, allow_template_change)
             if on_engine:
                 on_engine(engine)
-            return await engine.run(run_id, source, allow_template_change=allow_template_change)
+            outcome = await engine.run(run_id, source, allow_template_change=allow_template_change)
+            release_run_input(ctx.settings, ctx.conn, run_id)  # a copy of stdin, once planned to the end
+            return outcome
     finally:
         locks.release_lock(ctx.conn, lock)
 

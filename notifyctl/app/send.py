@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from notifyctl.app.checks import category_for, channels_for, check_render, file_sha256, rejected_summary
 from notifyctl.app.context import Context
 from notifyctl.app.drive import drive
 from notifyctl.app.dry_run import DryRun, dry_plan
-from notifyctl.errors import InputError, RowError, TemplateError
+from notifyctl.errors import InputError, NotFound, RowError, TemplateError
 from notifyctl.models import RunState
 from notifyctl.pipeline.engine import PlanBatch, Progress, RunOutcome
 from notifyctl.pipeline.planner import PLAN_BATCH, PlanItem
@@ -40,7 +40,7 @@ async def send(
     category = category_for(ctx.settings, template, category, channels)
     user = directory.get_user(ctx.conn, user_id)
     if user is None:
-        raise InputError(f"unknown user '{user_id}' (import it with `notifyctl users import`)")
+        raise NotFound(f"unknown user '{user_id}' (import it with `notifyctl users import`)")
     check_render(ctx, template, channels, user, data)
     item = PlanItem(
         line=1,
@@ -68,16 +68,6 @@ async def send(
         options={"event_id": item.event_id},
     )
     return await drive(ctx, run_id, _single_source([item]), progress, None)
-
-
-def spool_events(ctx: Context, stream: BinaryIO) -> Path:
-    """Events read from a stream (stdin) into a private file next to the database, so that an
-    interrupted run can be resumed from it."""
-    from notifyctl.intake.spool import spool_stdin  # here: a one-off send needs no parsers
-
-    spool = ctx.settings.database_path.parent / "spool"
-    spool.mkdir(mode=0o700, exist_ok=True)
-    return spool_stdin(stream, spool)
 
 
 def _event_items(

@@ -41,8 +41,13 @@ def users_forget(
     from notifyctl.app.optouts import forget
     from notifyctl.cli import output
 
-    if not yes and not typer.confirm(f"Erase every personal data of user {user_id}? This cannot be undone"):
-        raise typer.Exit(EXIT_FAILED)
+    if not yes:
+        import sys
+
+        if not sys.stdin.isatty():  # nobody there to answer: refuse rather than prompt into the void
+            raise InputError(f"users forget {user_id}: confirm with --yes (no terminal to ask on); nothing was erased")
+        if not typer.confirm(f"Erase every personal data of user {user_id}? This cannot be undone"):
+            raise typer.Exit(EXIT_FAILED)
     with context(cli) as ctx:
         counts = forget(ctx.conn, ctx.settings, user_id)
     if output.wants_json(json_out):

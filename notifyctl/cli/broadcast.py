@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,6 +18,7 @@ from notifyctl.cli.common import (
     report_outcome,
     run_async,
 )
+from notifyctl.errors import InputError
 
 if TYPE_CHECKING:
     from notifyctl.pipeline.engine import Engine
@@ -30,8 +32,10 @@ def register(app: typer.Typer) -> None:
 @guarded
 def broadcast(
     cli: typer.Context,
-    campaign: Annotated[Path, typer.Argument(help="Campaign file (TOML).")],
-    audience: Annotated[Path | None, typer.Option(help="Audience file (overrides the campaign's).")] = None,
+    campaign: Annotated[Path, typer.Argument(help="Campaign file (TOML); - for standard input.")],
+    audience: Annotated[
+        Path | None, typer.Option(help="Audience file (overrides the campaign's); - for standard input.")
+    ] = None,
     skip_invalid: Annotated[bool, typer.Option(help="Send to the valid rows, report the invalid ones.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Decide everything, send and record nothing.")] = False,
     redis: RedisOpt = None,
@@ -43,19 +47,27 @@ def broadcast(
     """
     from notifyctl.app import broadcast as broadcasting
     from notifyctl.app.dry_run import DryRun
+    from notifyctl.app.stdin import input_file, is_stdin
     from notifyctl.cli import output
     from notifyctl.cli.progress import ChannelProgress, progress_wanted
     from notifyctl.intake.campaigns import load_campaign
 
     machine = machine_output(json_out)
     engines: list[Engine] = []
+    if is_stdin(campaign) and is_stdin(audience):
+        raise InputError("the campaign and --audience cannot both be standard input")
     loaded = load_campaign(campaign)
-    with open_context(cli, redis) as ctx, ChannelProgress(enabled=progress_wanted(json_out)) as progress:
+    # A copy of standard input stays under the state directory until the run has planned it all.
+    with (
+        open_context(cli, redis, "create") as ctx,
+        ChannelProgress(enabled=progress_wanted(json_out)) as progress,
+        input_file(ctx.settings, ctx.conn, audience) if audience else nullcontext(None) as audience_path,
+    ):
         result = run_async(
             broadcasting.broadcast(
                 ctx,
                 loaded,
-                audience_path=audience,
+                audience_path=audience_path,
                 dry_run=dry_run,
                 skip_invalid=skip_invalid,
                 progress=progress,

@@ -20,7 +20,7 @@ from notifyctl.errors import InputError, NotifyctlError
 from notifyctl.states import DeliveryState, RunState
 
 if TYPE_CHECKING:
-    from notifyctl.app.context import Context
+    from notifyctl.app.context import Context, Missing
     from notifyctl.app.dry_run import DryRun
     from notifyctl.pipeline.engine import Engine, RunOutcome
     from notifyctl.settings import Settings
@@ -151,11 +151,12 @@ def settings(cli: typer.Context | Options) -> Settings:
 
 
 @contextmanager
-def context(cli: typer.Context) -> Iterator[Context]:
-    """The embedded Context of a command, closed after it."""
+def context(cli: typer.Context, missing: Missing = "refuse") -> Iterator[Context]:
+    """The embedded Context of a command, closed after it. Only commands that store something pass
+    missing="create": a command that reads never makes a database (nor its folder)."""
     from notifyctl.app.context import Context
 
-    ctx = Context.open(settings(cli))
+    ctx = Context.open(settings(cli), missing=missing)
     try:
         yield ctx
     finally:
@@ -163,17 +164,17 @@ def context(cli: typer.Context) -> Iterator[Context]:
 
 
 @contextmanager
-def open_context(cli: typer.Context, redis_url: str | None) -> Iterator[Context]:
+def open_context(cli: typer.Context, redis_url: str | None, missing: Missing = "refuse") -> Iterator[Context]:
     """The command's Context: embedded without a URL, on the cluster with one (--redis): its engine
     publishes to the cluster instead of sending in-process."""
     if not redis_url:
-        with context(cli) as ctx:
+        with context(cli, missing) as ctx:
             yield ctx
         return
     from notifyctl.app.context import Context
     from notifyctl.backends.redis.coordinator import ClusterOptions
 
-    cluster_ctx = Context.open(settings(cli), cluster=ClusterOptions(redis_url))
+    cluster_ctx = Context.open(settings(cli), cluster=ClusterOptions(redis_url), missing=missing)
     try:
         yield cluster_ctx
     finally:

@@ -224,7 +224,8 @@ def error(message: str, rows: Sequence[RowError] = (), limit: int = 50) -> None:
     from rich.markup import escape
 
     err_console = _console("err_console")
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
+    # soft_wrap: one line whatever the width, so that logs and scripts see the whole message.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     for row in rows[:limit]:
         err_console.print(f"  {row}", highlight=False, markup=False)
     if len(rows) > limit:

@@ -50,7 +50,8 @@ def resume(
     With --due every run that is due is processed; one that fails is named on stderr (its state
     `failed` with the reason when it had not been planned) and the others go on: exit 1.
 
-    Example: notifyctl resume run_20261121_ab12cd   (cron: * * * * * notifyctl resume --due)
+    Example: notifyctl resume run_20261121_ab12cd
+    (cron: * * * * * notifyctl --config /srv/notify/notifyctl.toml resume --due)
     """
     from notifyctl.app import resume as resuming
     from notifyctl.cli import output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,11 +33,11 @@ def send(
     channel: Annotated[
         list[str] | None, typer.Option("--channel", help="Channel (repeatable); default: the template's channels.")
     ] = None,
-    data: Annotated[str | None, typer.Option(help="JSON object or @file.json.")] = None,
+    data: Annotated[str | None, typer.Option(help="JSON object, @file.json, or @- for standard input.")] = None,
     event_id: Annotated[str | None, typer.Option(help="Logical event id: the same one is sent once.")] = None,
     category: Annotated[str | None, typer.Option(help="Override the template's category.")] = None,
     events: Annotated[
-        str | None, typer.Option(help="JSON lines of NotificationRequested events, or - for stdin.")
+        str | None, typer.Option(help="JSON lines of NotificationRequested events, or - for standard input.")
     ] = None,
     skip_invalid: Annotated[bool, typer.Option(help="With --events: send the valid events, report the rest.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Decide everything, send and record nothing.")] = False,
@@ -53,22 +52,24 @@ def send(
     from notifyctl.app.audit import run_deliveries
     from notifyctl.app.checks import read_data
     from notifyctl.app.dry_run import DryRun
+    from notifyctl.app.stdin import input_file
     from notifyctl.cli.progress import ChannelProgress, progress_wanted
 
     machine = machine_output(json_out)
     deliveries: list[dict[str, Any]] | None = None
-    with open_context(cli, redis) as ctx, ChannelProgress(enabled=progress_wanted(json_out)) as progress:
+    with open_context(cli, redis, "create") as ctx, ChannelProgress(enabled=progress_wanted(json_out)) as progress:
         if events is not None:
             if template or user:
                 raise InputError("--events cannot be combined with --template/--user")
-            path = Path(events)
-            if events == "-":
-                path = sending.spool_events(ctx, sys.stdin.buffer)
-            elif not path.is_file():
-                raise InputError(f"events file not found: {path}")
-            result = run_async(
-                sending.send_events(ctx, path, skip_invalid=skip_invalid, dry_run=dry_run, progress=progress)
-            )
+            if events == "-" and data == "@-":
+                raise InputError("--events - and --data @- cannot both read standard input")
+            if events != "-" and not Path(events).is_file():
+                raise InputError(f"events file not found: {events}")
+            # A copy of standard input stays under the state directory until the run has planned it all.
+            with input_file(ctx.settings, ctx.conn, Path(events)) as path:
+                result = run_async(
+                    sending.send_events(ctx, path, skip_invalid=skip_invalid, dry_run=dry_run, progress=progress)
+                )
         else:
             if not template or not user:
                 raise InputError("give --template and --user (or --events FILE)")

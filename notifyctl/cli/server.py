@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from notifyctl.cli.common import EXIT_FAILED, JsonOpt, context, guarded, machine_output, open_context, run_async
+from notifyctl.cli.common import JsonOpt, context, guarded, machine_output, open_context, run_async
+from notifyctl.errors import NotFound
 
 
 def register(app: typer.Typer) -> None:
@@ -67,7 +68,7 @@ def serve(
             f"notifyctl serve: listening on {url} (public URL {ctx.settings.public_url})", highlight=False, markup=False
         )
 
-    with open_context(cli, redis) as ctx:
+    with open_context(cli, redis, "create") as ctx:
         run_async(serve_app(ctx, host, port, on_ready=ready))
 
 
@@ -83,7 +84,7 @@ def keys_create(
     from notifyctl.app.keys import create_key
     from notifyctl.cli import output
 
-    with context(cli) as ctx:
+    with context(cli, "create") as ctx:
         key = create_key(ctx, name)
     if machine_output(json_out):
         output.emit_json({"name": name, "key": key})
@@ -123,6 +124,5 @@ def keys_revoke(cli: typer.Context, name: Annotated[str, typer.Argument(help="Th
     with context(cli) as ctx:
         revoked = revoke_key(ctx, name)
     if not revoked:
-        output.error(f"no active key named '{name}'")
-        raise typer.Exit(EXIT_FAILED)
+        raise NotFound(f"no active key named '{name}' (see `notifyctl keys list`)")
     output.console.print(f"revoked {name}")

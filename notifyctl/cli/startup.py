@@ -36,6 +36,7 @@ COMMANDS = {
     "doctor": "admin",
     "worker": "cluster",
     "cluster": "cluster",
+    "config": "config",
 }
 # Registered in this order, which is the order of `notifyctl --help`.
 MODULES = tuple(dict.fromkeys(COMMANDS.values()))
@@ -90,6 +91,8 @@ def _registrar(module: str) -> Callable[[typer.Typer], None]:
         from notifyctl.cli.admin import register
     elif module == "cluster":
         from notifyctl.cli.cluster import register
+    elif module == "config":
+        from notifyctl.cli.config import register
     else:
         raise KeyError(module)
     return register
@@ -197,16 +200,23 @@ def main() -> None:
             _exit_without_teardown(done)
         raise
     except Exception as exc:  # a bug: keep a scrubbed crash report, never a secret on screen
+        from notifyctl.discovery import crash_dir
         from notifyctl.logs import write_crash_report
         from notifyctl.security.redaction import redact_secrets
 
         secrets: list[str] = []
+        database: Path | None = None
         try:
             from notifyctl.security.redaction import configured_secrets
 
-            secrets = configured_secrets(settings(given))
+            loaded = settings(given)
+            database = loaded.database_path
+            secrets = configured_secrets(loaded)
         except Exception:  # the configuration itself may be what is broken
             pass
-        report = write_crash_report(exc, Path.cwd(), secrets)
+        try:  # under the state directory, never the working directory
+            report = str(write_crash_report(exc, crash_dir(database), secrets))
+        except OSError as unwritable:
+            report = f"nowhere: {unwritable}"
         sys.stderr.write(f"notifyctl crashed: {redact_secrets(str(exc), secrets)}\nA report is in {report}\n")
         raise SystemExit(EXIT_CRASH) from None

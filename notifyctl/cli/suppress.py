@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from notifyctl.cli.common import EXIT_FAILED, JsonOpt, context, guarded
+from notifyctl.cli.common import JsonOpt, context, guarded
+from notifyctl.errors import NotFound
 
 suppress_app = typer.Typer(
     help="Addresses that must never be contacted.\n\n"
@@ -36,7 +37,7 @@ def suppress_add(
     from notifyctl.app.directory import suppress
     from notifyctl.cli import output
 
-    with context(cli) as ctx:
+    with context(cli, "create") as ctx:
         normalized = suppress(ctx, channel, address, reason)
     output.console.print(f"suppressed {channel} {output.mask_address(normalized)} ({reason})")
 
@@ -54,8 +55,7 @@ def suppress_remove(cli: typer.Context, channel: str, address: str) -> None:
     with context(cli) as ctx:
         removed = lift_suppression(ctx, channel, address)
     if not removed:
-        output.error("no such suppression")
-        raise typer.Exit(EXIT_FAILED)
+        raise NotFound(f"no suppression of {output.mask_address(address)} on {channel} (see `notifyctl suppress list`)")
     output.console.print("removed")
 
 

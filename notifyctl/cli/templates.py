@@ -47,7 +47,7 @@ def templates_render(
     name: str,
     channel: Annotated[str, typer.Option(help="The channel part to render.")],
     locale: Annotated[str | None, typer.Option(help="e.g. fr-CA (falls back to fr, then default).")] = None,
-    data: Annotated[str | None, typer.Option(help="JSON object, or @file.json.")] = None,
+    data: Annotated[str | None, typer.Option(help="JSON object, @file.json, or @- for standard input.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Preview a template's parts for one channel; an SMS also with its encoding and segment count.
@@ -92,16 +92,24 @@ def templates_check(
     cli: typer.Context,
     name: Annotated[str | None, typer.Argument(help="The template (with --campaign: the campaign's).")] = None,
     audience: Annotated[
-        Path | None, typer.Option(help="Audience file whose columns the template may use (overrides the campaign's).")
+        Path | None,
+        typer.Option(
+            help="Audience file whose columns the template may use (overrides the campaign's); - for standard input."
+        ),
     ] = None,
     campaign: Annotated[
         Path | None,
-        typer.Option(help="Campaign file: its template, audience, data and channels, as broadcast uses them."),
+        typer.Option(
+            help="Campaign file: its template, audience, data and channels, as broadcast uses them "
+            "(- for standard input)."
+        ),
     ] = None,
     channel: Annotated[
         list[str] | None, typer.Option(help="Channels to check (default: all of the template's, or the campaign's).")
     ] = None,
-    data: Annotated[str | None, typer.Option(help="Campaign data (JSON or @file), over the campaign's.")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Campaign data (JSON, @file or @- for standard input), over the campaign's.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check that every variable a template uses is provided by the audience, data or directory:
@@ -110,11 +118,22 @@ def templates_check(
 
     Example: notifyctl templates check --campaign campaigns/welcome.toml
     """
+    from contextlib import nullcontext
+
     from notifyctl.app.checks import TemplateFit, campaign_problems, template_problems
+    from notifyctl.app.stdin import input_file, is_stdin
     from notifyctl.cli import output
     from notifyctl.errors import InputError
 
-    with context(cli) as ctx:
+    if sum((is_stdin(audience), is_stdin(campaign), data == "@-")) > 1:
+        raise InputError("only one of --audience -, --campaign - and --data @- can read standard input")
+    from_stdin = is_stdin(audience)
+    # Without a database there are no user attributes to offer: an empty one, never written to disk.
+    with (
+        context(cli, "empty") as ctx,
+        input_file(ctx.settings, ctx.conn, audience) if audience else nullcontext(None) as audience_path,
+    ):
+        audience = audience_path
         if campaign is not None:
             from notifyctl.intake.campaigns import load_campaign
 
@@ -127,12 +146,13 @@ def templates_check(
         else:
             channels = channel or ctx.templates.get(name).channels
             fit = TemplateFit(name, audience, list(channels), template_problems(ctx, name, audience, data, channels))
-    against = f"{fit.audience}" + (f" (campaign {campaign}: {', '.join(fit.channels)})" if campaign else "")
+    shown_audience = "standard input" if from_stdin else str(fit.audience)
+    against = shown_audience + (f" (campaign {campaign}: {', '.join(fit.channels)})" if campaign else "")
     if output.wants_json(json_out):
         output.emit_json(
             {
                 "template": fit.template,
-                "audience": str(fit.audience),
+                "audience": "-" if from_stdin else str(fit.audience),
                 "campaign": str(campaign) if campaign else None,
                 "channels": fit.channels,
                 "fits": not fit.problems,

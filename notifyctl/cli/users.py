@@ -26,7 +26,7 @@ def users_import(
         Path,
         typer.Argument(
             help="CSV or JSONL with user_id, email, phone, locale, timezone, "
-            "push_tokens, webhook_url, webhook_secret, other attributes."
+            "push_tokens, webhook_url, webhook_secret, other attributes; - for standard input."
         ),
     ],
     skip_invalid: Annotated[bool, typer.Option(help="Import the valid rows even if some are invalid.")] = False,
@@ -36,11 +36,12 @@ def users_import(
 
     Example: notifyctl users import users.csv
     """
+    from notifyctl.app.stdin import input_file
     from notifyctl.app.users import import_users
     from notifyctl.cli import output
 
-    with context(cli) as ctx:
-        result = import_users(ctx, file, skip_invalid=skip_invalid)
+    with context(cli, "create") as ctx, input_file(ctx.settings, ctx.conn, file) as path:
+        result = import_users(ctx, path, skip_invalid=skip_invalid)
     if output.wants_json(json_out):
         output.emit_json(
             {
@@ -50,7 +51,8 @@ def users_import(
             }
         )
     else:
-        output.console.print(f"imported {result.imported} user(s) from {file}")
+        source = "standard input" if str(file) == "-" else file
+        output.console.print(f"imported {result.imported} user(s) from {source}")
         if result.error_count:
             output.error(f"{result.error_count} row(s) rejected", result.errors)
     if result.error_count:

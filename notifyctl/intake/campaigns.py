@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,9 +51,12 @@ class Campaign(BaseModel):
 
 
 def load_campaign(path: Path) -> Campaign:
-    """Read and validate a campaign file; errors name the file and the key."""
+    """Read and validate a campaign file (`-`: standard input, its audience relative to the working
+    directory); errors name the file and the key."""
+    from_stdin = str(path) == "-"
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = sys.stdin.read() if from_stdin else path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
     except FileNotFoundError as exc:
         raise InputError(f"campaign file not found: {path}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -63,5 +67,5 @@ def load_campaign(path: Path) -> Campaign:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise InputError(f"{path}: key '{key}': {first['msg'].removeprefix('Value error, ')}") from exc
-    campaign.source = path
+    campaign.source = None if from_stdin else path
     return campaign

@@ -17,6 +17,7 @@ is finished by the next start or `notifyctl resume RUN`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 from collections.abc import AsyncIterator, Callable
 
@@ -24,6 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from notifyctl.app.context import Context
+from notifyctl.errors import InputError
 from notifyctl.security.redaction import configured_secrets
 from notifyctl.server import (
     aiohttp_logs,
@@ -87,6 +89,17 @@ async def _stop(app: web.Application) -> None:
         await state.http.close()
 
 
+def cannot_listen(host: str, port: int, exc: OSError) -> InputError:
+    """The one-line error for an address `serve` cannot listen on, with the fix."""
+    fixes = {
+        errno.EADDRINUSE: "another process listens there: stop it, or pass --port N",
+        errno.EACCES: "ports below 1024 need privileges: pass --port 8080 (or higher)",
+        errno.EADDRNOTAVAIL: "no network interface of this machine has that address: pass --host 127.0.0.1 or 0.0.0.0",
+    }
+    fix = fixes.get(exc.errno or 0, "pass another --host or --port")
+    return InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {fix}")
+
+
 async def serve(
     ctx: Context,
     host: str,
@@ -104,7 +117,10 @@ async def serve(
     stop = stop or asyncio.Event()
     try:
         site = web.TCPSite(runner, host, port, backlog=options.backlog)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise cannot_listen(host, port, exc) from None
         loop = asyncio.get_running_loop()
 
         def on_signal() -> None:

@@ -20,6 +20,7 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
+from notifyctl.errors import StorageError
 from notifyctl.states import AttemptOutcome, DeliveryState, RunState
 from notifyctl.store.schema import MIGRATIONS
 
@@ -96,22 +97,51 @@ def _create_private(path: Path) -> None:
 BUSY_WRITER_AUTOCHECKPOINT = 10_000
 
 
+def unwritable(path: Path, reason: object) -> StorageError:
+    """The one-line error for a database notifyctl cannot create or write, with the fix."""
+    return StorageError(
+        f"cannot write the database {path} ({reason}): notifyctl writes it and its -wal and -shm files "
+        f"in {path.parent}, which must be writable by this user; fix the permissions, or point "
+        "`database` (NOTIFYCTL_DATABASE) at a writable place"
+    )
+
+
+# What SQLite says when the file or its folder cannot be written (or the file cannot be made).
+_UNWRITABLE = ("readonly database", "unable to open database file", "disk i/o error")
+
+
 def connect(path: Path, *, migrate: bool = True, autocheckpoint: int | None = None) -> sqlite3.Connection:
     """Open (and create, privately) the database and bring its schema up to date. `autocheckpoint`:
-    see `Checkpointer` (SQLite's default is 1,000 pages)."""
+    see `Checkpointer` (SQLite's default is 1,000 pages). A file or folder that cannot be written
+    is a StorageError saying so."""
+    try:
+        return _connect(path, migrate=migrate, autocheckpoint=autocheckpoint)
+    except OSError as exc:
+        raise unwritable(path, exc.strerror or exc) from None
+    except sqlite3.OperationalError as exc:
+        if any(text in str(exc).lower() for text in _UNWRITABLE):
+            raise unwritable(path, exc) from None
+        raise
+
+
+def _connect(path: Path, *, migrate: bool, autocheckpoint: int | None) -> sqlite3.Connection:
     if str(path) != ":memory:":
         _create_private(path)
     conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode survives a process crash (kill -9); only an OS crash can lose the tail.
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=30000")
-    conn.execute("PRAGMA foreign_keys=ON")
-    if autocheckpoint is not None:
-        conn.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint)}")
-    if migrate:
-        run_migrations(conn)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a process crash (kill -9); only an OS crash can lose the tail.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        if autocheckpoint is not None:
+            conn.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint)}")
+        if migrate:
+            run_migrations(conn)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

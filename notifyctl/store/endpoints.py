@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from notifyctl.errors import InputError
+from notifyctl.errors import InputError, NotFound
 from notifyctl.store.db import in_chunks, iso, parse_iso, record_event, transaction
 from notifyctl.store.directory import new_webhook_secret
 
@@ -26,7 +26,7 @@ FAILING_REASON = "failing"
 def _require(conn: sqlite3.Connection, user_id: str) -> sqlite3.Row:
     row: sqlite3.Row | None = conn.execute("SELECT * FROM endpoints WHERE user_id=?", (user_id,)).fetchone()
     if row is None:
-        raise InputError(f"user '{user_id}' has no webhook endpoint")
+        raise NotFound(f"user '{user_id}' has no webhook endpoint")
     return row
 
 

@@ -116,6 +116,20 @@ def get_run(conn: sqlite3.Connection, run_id: str) -> Run | None:
     return Run.from_row(row) if row else None
 
 
+# A run in one of these states reads its input file no more (later releases may add others).
+_INPUT_READ_NO_MORE = ("completed", "completed_with_failures", "failed", "cancelled")
+
+
+def input_needed(conn: sqlite3.Connection, audience_path: str) -> bool:
+    """Whether a run has yet to plan from this input file (resume reads the rest from it)."""
+    marks = ",".join("?" * len(_INPUT_READ_NO_MORE))
+    row = conn.execute(
+        f"SELECT 1 FROM runs WHERE audience_path=? AND planned=0 AND state NOT IN ({marks}) LIMIT 1",
+        (audience_path, *_INPUT_READ_NO_MORE),
+    ).fetchone()
+    return row is not None
+
+
 def list_runs(conn: sqlite3.Connection, limit: int = 50) -> list[Run]:
     return [Run.from_row(r) for r in conn.execute("SELECT * FROM runs ORDER BY created DESC LIMIT ?", (limit,))]
 
