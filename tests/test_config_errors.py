@@ -96,7 +96,9 @@ def test_the_example_configuration_and_the_defaults_still_load(tmp_path: Path) -
 
 def test_every_option_a_provider_reads_is_declared() -> None:
     """The declared options (providers/options.py) cover what each provider's code reads."""
-    reads = re.compile(r"""settings(?:\.get)?[(\[]\s*["'](\w+)["']|_positive\(settings, ["'](\w+)["']""")
+    reads = re.compile(
+        r"""settings(?:\.get)?[(\[]\s*["'](\w+)["']|(?:_positive|_setting|_number)\(settings, ["'](\w+)["']"""
+    )
     common = set(ProviderSettings.model_fields)
     assert set(PROVIDER_OPTIONS) == set(PROVIDER_TYPES)
     for type_name, target in PROVIDER_TYPES.items():

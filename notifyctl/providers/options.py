@@ -83,6 +83,19 @@ class FcmOptions(_Options):
     app_name: Any = None  # an earlier release's setting, read and ignored
 
 
+class ApnsOptions(_Options):
+    key_file: str | None = None  # the .p8 signing key, relative to the configuration file
+    key_id: str | None = None
+    team_id: str | None = None
+    topic: str | None = None  # the app's bundle id
+    host: str | None = None  # an https:// URL; default Apple's production host (or sandbox)
+    sandbox: bool = False
+    ca_file: str | None = None
+    token_refresh_s: float | None = None
+    ttl_s: float | None = None
+    priority: int | None = None
+
+
 PROVIDER_OPTIONS: dict[str, type[BaseModel]] = {
     "outbox": OutboxOptions,
     "inapp": InAppOptions,
@@ -92,4 +105,5 @@ PROVIDER_OPTIONS: dict[str, type[BaseModel]] = {
     "postmark": PostmarkOptions,
     "twilio": TwilioOptions,
     "fcm": FcmOptions,
+    "apns": ApnsOptions,
 }
