@@ -40,7 +40,7 @@ def test_a_send_retried_to_a_dead_webhook_writes_each_attempt_to_the_log_file(tm
     log = tmp_path / "logs" / "notifyctl.jsonl"
     sent = _run(
         ws, "--log-file", str(log), "--log-level", "debug",
-        "send", "-t", "welcome", "-u", "u1", "--channel", "webhook", "--data", '{"product_name": "Zanzibar"}',
+        "send", "-t", "welcome", "-u", "u1", "--channel", "webhook", "--data", '{"product_name": "Zanzibar"}', "--json",
     )  # fmt: skip
     assert sent.returncode == 1, sent.stderr  # dead after 4 attempts
     lines = _lines(log)
@@ -75,9 +75,9 @@ def test_notifyctl_log_is_the_log_file_not_a_configuration_key(tmp_path: Path) -
     ws.write("c.toml", campaign_toml("c1", "welcome", ["email", "inapp"], "aud.csv"))
     log = tmp_path / "from-env.jsonl"
     env = {"NOTIFYCTL_LOG": str(log)}
+    assert _run(ws, "users", "import", "users.csv", env=env).returncode == 0
     listed = _run(ws, "runs", "list", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
-    assert _run(ws, "users", "import", "users.csv", env=env).returncode == 0
     sent = _run(ws, "broadcast", "c.toml", env=env)
     assert sent.returncode == 0, sent.stderr
     lines = _lines(log)  # info, the default level: the run's events, not each attempt

@@ -89,7 +89,7 @@ async def test_inbox_query_validation(tmp_path: Path, query: str, status: int) -
 
 async def test_devices_register_and_remove(tmp_path: Path) -> None:
     ws = workspace_with_users(tmp_path)
-    token = "fcm:APA91b-Example_token-123"
+    token = "dGVzdA:APA91b-Example_token-123"  # FCM tokens carry a colon
     async with running(ws) as srv:
         status, body = await srv.api("POST", "/v1/users/u1/devices", json={"token": token, "platform": "android"})
         assert status == 201 and body["created"] is True

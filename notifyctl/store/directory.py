@@ -196,7 +196,10 @@ def register_device(
     conn: sqlite3.Connection, user_id: str, token: str, platform: str | None, source: str, service: str = "fcm"
 ) -> bool:
     """True when the token is new for this user (a re-registration updates the platform, the push
-    service and when it was last seen)."""
+    service and when it was last seen). A token given as a push address (`apns:…`, `fcm:…`) is
+    stored bare, with its service, as has_device and remove_device read it."""
+    if token.startswith(("apns:", "fcm:")):
+        service, token = split_push_address(token)
     now = iso()
     with transaction(conn):
         if has_device(conn, user_id, token):
