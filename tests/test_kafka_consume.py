@@ -10,13 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from tests.kafka_broker import TansuBroker, run
-from tests.webhook_sink import WebhookSink
+from tests.webhook_sink import WebhookSink, stall
 from tests.workspace import Workspace, make_workspace, users_csv
 
 TOPIC = "notification.events"
@@ -37,8 +38,11 @@ def workspace(tmp_path: Path, sink: WebhookSink, channels: dict[str, str] | None
     return ws
 
 
-def start_consume(ws: Workspace, broker: TansuBroker, *args: str) -> tuple[subprocess.Popen[bytes], str]:
-    """`notifyctl consume` as a real process, once it is consuming; and its run id."""
+def start_consume(
+    ws: Workspace, broker: TansuBroker, *args: str, log: list[str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`notifyctl consume` as a real process, once it is consuming; and its run id (its stderr's
+    first lines in `log`)."""
     env = {**os.environ, "NOTIFYCTL_CONFIG": str(ws.config)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "notifyctl.cli", "consume", "--kafka", broker.bootstrap, "--topic", TOPIC, *args],
@@ -48,7 +52,7 @@ def start_consume(ws: Workspace, broker: TansuBroker, *args: str) -> tuple[subpr
         stderr=subprocess.PIPE,
     )
     assert proc.stderr is not None
-    seen: list[str] = []
+    seen: list[str] = [] if log is None else log
     for raw in proc.stderr:
         line = raw.decode()
         seen.append(line)
@@ -180,3 +184,73 @@ def test_send_events_reads_the_seeds_spellings(tmp_path: Path, webhook_sink: Web
     both = ws.write("both.jsonl", '{"user_id": "u1", "userId": "u2", "template": "welcome", "event_id": "e-3"}\n')
     result = ws.cli("send", "--events", str(both))
     assert result.exit_code == 2 and "userId" in result.stderr
+
+
+def test_sigterm_finishes_in_flight_commits_and_the_next_start_finishes_the_rest(
+    tmp_path: Path, kafka_broker: TansuBroker, webhook_sink: WebhookSink
+) -> None:
+    webhook_sink.on_path("/hook", stall(0.3))
+    ws = workspace(tmp_path, webhook_sink, extra="")
+    ws.config.write_text(ws.config.read_text().replace("concurrency = 16", "concurrency = 1"))
+    run(kafka_broker.create_topic(TOPIC))
+    n = 8
+    run(kafka_broker.produce(TOPIC, [event(i) for i in range(n)]))
+    proc, first = start_consume(ws, kafka_broker, "--json")
+    try:
+        wait_until(lambda: sum(channel_states(ws, first).values()) == n)  # all planned
+        webhook_sink.wait_for(1, timeout_s=10)
+    finally:
+        code, summary, err = stop(proc)
+    assert code == 0, err
+    assert summary["planned"] == n
+    states = channel_states(ws, first)
+    assert not [k for k in states if k[1] == "inflight"], states  # the send in flight finished and was recorded
+    assert states.get(("webhook", "pending", ""), 0) >= 1, states  # the rest waits in the outbox
+    lag = orjson.loads(
+        ws.run("consume", "--kafka", kafka_broker.bootstrap, "--topic", TOPIC, "--status", "--json").stdout
+    )
+    assert lag["lag"] == 0, lag  # every event is in the outbox: all committed
+
+    proc, second = start_consume(ws, kafka_broker, "--json")  # finishes the earlier run at start
+    try:
+        wait_until(lambda: channel_states(ws, first) == {("webhook", "sent", ""): n}, timeout_s=30)
+    finally:
+        code, summary, err = stop(proc)
+    assert code == 0, err
+    assert summary["consumed"] == 0 and second != first
+    by_id = collections.Counter(r.webhook_id for r in webhook_sink.requests)
+    assert len(by_id) == n and set(by_id.values()) == {1}, by_id
+
+
+def test_partitions_pause_while_the_backlog_is_at_max_pending(
+    tmp_path: Path, kafka_broker: TansuBroker, webhook_sink: WebhookSink
+) -> None:
+    webhook_sink.on_path("/hook", stall(0.1))
+    ws = workspace(tmp_path, webhook_sink, extra="[kafka]\nmax_pending = 3\nmax_batch = 2\n")
+    ws.config.write_text(ws.config.read_text().replace("concurrency = 16", "concurrency = 1"))
+    run(kafka_broker.create_topic(TOPIC))
+    n = 20
+    run(kafka_broker.produce(TOPIC, [event(i) for i in range(n)]))
+    log: list[str] = []
+    proc, run_id = start_consume(ws, kafka_broker, "--json", "--metrics-port", "0", log=log)
+    metrics_url = next(m[1] for line in log if (m := re.search(r"metrics on (\S+)", line)))
+    most_unsettled, paused_seen, lag_seen = 0, False, False
+    try:
+        deadline = time.monotonic() + 40
+        while channel_states(ws, run_id).get(("webhook", "sent", ""), 0) < n and time.monotonic() < deadline:
+            states = channel_states(ws, run_id)
+            most_unsettled = max(most_unsettled, sum(v for k, v in states.items() if k[1] in ("pending", "inflight")))
+            text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+            paused_seen = paused_seen or "notifyctl_kafka_paused 1" in text
+            lag_seen = lag_seen or bool(
+                re.search(r'notifyctl_kafka_consumer_lag\{topic="notification.events",partition="\d"\} [1-9]', text)
+            )
+            time.sleep(0.05)
+    finally:
+        code, summary, err = stop(proc)
+    assert code == 0, err
+    assert channel_states(ws, run_id) == {("webhook", "sent", ""): n}
+    assert summary["pauses"] >= 1 and paused_seen and lag_seen, (summary, paused_seen, lag_seen)
+    # Never more than the bound plus the one batch planned before the check saw it.
+    assert most_unsettled <= 3 + 2, most_unsettled
+    assert len({r.webhook_id for r in webhook_sink.requests}) == n == len(webhook_sink.requests)
