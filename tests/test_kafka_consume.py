@@ -254,3 +254,34 @@ def test_partitions_pause_while_the_backlog_is_at_max_pending(
     # Never more than the bound plus the one batch planned before the check saw it.
     assert most_unsettled <= 3 + 2, most_unsettled
     assert len({r.webhook_id for r in webhook_sink.requests}) == n == len(webhook_sink.requests)
+
+
+def test_consume_on_redis_delivers_through_the_workers(
+    tmp_path: Path, kafka_broker: TansuBroker, webhook_sink: WebhookSink
+) -> None:
+    """`consume --redis URL`: the consumer plans and publishes, `notifyctl worker` processes send."""
+    from tests.redis_server import RedisServer
+
+    ws = workspace(tmp_path, webhook_sink)
+    run(kafka_broker.create_topic(TOPIC))
+    n = 10
+    run(kafka_broker.produce(TOPIC, [event(i) for i in range(n)]))
+    with RedisServer() as redis:
+        worker = ws.popen("worker", "--redis", redis.url, "--visibility-timeout", "1")
+        try:
+            proc, run_id = start_consume(ws, kafka_broker, "--redis", redis.url, "--json")
+            try:
+                wait_until(lambda: channel_states(ws, run_id).get(("webhook", "sent", ""), 0) == n, timeout_s=40)
+            finally:
+                code, summary, err = stop(proc)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.communicate()
+    assert code == 0, err
+    assert summary["planned"] == n
+    by_id = collections.Counter(r.webhook_id for r in webhook_sink.requests)
+    assert len(by_id) == n and set(by_id.values()) == {1}, by_id
