@@ -133,6 +133,19 @@ def test_events_sent_once_and_invalid_ones_dead_lettered(
     assert status.returncode == 0, status.stderr
     lag = orjson.loads(status.stdout)
     assert lag["lag"] == 0 and sum(p["end"] for p in lag["partitions"]) == n + len(bad), lag
+    # `serve` on the same database shows the consumer's lag in its /metrics.
+    server = ws.popen("serve", "--port", "0")
+    try:
+        assert server.stderr is not None
+        url = next(m[1] for raw in server.stderr if (m := re.search(r"listening on (http://\S+)", raw.decode())))
+        text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=20)
+    lags = re.findall(
+        r'notifyctl_kafka_consumer_lag\{group="notifyctl",topic="notification.events",partition="(\d)"\} (\d+)', text
+    )
+    assert lags and {lag for _, lag in lags} == {"0"}, text
 
 
 def test_redelivered_events_are_duplicates_and_replay_sends_only_a_new_channel(

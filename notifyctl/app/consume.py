@@ -27,6 +27,7 @@ from notifyctl.intake import kafka
 from notifyctl.intake.events import parse_event
 from notifyctl.pipeline.planner import PlanItem
 from notifyctl.server.service import DeliveryService
+from notifyctl.store import kafka_lag
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -174,7 +175,11 @@ class KafkaIntake:
         except Exception as exc:  # a rebalance took the partition: its new owner sees duplicates only
             log.warning("offset commit failed", extra={"error": f"{type(exc).__name__}: {exc}"})
             return
+        known: dict[int, tuple[int, int]] = {}
         for tp, offset in offsets.items():
             end = consumer.highwater(tp)
             if end is not None:
                 self.stats.lag[tp.partition] = max(0, end - offset)
+                known[tp.partition] = (offset, end)
+        if known:  # for `serve`'s /metrics on the same database
+            kafka_lag.record(self.ctx.conn, self.where.group, self.where.topic, known)
