@@ -298,3 +298,30 @@ def test_consume_on_redis_delivers_through_the_workers(
     assert summary["planned"] == n
     by_id = collections.Counter(r.webhook_id for r in webhook_sink.requests)
     assert len(by_id) == n and set(by_id.values()) == {1}, by_id
+
+
+def test_two_consumers_of_one_group_share_the_partitions_and_send_each_event_once(
+    tmp_path: Path, kafka_broker: TansuBroker, webhook_sink: WebhookSink
+) -> None:
+    """A second consumer joins (a rebalance) mid-stream, and the first leaves: each event sent once."""
+    ws = workspace(tmp_path, webhook_sink)
+    run(kafka_broker.create_topic(TOPIC))
+    n = 40
+    run(kafka_broker.produce(TOPIC, [event(i) for i in range(n // 2)]))
+    first, run_a = start_consume(ws, kafka_broker, "--json")
+    second, run_b = start_consume(ws, kafka_broker, "--json")
+    try:
+        run(kafka_broker.produce(TOPIC, [event(i) for i in range(n // 2, n)]))
+        webhook_sink.wait_for(n // 2, timeout_s=30)
+        code_a, summary_a, err_a = stop(first)  # leaves: its partitions move to the second
+        run(kafka_broker.produce(TOPIC, [event(i) for i in range(n, n + 10)]))
+        webhook_sink.wait_for(n + 10, timeout_s=40)
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                code_b, summary_b, err_b = stop(proc)
+    assert code_a == 0 and code_b == 0, err_a + err_b
+    by_id = collections.Counter(r.webhook_id for r in webhook_sink.requests)
+    assert len(by_id) == n + 10 and set(by_id.values()) == {1}, by_id
+    assert summary_a["consumed"] + summary_b["consumed"] >= n + 10
+    assert run_a != run_b
