@@ -126,6 +126,30 @@ class ServerSettings(_Strict):
     max_pending: int = Field(default=50_000, ge=1)
 
 
+class KafkaSettings(_Strict):
+    """`notifyctl consume` (the [kafka] table). The security options are aiokafka's own, passed as they are."""
+
+    bootstrap_servers: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    topic: str = Field(default="notification.events", min_length=1)
+    group: str = Field(default="notifyctl", min_length=1)
+    dlq_topic: str | None = Field(default=None, min_length=1)  # unset: TOPIC.dlq
+    # Unsettled deliveries of the consumer's run beyond which its partitions are paused.
+    max_pending: int = Field(default=10_000, ge=1)
+    max_batch: int = Field(default=500, ge=1, le=100_000)  # messages planned (and committed) at a time
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = Field(default=None, repr=False)
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+
 class Settings(_Strict):
     database: Path = Path("notifyctl.db")
     templates_dir: Path = Path("templates")
@@ -157,6 +181,7 @@ class Settings(_Strict):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     source: str = Field(default="(embedded defaults)", exclude=True)
     base_dir: Path = Field(default=Path("."), exclude=True)
     # A configuration from the user's config directory: where its database goes unless it sets one.

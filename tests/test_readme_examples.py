@@ -61,6 +61,9 @@ NOT_RUN: dict[str, str] = {
     "notifyctl --config /srv/notify/notifyctl.toml resume --due": (
         "a configuration at /srv/notify; tests/test_discovery.py runs `--config FILE resume --due` from $HOME"
     ),
+    "notifyctl consume --kafka kafka-1.internal:9092 --topic notification.events --group notifyctl": (
+        "a Kafka broker elsewhere; tests/test_kafka_consume.py runs `notifyctl consume` on a local Tansu broker"
+    ),
     "notifyctl serve --host 0.0.0.0 --port 8080": (
         "a long-lived server on every interface; tests/test_server_cli.py runs `notifyctl serve` and stops it"
     ),
@@ -80,7 +83,7 @@ _CRON = re.compile(r"^(?:@\w+|(?:[\d*/,-]+\s+){4}[\d*/,-]+)\s+(?=\S)")
 _SPAN = re.compile(r"`([^`]+)`")
 _URL_HOST = re.compile(r"\b[a-z][a-z0-9+.-]*://(?:[^@/\s]*@)?(\[[^\]]*\]|[^/\s:?#]+)", re.IGNORECASE)
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
-LONG_LIVED = re.compile(r"\bnotifyctl\b(?:\s+-\S+(?:\s+[^-\s]\S*)?)*\s+(serve|worker)\b")
+LONG_LIVED = re.compile(r"\bnotifyctl\b(?:\s+-\S+(?:\s+[^-\s]\S*)?)*\s+(serve|consume|worker)\b")
 
 
 @dataclass(frozen=True)

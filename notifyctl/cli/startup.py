@@ -31,6 +31,7 @@ COMMANDS = {
     "audit": "runs",
     "dlq": "dlq",
     "serve": "server",
+    "consume": "consume",
     "keys": "server",
     "endpoints": "admin",
     "doctor": "admin",
@@ -42,7 +43,7 @@ COMMANDS = {
 MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 # Long-lived commands: nothing to gain from leaving without teardown.
-LONG_LIVED = ("serve", "worker")
+LONG_LIVED = ("serve", "consume", "worker")
 
 
 def new_app() -> typer.Typer:
@@ -87,6 +88,8 @@ def _registrar(module: str) -> Callable[[typer.Typer], None]:
         from notifyctl.cli.dlq import register
     elif module == "server":
         from notifyctl.cli.server import register
+    elif module == "consume":
+        from notifyctl.cli.consume import register
     elif module == "admin":
         from notifyctl.cli.admin import register
     elif module == "cluster":

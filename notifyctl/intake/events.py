@@ -1,4 +1,8 @@
-"""Event files for `notifyctl send --events`: one JSON object a line, each a logical event."""
+"""NotificationRequested events: a line of `notifyctl send --events`, or a message of `notifyctl consume`.
+
+One model for both front doors, with the seed's spellings: `user_id`/`userId`, `event_id`/`eventId`,
+`data`/`payload` (giving both spellings of one field is an error).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import orjson
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from notifyctl.errors import InputError
 from notifyctl.intake.fields import CONTROL, convert
@@ -20,11 +25,11 @@ class Event(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    event_id: str
-    user_id: str
+    event_id: str = Field(validation_alias=AliasChoices("event_id", "eventId"))
+    user_id: str = Field(validation_alias=AliasChoices("user_id", "userId"))
     template: str
     channels: list[str] | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("data", "payload"))
     category: str | None = None
 
     @field_validator("event_id", "user_id", "template")
@@ -58,3 +63,20 @@ def iter_events(
         path, start_offset=start_offset, start_line=start_line, max_field_chars=max_field_chars, fmt="jsonl"
     )
     return convert(records, lambda fields, line: Event.model_validate(fields))
+
+
+def parse_event(raw: bytes | None) -> Event:
+    """One event from a message's bytes (a JSON object); InputError says what is wrong with it."""
+    if not raw:
+        raise InputError("empty message: expected a JSON object")
+    try:
+        fields = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"not JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise InputError(f"expected a JSON object, got {type(fields).__name__}")
+    try:
+        return Event.model_validate(fields)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in err['loc']) or 'event'}: {err['msg']}" for err in exc.errors()]
+        raise InputError("invalid event: " + "; ".join(problems)) from None

@@ -6,6 +6,7 @@ notifyctl_provider_latency_ms{provider,quantile} summary over the latest attempt
 notifyctl_engine_up                             gauge, 1 while the delivery engine runs
 notifyctl_api_unsettled                         gauge, deliveries accepted by the API not yet settled
 notifyctl_api_refused_total{reason="backpressure"} counter, POST /v1/notify answered 503 (max_pending)
+notifyctl_kafka_consumer_lag{group,topic,partition} gauge, `notifyctl consume`'s lag on this database
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from collections.abc import Iterable
 from aiohttp import web
 
 from notifyctl.server.state import ServerState, state_of
-from notifyctl.store import health
+from notifyctl.store import health, kafka_lag
 
 routes = web.RouteTableDef()
 
 QUANTILES = (0.5, 0.9, 0.99)
+KAFKA_LAG_MAX_AGE_S = 600.0  # a consumer that has not committed for this long is not running
 LATENCY_WINDOW = 10_000  # attempts per provider the quantiles are computed over
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -101,6 +103,15 @@ def exposition(state: ServerState) -> str:
             "counter",
             "POST /v1/notify requests refused with 503 because max_pending deliveries were waiting.",
             [f"notifyctl_api_refused_total{labels(reason='backpressure')} {state.service.backlog.refused}"],
+        ),
+        *_family(
+            "notifyctl_kafka_consumer_lag",
+            "gauge",
+            "Messages of a partition not yet committed by `notifyctl consume` (as of its last commit).",
+            (
+                f"notifyctl_kafka_consumer_lag{labels(group=r.group, topic=r.topic, partition=str(r.p))} {r.lag}"
+                for r in kafka_lag.recent(conn, KAFKA_LAG_MAX_AGE_S)
+            ),
         ),
     ]
     return "\n".join(lines) + "\n"

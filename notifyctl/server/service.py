@@ -28,8 +28,12 @@ API_RUN_KIND = "api"
 
 
 class DeliveryService:
-    def __init__(self, ctx: Context) -> None:
+    """A long-lived run fed by a front door: `serve`'s API (kind "api"), or `consume`'s Kafka topic
+    (kind "kafka"). Each kind resumes only its own earlier runs at start."""
+
+    def __init__(self, ctx: Context, kind: str = API_RUN_KIND) -> None:
         self.ctx = ctx
+        self.kind = kind
         self.run_id = ""
         self.engine: Engine | None = None
         self.backlog = Backlog()
@@ -46,27 +50,29 @@ class DeliveryService:
         earlier = [
             run_id
             for run_id in due_runs(ctx)
-            if (run := runs.get_run(ctx.conn, run_id)) is not None and run.kind == API_RUN_KIND
+            if (run := runs.get_run(ctx.conn, run_id)) is not None and run.kind == self.kind
         ]
-        self.run_id = runs.new_run_id("api")
+        self.run_id = runs.new_run_id(self.kind)
         runs.create_run(
             ctx.conn,
             run_id=self.run_id,
-            kind=API_RUN_KIND,
-            template="(api)",
+            kind=self.kind,
+            template=f"({self.kind})",
             template_version="-",
             category="-",
             channels=sorted(ctx.settings.channels),
             state=RunState.running,
         )
-        if not locks.acquire_lock(ctx.conn, f"run:{self.run_id}", owner="serve"):
+        if not locks.acquire_lock(
+            ctx.conn, f"run:{self.run_id}", owner="serve" if self.kind == API_RUN_KIND else self.kind
+        ):
             raise NotifyctlError(f"run {self.run_id} is locked by another process")
         engine = ctx.engine(progress=self.backlog)
         # Whatever is accepted is committed before the 202, so the run counts as fully planned:
         # `notifyctl resume` (or the next start) can finish it from the outbox alone.
         engine.planner.plan_batch(self.run_id, [], planned=True)
         self.engine = engine
-        self._task = asyncio.create_task(engine.run(self.run_id, None, service=True), name="serve-engine")
+        self._task = asyncio.create_task(engine.run(self.run_id, None, service=True), name=f"{self.kind}-engine")
         ready = asyncio.ensure_future(engine.ready())
         await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if not ready.done():
@@ -80,9 +86,9 @@ class DeliveryService:
         try:
             result = await resume(self.ctx, run_id, on_engine=self._resume_engines.append)
         except NotifyctlError as exc:
-            log.warning("could not resume earlier API run", extra={"run_id": run_id, "error": str(exc)})
+            log.warning("could not resume earlier run", extra={"run_id": run_id, "error": str(exc)})
             return
-        log.info("resumed earlier API run", extra={"run_id": run_id, "state": getattr(result, "state", "skipped")})
+        log.info("resumed earlier run", extra={"run_id": run_id, "state": getattr(result, "state", "skipped")})
 
     def unsettled(self) -> int:
         """The service run's deliveries accepted and not yet settled (server/backlog.py)."""

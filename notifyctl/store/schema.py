@@ -309,4 +309,20 @@ MIGRATIONS: list[tuple[str, str | list[str]]] = [
         "0009_device_service",
         "ALTER TABLE devices ADD COLUMN service TEXT NOT NULL DEFAULT 'fcm'",
     ),
+    (
+        # `notifyctl consume`'s lag per partition at its last commit, so that `serve`'s /metrics on
+        # the same database shows it too (store/kafka_lag.py).
+        "0010_kafka_lag",
+        """
+        CREATE TABLE kafka_lag (
+            consumer_group TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            partition INTEGER NOT NULL,
+            committed INTEGER NOT NULL,
+            end_offset INTEGER NOT NULL,
+            updated REAL NOT NULL,
+            PRIMARY KEY (consumer_group, topic, partition)
+        );
+        """,
+    ),
 ]

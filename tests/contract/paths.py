@@ -4,6 +4,8 @@
     embedded-2   `notifyctl broadcast` with two sender processes (`processes = 2`)
     redis        `notifyctl broadcast --redis` with two `notifyctl worker` processes on redis-server
     api          `notifyctl serve`, the notifications POSTed to /v1/notify (no audience file)
+    kafka        `notifyctl consume`, the notifications produced as events to a Tansu broker (tests
+                 choose it with `@pytest.mark.parametrize("path_name", ["kafka"])`: tests/contract/test_kafka.py)
 
 `kill()` is kill -9 of every process of the path that sends (the broadcast and its sibling; the
 coordinator and the workers; the server); `resume()` is what the operator does next (`notifyctl
@@ -228,6 +230,65 @@ class Api(Path):
         return self.outcome(self.world.stop(self.server))
 
 
+class Kafka(Api):
+    """Events instead of requests: one NotificationRequested event per user on the topic, keyed by
+    user, consumed by `notifyctl consume`; `resume()` starts the consumer again, which finishes its
+    earlier run and reads on from the committed offsets."""
+
+    name = "kafka"
+    topic = "notification.events"
+
+    def __init__(self, world: World) -> None:
+        from tests.kafka_broker import TansuBroker, run
+
+        super().__init__(world)
+        self.broker = TansuBroker().__enter__()
+        assert self.broker.process is not None
+        world.procs.append(self.broker.process)  # torn down with the world (kill_all)
+        run(self.broker.create_topic(self.topic))
+
+    def start(self, campaign: str = "c.toml") -> None:
+        from tests.kafka_broker import run
+
+        self.campaign = campaign
+        event_id, channels = CAMPAIGNS[campaign]
+        events: list[dict[str, Any] | bytes] = [
+            {"userId": f"u{i}", "template": "promo", "channels": channels, "eventId": event_id,
+             "payload": {"product_name": "Acme"}}
+            for i in range(1, self.world.n + 1)
+        ]  # fmt: skip
+        run(self.broker.produce(self.topic, events))
+        self.accepted = {f"{event_id}:u{i}" for i in range(1, self.world.n + 1)}  # on the topic: durable
+        self.server = self.consume()
+
+    def consume(self) -> subprocess.Popen[bytes]:
+        """`notifyctl consume` once it is consuming; its stderr kept drained into `server_log`."""
+        proc = self.world.spawn("consume", "--kafka", self.broker.bootstrap, "--topic", self.topic, "--json",
+                                stdout=subprocess.DEVNULL)  # fmt: skip
+        stderr = proc.stderr
+        assert stderr is not None
+        for raw in stderr:
+            line = raw.decode()
+            self.world.server_log.append(line)
+            if "notifyctl consume: consuming" in line:
+                threading.Thread(target=self.world._drain, args=(stderr,), daemon=True).start()
+                return proc
+        raise AssertionError("consume did not start: " + "".join(self.world.server_log))
+
+    def finish(self, timeout_s: float = 90) -> Summary:
+        assert self.server is not None
+        wait_until(self.settled, timeout_s, "every event settled")
+        return self.outcome(self.world.stop(self.server))
+
+    def kill(self) -> None:
+        Path.kill(self)
+
+    def resume(self, due: bool = False) -> Summary:
+        self.server = self.consume()
+        wait_until(self.settled, 90, "every event settled")
+        return self.outcome(self.world.stop(self.server))
+
+
 PATHS = ("embedded-1", "embedded-2", "redis", "api")
 
 
@@ -238,4 +299,6 @@ def make_path(name: str, world: World) -> Path:
         return Embedded(world, 2)
     if name == "redis":
         return Redis(world)
+    if name == "kafka":
+        return Kafka(world)
     return Api(world)
