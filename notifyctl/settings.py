@@ -136,6 +136,10 @@ class KafkaSettings(_Strict):
     # Unsettled deliveries of the consumer's run beyond which its partitions are paused.
     max_pending: int = Field(default=10_000, ge=1)
     max_batch: int = Field(default=500, ge=1, le=100_000)  # messages planned (and committed) at a time
+    # How long the group waits for a consumer that stopped heartbeating (killed) before its
+    # partitions go to another: aiokafka's session_timeout_ms and heartbeat_interval_ms.
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_plain_username: str | None = None

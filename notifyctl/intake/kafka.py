@@ -77,6 +77,8 @@ def consumer(settings: Settings, where: KafkaTarget, *, subscribe: bool = True) 
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=settings.kafka.max_batch,
+        session_timeout_ms=settings.kafka.session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
         **client_options(settings, where.bootstrap_servers),
     )
 

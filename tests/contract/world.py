@@ -87,7 +87,9 @@ class World:
     # --- processes ------------------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "NOTIFYCTL_CONFIG": str(self.ws.config)}
+        from tests.kafka_broker import FAST_GROUP_ENV  # read by `notifyctl consume` only
+
+        return {**os.environ, **FAST_GROUP_ENV, "NOTIFYCTL_CONFIG": str(self.ws.config)}
 
     def spawn(
         self, *args: str, stdout: Any = subprocess.PIPE, stderr: Any = subprocess.PIPE
